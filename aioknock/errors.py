@@ -1,0 +1,45 @@
+"""Error types: every failure a user can cause ends as one of these, printed as one line."""
+
+from __future__ import annotations
+
+
+class AioknockError(Exception):
+    """Base class; ``str(err)`` is the complete one-line message shown to the user."""
+
+
+class ConfigError(AioknockError):
+    """A setting is missing, malformed or out of range; says where it came from."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.message = message
+        self.source = source
+        self.line = line
+        self.key = key
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = ""
+        if self.source:
+            where = self.source if self.line is None else f"{self.source}:{self.line}"
+            where += ": "
+        what = f"{self.key}: " if self.key else ""
+        return f"{where}{what}{self.message}"
+
+
+class KnockError(AioknockError):
+    """A knock could not be built, or a received knock is invalid; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SendError(AioknockError):
+    """A knock could not leave this host (name not resolved, no route, bad address)."""
