@@ -1,0 +1,51 @@
+"""Deliver a knock as lines appended to a faked firewall log (the prototype's debug path)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Sequence
+
+from ..codec.logline import LogTemplate
+from ..errors import SendError
+
+
+def append_line(path: str, line: str) -> None:
+    """Append one whole line with a single O_APPEND write, so concurrent writers never
+    interleave inside a line and a reader never sees half of one."""
+    data = (line.rstrip("\n") + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise SendError(f"cannot open log file {path}: {exc.strerror}") from None
+    try:
+        written = os.write(fd, data)
+    except OSError as exc:
+        raise SendError(f"cannot write log file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if written != len(data):
+        raise SendError(f"short write to log file {path} ({written} of {len(data)} bytes)")
+
+
+async def write_knock(
+    path: str, template: str, *, client: str, remote: str, ports: Sequence[int], timeout: float
+) -> list[str]:
+    """One line per port, ``timeout`` seconds apart (manual, v0.23.1); returns the lines."""
+    loop = asyncio.get_running_loop()
+    fmt = LogTemplate(template)
+    lines: list[str] = []
+    start = loop.time()
+    for i, port in enumerate(ports):
+        delay = start + i * timeout - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        line = fmt.format(
+            when=time.time(), client=client, remote=remote,
+            clientport=1024 + secrets.randbelow(65536 - 1024), remoteport=port,
+        )  # fmt: skip
+        await loop.run_in_executor(None, append_line, path, line)
+        lines.append(line)
+    return lines

@@ -1,0 +1,40 @@
+"""The manual ships inside the package; its options section is generated from the settings table."""
+
+from __future__ import annotations
+
+import textwrap
+from importlib.resources import files
+
+from ..config.settings import ClientSettings, KnockSettings
+
+
+def options_text(cls: type[KnockSettings] = ClientSettings, indent: int = 4) -> str:
+    blocks: list[str] = []
+    pad = " " * indent
+    for key in cls.table():
+        default = "" if key.secret or key.default in ("", None) else f" Default: {key.default}."
+        if key.kind.name == "bool":
+            default = f" Default: {'yes' if key.default else 'no'}."
+        head = f"{pad}{key.name} ({key.kind.expected})"
+        body = textwrap.fill(key.help + "." + default, width=84,
+                             initial_indent=pad + "    ", subsequent_indent=pad + "    ")  # fmt: skip
+        blocks.append(f"{head}\n{body}")
+    blocks.append(f"{pad}flagN (a whole number >= 0)\n{pad}    value of the knock's FLAGN field.")
+    return "\n".join(blocks)
+
+
+def manual(name: str) -> str:
+    text = (files("aioknock") / "manual" / f"{name}.txt").read_text(encoding="utf-8")
+    return text.replace("{{OPTIONS}}", options_text())
+
+
+def brief_usage(command: str | None) -> str:
+    if command is None:
+        return (
+            "usage: aioknock run [options]      send a knock (aioknock run -h, -man)\n"
+            "       aioknock decode [options] [PORT ...]   decode a knock"
+        )
+    text = manual("knockclient")
+    synopsis = text.split("SYNOPSIS\n", 1)[1].split("\nDESCRIPTION", 1)[0]
+    keys = ", ".join(f"-{k.name}" for k in ClientSettings.table())
+    return f"usage:\n{synopsis.rstrip()}\n\nsettings: {keys}, -flagN\n(full list: aioknock run -man)"

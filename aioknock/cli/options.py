@@ -1,0 +1,83 @@
+"""Command-line flags generated from the settings table.
+
+Every key gets the prototype's spelling (``-port 22``, ``-notest``) and the
+usual one (``--port 22``, ``--no-test``). ``-flagN`` has no fixed N, so it is
+taken out of argv before argparse sees the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from ..config.settings import KnockSettings, Key
+from ..errors import ConfigError
+
+_FLAG_ARG = re.compile(r"--?flag(\d+)(?:=(.*))?", re.IGNORECASE)
+
+
+def _spellings(name: str, *, negative: bool = False) -> list[str]:
+    dashed = name.replace("_", "-")
+    if negative:
+        return list(dict.fromkeys([f"-no{name}", f"--no{name}", f"--no-{dashed}"]))
+    return list(dict.fromkeys([f"-{name}", f"--{name}", f"--{dashed}"]))
+
+
+def add_settings(parser: argparse.ArgumentParser, cls: type[KnockSettings]) -> None:
+    group = parser.add_argument_group("settings (each also a config-file key)")
+    for key in cls.table():
+        _add(group, key)
+    group.add_argument(
+        "-flagN", "--flagN", dest="_flag_help", metavar="VALUE",
+        help="value 0-255 for the knock's FLAGN field (N = 0, 1, 2, ...)",
+    )  # fmt: skip
+
+
+def _add(group: argparse._ArgumentGroup, key: Key) -> None:
+    default_text = "" if key.secret else f" (default: {key.default!r})"
+    if key.name == "debug":
+        group.add_argument(*_spellings("debug"), dest="debug", action="count",
+                           help="diagnostics; give twice to also print the settings")  # fmt: skip
+        group.add_argument(*_spellings("debug", negative=True), dest="debug",
+                           action="store_const", const=0, help=argparse.SUPPRESS)  # fmt: skip
+    elif key.kind.name == "bool":
+        group.add_argument(*_spellings(key.name), dest=key.name, action="store_const",
+                           const=True, help=key.help + default_text)  # fmt: skip
+        group.add_argument(*_spellings(key.name, negative=True), dest=key.name,
+                           action="store_const", const=False, help=argparse.SUPPRESS)  # fmt: skip
+    else:
+        group.add_argument(*_spellings(key.name), dest=key.name,
+                           metavar=key.metavar or key.kind.name.upper(),
+                           help=key.help + default_text)  # fmt: skip
+
+
+def split_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Take ``-flagN VALUE`` / ``--flagN=VALUE`` out of argv."""
+    rest: list[str] = []
+    flags: dict[str, str] = {}
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        m = _FLAG_ARG.fullmatch(args[i])
+        if m is None:
+            rest.append(args[i])
+            i += 1
+            continue
+        if m.group(2) is not None:
+            value = m.group(2)
+            i += 1
+        elif i + 1 < len(args):
+            value = args[i + 1]
+            i += 2
+        else:
+            raise ConfigError(f"{args[i]} needs a value", source="command line")
+        flags[f"flag{int(m.group(1))}"] = value
+    return rest, flags
+
+
+def overrides(ns: argparse.Namespace, cls: type[KnockSettings], flags: dict[str, str]) -> dict[str, Any]:
+    """The settings given on the command line, and only those."""
+    given = {k.name: getattr(ns, k.name) for k in cls.table() if getattr(ns, k.name) is not None}
+    return {**given, **flags}

@@ -1,0 +1,188 @@
+"""Knock ciphers: a small pluggable layer over well-kept libraries.
+
+The legacy family reproduces Perl's Crypt::CBC as the 2004 prototype used it, so
+that existing knockdaemon set-ups keep working: CBC over an 8-byte block
+cipher, PKCS#5 padding (always 1-8 bytes), a key stretched from the passphrase
+with MD5, and either Crypt::CBC's ``RandomIV`` header or a fixed all-zero IV.
+No primitive or mode is implemented here; pycryptodome (and ``cryptography``
+for IDEA) do the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from Crypto.Cipher import CAST, DES, DES3, Blowfish
+from Crypto.Util.Padding import pad, unpad
+
+from ..errors import ConfigError, KnockError
+
+RandomBytes = Callable[[int], bytes]
+
+BLOCK = 8
+RANDOMIV_HEADER = b"RandomIV"
+
+
+class Cipher(Protocol):
+    """What the knock codec needs from a cipher; randomness is passed in, never drawn."""
+
+    name: str
+
+    def encrypted_length(self, plain_length: int) -> int:
+        """Length of the ciphertext for a plaintext of ``plain_length`` bytes."""
+        ...
+
+    def encrypt(self, plaintext: bytes, random_bytes: RandomBytes) -> bytes: ...
+
+    def decrypt(self, data: bytes) -> bytes:
+        """Return the plaintext, or raise KnockError; never guess."""
+        ...
+
+
+class _CBC(Protocol):
+    def encrypt(self, data: bytes) -> bytes: ...
+    def decrypt(self, data: bytes) -> bytes: ...
+
+
+BlockFactory = Callable[[bytes, bytes], _CBC]  # (key, iv) -> one-message CBC object
+
+
+def _pycryptodome(module: object) -> BlockFactory:
+    def factory(key: bytes, iv: bytes) -> _CBC:
+        return module.new(key, module.MODE_CBC, iv=iv)  # type: ignore[attr-defined, no-any-return]
+
+    return factory
+
+
+def _des_ede3(key: bytes, iv: bytes) -> _CBC:
+    # E-D-E with K1 == K2 or K2 == K3 is single DES with the remaining key;
+    # pycryptodome refuses such keys, so hand them to single DES instead.
+    try:
+        return DES3.new(key, DES3.MODE_CBC, iv=iv)
+    except ValueError:
+        k1, k2, k3 = key[:8], key[8:16], key[16:]
+        same12 = bytes(b & 0xFE for b in k1) == bytes(b & 0xFE for b in k2)  # parity bits
+        return DES.new(k3 if same12 else k1, DES.MODE_CBC, iv=iv)
+
+
+class _IdeaCBC:
+    def __init__(self, key: bytes, iv: bytes) -> None:
+        from cryptography.hazmat.decrepit.ciphers.algorithms import IDEA
+        from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher
+        from cryptography.hazmat.primitives.ciphers import modes
+
+        self._cipher = _Cipher(IDEA(key), modes.CBC(iv))
+
+    def encrypt(self, data: bytes) -> bytes:
+        enc = self._cipher.encryptor()
+        return enc.update(data) + enc.finalize()
+
+    def decrypt(self, data: bytes) -> bytes:
+        dec = self._cipher.decryptor()
+        return dec.update(data) + dec.finalize()
+
+
+def _idea_factory() -> BlockFactory:
+    try:
+        from cryptography.hazmat.decrepit.ciphers.algorithms import IDEA  # noqa: F401
+
+        _IdeaCBC(b"\0" * 16, b"\0" * 8).encrypt(b"\0" * 8)
+    except Exception:
+        raise ConfigError(
+            "IDEA needs the 'cryptography' package with IDEA support "
+            "(pip install 'aioknock[idea]'); Blowfish or CAST5 work without it",
+            key="cipher",
+        ) from None
+    return _IdeaCBC
+
+
+@dataclass(frozen=True, slots=True)
+class _Algorithm:
+    name: str
+    key_size: int
+    factory: Callable[[], BlockFactory]
+
+
+ALGORITHMS: dict[str, _Algorithm] = {
+    a.name.lower(): a
+    for a in (
+        _Algorithm("Blowfish", 56, lambda: _pycryptodome(Blowfish)),
+        _Algorithm("DES", 8, lambda: _pycryptodome(DES)),
+        _Algorithm("DES_EDE3", 24, lambda: _des_ede3),
+        _Algorithm("CAST5", 16, lambda: _pycryptodome(CAST)),
+        _Algorithm("IDEA", 16, _idea_factory),
+    )
+}
+ALIASES = {"3des": "des_ede3", "des3": "des_ede3", "tripledes": "des_ede3", "cast": "cast5"}
+
+
+def cipher_names() -> list[str]:
+    return [a.name for a in ALGORITHMS.values()]
+
+
+def stretch_key(passphrase: bytes, size: int) -> bytes:
+    """Crypt::CBC's legacy key: MD5 of the passphrase, extended by MD5 of all so far."""
+    material = hashlib.md5(passphrase).digest()
+    while len(material) < size:
+        material += hashlib.md5(material).digest()
+    return material[:size]
+
+
+class CryptCBC:
+    """Crypt::CBC-compatible knock cipher (``iv = yes`` adds the RandomIV header)."""
+
+    def __init__(self, algorithm: str, passphrase: bytes, *, iv: bool) -> None:
+        lookup = algorithm.lower().removeprefix("crypt::")
+        algo = ALGORITHMS.get(ALIASES.get(lookup, lookup))
+        if algo is None:
+            raise ConfigError(
+                f"unknown cipher {algorithm!r}; expected one of {', '.join(cipher_names())}",
+                key="cipher",
+            )
+        if not passphrase:
+            raise ConfigError("encryption needs a non-empty key", key="key")
+        self.name = algo.name
+        self.iv = iv
+        self._key = stretch_key(passphrase, algo.key_size)
+        self._new = algo.factory()
+
+    def encrypted_length(self, plain_length: int) -> int:
+        return 2 * BLOCK * self.iv + BLOCK * (plain_length // BLOCK + 1)
+
+    def encrypt(self, plaintext: bytes, random_bytes: RandomBytes) -> bytes:
+        if self.iv:
+            iv = random_bytes(BLOCK)
+            return RANDOMIV_HEADER + iv + self._new(self._key, iv).encrypt(pad(plaintext, BLOCK))
+        return self._new(self._key, bytes(BLOCK)).encrypt(pad(plaintext, BLOCK))
+
+    def decrypt(self, data: bytes) -> bytes:
+        if self.iv:
+            if data[:BLOCK] != RANDOMIV_HEADER:
+                raise KnockError("missing RandomIV header (wrong key, cipher or iv setting?)")
+            iv, body = data[BLOCK : 2 * BLOCK], data[2 * BLOCK :]
+        else:
+            iv, body = bytes(BLOCK), data
+        if not body or len(body) % BLOCK:
+            raise KnockError(f"ciphertext of {len(body)} bytes is not whole {BLOCK}-byte blocks")
+        try:
+            return unpad(self._new(self._key, iv).decrypt(body), BLOCK)
+        except ValueError:
+            raise KnockError("bad padding after decryption (wrong key or cipher?)") from None
+
+
+class Plain:
+    """No encryption: the payload is the knock's bytes."""
+
+    name = "none"
+
+    def encrypted_length(self, plain_length: int) -> int:
+        return plain_length
+
+    def encrypt(self, plaintext: bytes, random_bytes: RandomBytes) -> bytes:
+        return plaintext
+
+    def decrypt(self, data: bytes) -> bytes:
+        return data

@@ -1,0 +1,122 @@
+"""Port span: the mapping between knock bytes and the ports that carry them.
+
+The span is an ordered list of 2**N distinct ports. The payload is read as one
+bit string (8 bits per byte, most significant first) and cut into groups of N
+bits; each group is an index into the span. The last group keeps only the
+leftover bits, read as an unpadded number, exactly as the prototype does, so
+decoding needs to know how many bytes were sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError, KnockError
+
+MAX_BITS = 15
+
+
+def _powers_near(size: int) -> str:
+    lower = 1 << max(size.bit_length() - 1, 1)
+    upper = lower << 1
+    if lower > 1 << MAX_BITS:
+        return f"at most {1 << MAX_BITS}"
+    if upper > 1 << MAX_BITS or lower == size:
+        return f"nearest: {lower}"
+    return f"nearest: {lower} or {upper}"
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpan:
+    """An ordered span of 2**bits ports; encode() and decode() are exact inverses."""
+
+    ports: tuple[int, ...]
+    bits: int
+    _index: dict[int, int] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_ports(cls, ports: Iterable[int]) -> PortSpan:
+        ports = tuple(ports)
+        seen: dict[int, int] = {}
+        for i, port in enumerate(ports):
+            if not 1 <= port <= 65535:
+                raise ConfigError(f"port {port} is outside 1-65535", key="portspan")
+            if port in seen:
+                raise ConfigError(f"port {port} appears twice", key="portspan")
+            seen[port] = i
+        size = len(ports)
+        bits = size.bit_length() - 1
+        if size < 2 or size != 1 << bits or bits > MAX_BITS:
+            raise ConfigError(
+                f"span has {size} ports; it must have 2^N ports with 1 <= N <= {MAX_BITS} "
+                f"({_powers_near(size)})",
+                key="portspan",
+            )
+        return cls(ports, bits, seen)
+
+    @classmethod
+    def parse(cls, text: str) -> PortSpan:
+        """Parse ``a-b,c,d-e,...``; ranges keep their listed order."""
+        ports: list[int] = []
+        for part in text.replace(" ", "").split(","):
+            if not part:
+                raise ConfigError(f"empty item in {text!r}", key="portspan")
+            low, dash, high = part.partition("-")
+            try:
+                first = int(low)
+                last = int(high) if dash else first
+            except ValueError:
+                raise ConfigError(
+                    f"{part!r} is not a port or a range a-b", key="portspan"
+                ) from None
+            if last < first:
+                raise ConfigError(f"range {part!r} runs backwards", key="portspan")
+            if not (1 <= first <= 65535 and 1 <= last <= 65535):
+                raise ConfigError(f"range {part!r} is outside 1-65535", key="portspan")
+            ports.extend(range(first, last + 1))
+            if len(ports) > 1 << 16:
+                raise ConfigError("span has more than 65535 ports", key="portspan")
+        return cls.from_ports(ports)
+
+    @property
+    def size(self) -> int:
+        return len(self.ports)
+
+    def symbols(self, length: int) -> int:
+        """How many ports carry ``length`` bytes."""
+        return -(-8 * length // self.bits)
+
+    def encode(self, data: bytes) -> list[int]:
+        nbits = 8 * len(data)
+        if nbits == 0:
+            return []
+        value = int.from_bytes(data, "big")
+        bits = self.bits
+        mask = (1 << bits) - 1
+        full, rest = divmod(nbits, bits)
+        out = [
+            self.ports[(value >> (nbits - (i + 1) * bits)) & mask] for i in range(full)
+        ]
+        if rest:
+            out.append(self.ports[value & ((1 << rest) - 1)])
+        return out
+
+    def decode(self, ports: Sequence[int], length: int) -> bytes:
+        """Invert encode() for a payload of ``length`` bytes."""
+        expected = self.symbols(length)
+        if len(ports) != expected:
+            raise KnockError(f"expected {expected} ports for {length} bytes, got {len(ports)}")
+        nbits = 8 * length
+        bits = self.bits
+        rest = nbits % bits
+        value = 0
+        for i, port in enumerate(ports):
+            index = self._index.get(port)
+            if index is None:
+                raise KnockError(f"port {port} is not in the span")
+            width = rest if rest and i == expected - 1 else bits
+            if index >> width:
+                raise KnockError(f"port {port} is out of range for the last {width} bits")
+            value = (value << width) | index
+        return value.to_bytes(length, "big")

@@ -1,0 +1,185 @@
+"""The settings table: one definition per key drives validation, CLI flags and the manual.
+
+Each key is a dataclass field whose metadata holds its kind (how to read and
+check a value) and its help text. ``ClientSettings`` adds the sender's keys to
+the knock keys that client and daemon share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+BOOL_WORDS = {
+    "yes": True, "on": True, "true": True, "1": True,
+    "no": False, "off": False, "false": False, "0": False,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How a key's value is read and checked; ``expected`` ends up in error messages."""
+
+    name: str
+    expected: str
+    convert: Callable[[object], Any]
+
+    def __call__(self, raw: object) -> Any:
+        return self.convert(raw)
+
+
+def _bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in BOOL_WORDS:
+        return BOOL_WORDS[raw.strip().lower()]
+    raise ValueError
+
+
+def _text(raw: object) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ValueError
+    return str(raw).strip()
+
+
+def integer(low: int, high: int | None = None) -> Kind:
+    def convert(raw: object) -> int:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = raw if isinstance(raw, int) else int(_text(raw), 10)
+        if value < low or (high is not None and value > high):
+            raise ValueError
+        return value
+
+    span = f"{low}-{high}" if high is not None else f">= {low}"
+    return Kind("int", f"a whole number {span}", convert)
+
+
+def seconds(low: float = 0.0) -> Kind:
+    def convert(raw: object) -> float:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = float(raw) if isinstance(raw, int | float) else float(_text(raw))
+        if not math.isfinite(value) or value < low:
+            raise ValueError
+        return value
+
+    return Kind("seconds", f"a number of seconds >= {low:g}", convert)
+
+
+BOOL = Kind("bool", "yes/no, on/off, true/false or 1/0", _bool)
+TEXT = Kind("text", "text", _text)
+FLAG = integer(0)  # taken mod 256 with a warning, as the prototype did
+
+
+def opt(default: Any, kind: Kind, help: str, *, secret: bool = False, metavar: str = "") -> Any:
+    """Declare one settings key (its default, kind and help) in a settings dataclass."""
+    meta = {"kind": kind, "help": help, "secret": secret, "metavar": metavar}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One row of the settings table."""
+
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+    secret: bool
+    metavar: str
+
+
+DEFAULT_FILEFORMAT = (
+    "_DATE_ localhost kernel: IN=eth0 OUT= SRC=_CLIENT_ DST=_REMOTE_ LEN=60 TOS=0x00 "
+    "PREC=0x00 TTL=64 ID=0 DF PROTO=TCP SPT=_CLIENTPORT_ DPT=_REMOTEPORT_ WINDOW=64240 "
+    "RES=0x00 SYN URGP=0"
+)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class KnockSettings:
+    """Keys that define a knock; client and daemon must agree on all of them."""
+
+    knock: str = opt(
+        "CLIENT,PORT,RAND,THISMINUTE,CHECKSUM", TEXT,
+        "knock format: comma-separated fields CLIENT (or IP), PORT, FLAGm, RAND, THISYEAR, "
+        "THISDAY, THISHOUR, THISMINUTE, THISSECOND, CHECKSUM", metavar="FIELDS",
+    )  # fmt: skip
+    portspan: str = opt(
+        "745-1000", TEXT, "ports that carry the knock: a-b,c,d-e,... with 2^N ports, 1 <= N <= 15",
+        metavar="SPAN",
+    )
+    portbytes: int = opt(
+        2, integer(1, 2), "bytes for PORT: 2 (0-65535), or 1 as in the prototype before v0.24"
+    )
+    encrypt: bool = opt(False, BOOL, "encrypt the knock (strongly suggested)")
+    cipher: str = opt(
+        "Blowfish", TEXT, "Blowfish, CAST5, DES, DES_EDE3 or IDEA (Crypt::CBC compatible)",
+        metavar="NAME",
+    )
+    key: str = opt("", TEXT, "passphrase for the cipher (prefer key_file or AIOKNOCK_KEY)",
+                   secret=True, metavar="PASSPHRASE")  # fmt: skip
+    key_file: str = opt("", TEXT, "file whose first line is the passphrase", metavar="PATH")
+    iv: bool = opt(True, BOOL, "random IV with Crypt::CBC's RandomIV header; no = fixed zero IV")
+    localtime: bool = opt(False, BOOL, "time fields in local time, as the prototype; default UTC")
+    flags: Mapping[int, int] = field(default_factory=dict, metadata={"flags": True})
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.items(masked=True))
+        return f"{type(self).__name__}({shown})"
+
+    @classmethod
+    def table(cls) -> list[Key]:
+        return [
+            Key(f.name, f.metadata["kind"], f.default, f.metadata["help"],
+                f.metadata["secret"], f.metadata["metavar"])
+            for f in dataclasses.fields(cls)
+            if "kind" in f.metadata
+        ]  # fmt: skip
+
+    def items(self, *, masked: bool = False) -> Iterator[tuple[str, Any]]:
+        """Effective settings in table order, flags last; secrets masked on request."""
+        for key in self.table():
+            value = getattr(self, key.name)
+            if masked and key.secret and value:
+                value = "********"
+            yield key.name, value
+        for number in sorted(self.flags):
+            yield f"flag{number}", self.flags[number]
+
+    def origin(self, name: str) -> str:
+        """Where a value came from, e.g. ``/etc/x.conf:12`` or ``default``."""
+        return self.origins.get(name, "default")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ClientSettings(KnockSettings):
+    """Keys of ``aioknock run``, the prototype's knockclient options first."""
+
+    remote: str = opt("127.0.0.1", TEXT, "host to knock: name or address", metavar="HOST")
+    client: str = opt(
+        "auto", TEXT, "IPv4 address put in CLIENT; empty or auto = the local address "
+        "the kernel would use to reach remote", metavar="ADDRESS",
+    )  # fmt: skip
+    port: int = opt(22, integer(0, 65535), "port the daemon should open (the PORT field)")
+    timeout: float = opt(0.2, seconds(), "seconds between knocks (also between log lines)")
+    logtofile: bool = opt(False, BOOL, "write a faked firewall log instead of sending")
+    logfile: str = opt("/tmp/portknock.log", TEXT, "log file for logtofile", metavar="PATH")
+    fileformat: str = opt(
+        DEFAULT_FILEFORMAT, TEXT,
+        "log line template with _DATE_, _CLIENT_, _REMOTE_, _CLIENTPORT_, _REMOTEPORT_",
+        metavar="TEMPLATE",
+    )  # fmt: skip
+    test: bool = opt(False, BOOL, "do everything but send the knock")
+    quiet: bool = opt(False, BOOL, "print nothing but errors")
+    debug: int = opt(0, integer(0, 9), "diagnostics; twice (2) also prints the settings")
+
+
+Settings = ClientSettings

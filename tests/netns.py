@@ -1,0 +1,456 @@
+"""Test harness for tests that need root and network namespaces.
+
+Creates a client/server namespace pair joined by a veth pair, runs commands and
+long-running processes inside them, loads an nftables drop ruleset and captures
+packets with tcpdump.  Everything created is removed again, even on failure.
+
+Safety: addresses are restricted to 198.18.0.0/15 and 2001:2::/48 and only exist
+inside the namespaces created here; nothing touches the host's interfaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import ipaddress
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import pytest
+
+ROOT_REASON = "needs root and network namespaces (runs in CI)"
+
+#: Initial SYNs (SYN set, ACK clear), IPv4 and IPv6 (``tcp[]`` only matches IPv4 in
+#: libpcap, so the IPv6 half reads the TCP flags at ip6[40+13]; no extension headers).
+SYN_FILTER = (
+    "(ip and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn)"
+    " or (ip6 and ip6[6] == 6 and ip6[53] & 0x12 == 0x02)"
+)
+
+_V4_NET = ipaddress.ip_network("198.18.0.0/15")
+_V6_NET = ipaddress.ip_network("2001:2::/48")
+_counter = itertools.count()
+
+T = TypeVar("T")
+
+
+class CommandError(subprocess.CalledProcessError):
+    """A command failed; unlike the base class, ``str()`` includes its stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout: {self.stdout!r}\nstderr: {self.stderr!r}"
+
+
+def _run(
+    cmd: Sequence[str], *, check: bool = True, timeout: float = 10.0, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        list(cmd), capture_output=True, text=True, timeout=timeout, input=input, check=False
+    )
+    if check and res.returncode != 0:
+        raise CommandError(res.returncode, list(cmd), res.stdout, res.stderr)
+    return res
+
+
+# ---------------------------------------------------------------- root gating
+
+
+def in_ci() -> bool:
+    """True when ``CI`` is set to true (as CI services do)."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+@functools.cache
+def netns_available() -> bool:
+    """True if we are root and can really create and delete a network namespace."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return False
+    probe = f"akp-{os.getpid()}"
+    try:
+        if _run(["ip", "netns", "add", probe], check=False).returncode != 0:
+            return False
+        return _run(["ip", "netns", "del", probe], check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def check_root() -> None:
+    """Skip the running test without root/netns; fail it instead when ``CI=true``."""
+    if netns_available():
+        return
+    if in_ci():
+        pytest.fail(f"{ROOT_REASON}: unavailable although CI=true", pytrace=False)
+    pytest.skip(ROOT_REASON)
+
+
+def _failing(fn: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def awrapper(*args: Any, **kwargs: Any) -> None:
+            check_root()
+
+        return awrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        check_root()
+
+    return wrapper
+
+
+def requires_root(obj: T) -> T:
+    """Decorate a test function or class that needs root and network namespaces.
+
+    Adds the ``root`` mark.  Without root/netns the test is skipped with
+    ``ROOT_REASON``, except under ``CI=true`` where it fails instead.
+    """
+    marked: Any = pytest.mark.root(obj)
+    if netns_available():
+        return marked  # type: ignore[no-any-return]
+    if not in_ci():
+        return pytest.mark.skip(reason=ROOT_REASON)(marked)  # type: ignore[no-any-return]
+    if inspect.isclass(marked):
+        for name, attr in list(vars(marked).items()):
+            if name.startswith("test") and callable(attr):
+                setattr(marked, name, _failing(attr))
+        return marked  # type: ignore[no-any-return]
+    return _failing(marked)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------- running commands
+
+
+def ns_run(
+    ns: str,
+    cmd: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 10.0,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` inside namespace ``ns``; capture text output; raise on failure if ``check``."""
+    return _run(["ip", "netns", "exec", ns, *cmd], check=check, timeout=timeout, input=input)
+
+
+def ns_popen(ns: str, cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """Start ``cmd`` inside ``ns`` (``ip netns exec`` execs, so the pid is the command's).
+
+    The caller owns the process; prefer ``NetnsPair.popen`` which also stops it.
+    """
+    return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kwargs)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; reap it and close its pipes."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def wait_port(ns: str, port: int, proto: str = "tcp", timeout: float = 5.0) -> None:
+    """Wait until something in ``ns`` listens on (tcp) / is bound to (udp) ``port``."""
+    flag = {"tcp": "-ltnH", "udp": "-lunH"}[proto]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ns_run(ns, ["ss", flag, f"sport = :{port}"], check=False).stdout.strip():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {proto}/{port} in {ns} after {timeout}s")
+
+
+def _port_list(ports: int | Iterable[int]) -> list[int]:
+    plist = sorted({ports} if isinstance(ports, int) else set(ports))
+    if not plist or not all(0 < p < 65536 for p in plist):
+        raise ValueError(f"bad port list: {ports!r}")
+    return plist
+
+
+def nft_drop(ns: str, ports: int | Iterable[int], proto: str = "tcp") -> None:
+    """Drop incoming ``proto`` ("tcp"/"udp") packets to ``ports`` in ``ns``.
+
+    Uses its own ``table inet aioknock_test`` (chain ``input``); may be called again
+    to add more rules.  Dropped SYNs get no answer, as behind a real firewall.
+    """
+    if proto not in {"tcp", "udp"}:
+        raise ValueError(f"proto must be tcp or udp, not {proto!r}")
+    elems = ", ".join(map(str, _port_list(ports)))
+    ruleset = (
+        "table inet aioknock_test {\n"
+        "  chain input {\n"
+        "    type filter hook input priority 0; policy accept;\n"
+        f"    {proto} dport {{ {elems} }} counter drop\n"
+        "  }\n"
+        "}\n"
+    )
+    ns_run(ns, ["nft", "-f", "-"], input=ruleset)
+
+
+# -------------------------------------------------------------------- capture
+
+
+class Packet(NamedTuple):
+    """One captured packet (``timestamp`` is the kernel's, seconds since the epoch)."""
+
+    timestamp: float
+    src: str
+    dst: str
+    dport: int
+    proto: str
+
+
+_LINE = re.compile(r"^(\d+\.\d+) IP6? (\S+)\.(\d+) > (\S+)\.(\d+): (.*)$")
+
+
+def parse_tcpdump(text: str) -> list[Packet]:
+    """Parse ``tcpdump -nn -tt -q`` lines; lines without ports (ICMP, ARP…) are ignored."""
+    out = []
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        ts, src, _sport, dst, dport, rest = m.groups()
+        # -q prints "tcp <len>" / "UDP, length <len>" whatever the port's protocol.
+        proto = rest.split(None, 1)[0].rstrip(",:").lower() if rest else "?"
+        out.append(Packet(float(ts), src, dst, int(dport), proto))
+    return out
+
+
+class Capture:
+    """tcpdump on ``iface`` in ``ns`` writing a pcap (``-U --immediate-mode``).
+
+    ``start()`` returns only once tcpdump reports "listening on"; ``stop()`` waits
+    ``settle`` seconds, sends SIGINT, waits for tcpdump to flush and exit, and
+    returns the parsed packets (also kept in ``packets``; ``text`` holds the full
+    ``tcpdump -nn -tt`` decode for assertion messages, ``kernel_dropped`` tcpdump's
+    drop count).  Usable as a context manager.
+    """
+
+    def __init__(self, ns: str, iface: str, bpf: str = SYN_FILTER, path: Path | None = None):
+        self.ns, self.iface, self.bpf = ns, iface, bpf
+        self._tmpdir = None if path else tempfile.mkdtemp(prefix="aktcpdump-")
+        self.path = Path(path) if path else Path(self._tmpdir or "", "capture.pcap")
+        self._errpath = self.path.with_suffix(".stderr")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.packets: list[Packet] = []
+        self.text = ""
+        self.kernel_dropped = 0
+
+    def start(self, timeout: float = 5.0) -> Capture:
+        """Start tcpdump and wait until it is really capturing."""
+        cmd = ["tcpdump", "-i", self.iface, "-nn", "-U", "--immediate-mode", "-Z", "root"]
+        with open(self._errpath, "wb") as err:
+            self._proc = ns_popen(
+                self.ns, [*cmd, "-w", str(self.path), self.bpf],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while "listening on" not in (errtext := self._errpath.read_text(errors="replace")):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                stop_process(self._proc)
+                raise RuntimeError(f"tcpdump did not start in {self.ns}: {errtext!r}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, settle: float = 0.2, timeout: float = 5.0) -> list[Packet]:
+        """Stop tcpdump (SIGINT, bounded wait) and return the captured packets."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return self.packets
+        try:
+            if proc.poll() is None:
+                time.sleep(settle)
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    stop_process(proc)
+                    raise RuntimeError("tcpdump did not stop on SIGINT") from None
+            errtext = self._errpath.read_text(errors="replace")
+            m = re.search(r"(\d+) packets? dropped by kernel", errtext)
+            self.kernel_dropped = int(m.group(1)) if m else 0
+            read = ["tcpdump", "-Z", "root", "-r", str(self.path), "-nn", "-tt"]
+            self.text = _run(read).stdout
+            self.packets = parse_tcpdump(_run([*read, "-q"]).stdout)
+        finally:
+            stop_process(proc)
+            if self._tmpdir is not None:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+        return self.packets
+
+    def __enter__(self) -> Capture:
+        return self if self._proc else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(settle=0.0)
+
+
+# ------------------------------------------------------------ namespace pair
+
+
+def _check_addr(addr: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    if ipaddress.ip_address(addr) not in net:
+        raise ValueError(f"{addr} is outside {net}; the harness only uses {net}")
+    return addr
+
+
+@dataclass
+class NetnsPair:
+    """A client and a server namespace joined by veth ``client_if`` <-> ``server_if``."""
+
+    client: str
+    server: str
+    client_ip: str = "198.18.0.1"
+    server_ip: str = "198.18.0.2"
+    client_ip6: str = "2001:2::1"
+    server_ip6: str = "2001:2::2"
+    client_if: str = "veth-c"
+    server_if: str = "veth-s"
+    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+    captures: list[Capture] = field(default_factory=list)
+
+    def run(
+        self, ns: str, cmd: Sequence[str], *, check: bool = True, timeout: float = 10.0,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        """``ns_run`` (``ns`` is ``self.client`` or ``self.server``)."""
+        return ns_run(ns, cmd, check=check, timeout=timeout, input=input)
+
+    def popen(self, ns: str, cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """``ns_popen``; the process is terminated (then killed) when the pair exits."""
+        proc = ns_popen(ns, cmd, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def nft_drop(self, ports: int | Iterable[int], proto: str = "tcp") -> None:
+        """``nft_drop`` in the server namespace."""
+        nft_drop(self.server, ports, proto)
+
+    def capture(
+        self, bpf: str = SYN_FILTER, *, ns: str | None = None, iface: str | None = None,
+        path: Path | None = None,
+    ) -> Capture:  # fmt: skip
+        """Start (and register) a capture; default: server namespace, server veth."""
+        ns = ns or self.server
+        iface = iface or (self.client_if if ns == self.client else self.server_if)
+        cap = Capture(ns, iface, bpf, path)
+        self.captures.append(cap)
+        return cap.start()
+
+    def wait_port(self, port: int, proto: str = "tcp", timeout: float = 5.0) -> None:
+        """``wait_port`` in the server namespace."""
+        wait_port(self.server, port, proto, timeout)
+
+
+def netns_exists(name: str) -> bool:
+    """True if ``ip netns list`` shows ``name``."""
+    out = _run(["ip", "netns", "list"]).stdout
+    return any(line.split()[:1] == [name] for line in out.splitlines())
+
+
+@contextlib.contextmanager
+def netns_pair(
+    client_ip: str = "198.18.0.1",
+    server_ip: str = "198.18.0.2",
+    prefix: int = 24,
+    client_ip6: str = "2001:2::1",
+    server_ip6: str = "2001:2::2",
+    prefix6: int = 64,
+) -> Iterator[NetnsPair]:
+    """Create namespaces ``akc-<pid>-<n>`` / ``aks-<pid>-<n>`` joined by a veth pair.
+
+    Addresses must lie in 198.18.0.0/15 and 2001:2::/48 (IPv6 added ``nodad``);
+    ``lo`` and the veths are up.  On exit (also on error) registered captures are
+    stopped, registered processes and anything else left in the namespaces are
+    killed, and both namespaces are deleted.  Calls ``check_root()`` first.
+    """
+    check_root()
+    for a in (client_ip, server_ip):
+        _check_addr(a, _V4_NET)
+    for a in (client_ip6, server_ip6):
+        _check_addr(a, _V6_NET)
+    n = next(_counter)
+    pair = NetnsPair(
+        f"akc-{os.getpid()}-{n}", f"aks-{os.getpid()}-{n}",
+        client_ip, server_ip, client_ip6, server_ip6,
+    )  # fmt: skip
+    created: list[str] = []
+    try:
+        for ns in (pair.client, pair.server):
+            _run(["ip", "netns", "add", ns])
+            created.append(ns)
+            # No DAD at all (link-local included): until the link-local address
+            # left "tentative" (1-2 s) the kernel ignored neighbour solicitations.
+            ns_run(ns, ["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"])
+        # Distinct ifindexes: with equal ones (both 2) the kernel treats the carrier
+        # change as non-urgent and the operstate stays DOWN for up to 1 s.
+        _run(["ip", "-n", pair.client, "link", "add", pair.client_if, "index", "10",
+              "type", "veth", "peer", "name", pair.server_if, "index", "11",
+              "netns", pair.server])  # fmt: skip
+        for ns, dev, ip4, ip6 in (
+            (pair.client, pair.client_if, client_ip, client_ip6),
+            (pair.server, pair.server_if, server_ip, server_ip6),
+        ):
+            _run(["ip", "-n", ns, "addr", "add", f"{ip4}/{prefix}", "dev", dev])
+            _run(["ip", "-n", ns, "addr", "add", f"{ip6}/{prefix6}", "dev", dev, "nodad"])
+            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            _run(["ip", "-n", ns, "link", "set", dev, "up"])
+        for ns, dev in ((pair.client, pair.client_if), (pair.server, pair.server_if)):
+            _wait_link_ready(ns, dev)
+        yield pair
+    finally:
+        _teardown(pair, created)
+
+
+def _wait_link_ready(ns: str, dev: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        link = _run(["ip", "-n", ns, "-br", "link", "show", "dev", dev]).stdout.split()
+        tentative = _run(["ip", "-n", ns, "addr", "show", "dev", dev, "tentative"]).stdout
+        if link[1:2] == ["UP"] and not tentative.strip():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{dev} in {ns} not ready: {link} {tentative!r}")
+        time.sleep(0.01)
+
+
+def _teardown(pair: NetnsPair, created: list[str]) -> None:
+    errors: list[BaseException] = []
+    for cap in pair.captures:
+        try:
+            cap.stop(settle=0.0)
+        except Exception as exc:
+            errors.append(exc)
+    for proc in pair.procs:
+        try:
+            stop_process(proc)
+        except Exception as exc:
+            errors.append(exc)
+    for ns in created:
+        # Stragglers (children of our processes) would keep the namespace alive.
+        for pid in _run(["ip", "netns", "pids", ns], check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        res = _run(["ip", "netns", "del", ns], check=False)
+        if res.returncode != 0:
+            errors.append(CommandError(res.returncode, res.args, res.stdout, res.stderr))
+    if errors:
+        raise errors[0]
