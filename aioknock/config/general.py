@@ -1,0 +1,278 @@
+"""Exact reader for Perl Config::General files, recording the file and line of every entry.
+
+The 2004 prototype's ``knockclient.conf`` / ``knockdaemon.conf`` were read by Config::General
+2.65 with default options; this module reproduces that parse rule by rule (the regexes below
+are the module's own, translated), so an old config means the same thing here.  Unlike Perl it
+keeps every entry in order with its position, and it turns the cases where Perl silently drops
+text or only warns (unterminated here-doc, ``/*`` or continuation; ``*/`` without ``/*``; a
+file included twice or in a cycle) into a ``ConfigError``, as it does a value-less option.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeGuard
+
+from aioknock.errors import ConfigError
+
+__all__ = ["Block", "Entry", "parse_general", "read_general"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    key: str  # as written (the loader lower-cases later)
+    value: str | Block  # str for options; Block for <name label> ... </name>
+    source: str  # path of the file the entry came from (an included file names itself)
+    line: int  # 1-based line where the entry starts
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    name: str  # e.g. "door"
+    label: str  # e.g. "ssh" ("" when the block has none)
+    entries: tuple[Entry, ...]
+
+
+# Perl reads bytes, so its \s is ASCII whitespace: re.ASCII and _WS keep e.g. U+00A0 a value char.
+_A = re.ASCII
+_WS = " \t\n\r\f\v"
+# Config::General::_read
+_C_ONE_LINE = re.compile(r"\s*/\*.*\*/\s*", _A)
+_C_START = re.compile(r"\s*/\*", _A)
+_C_START_CLOSED = re.compile(r"\*/\s*$", _A)
+_C_END = re.compile(r"^.*\*/", _A)
+_HASH_COMMENT = re.compile(r"(?<!\\)#.*$", _A)
+_EMPTY_BLOCK = re.compile(r"\s*<([^/]+?.*?)/>\s*$", _A)
+_HEREDOC_EQ = re.compile(r"\s*([^=]+?)\s*=\s*<<\s*(.+?)\s*$", _A)
+_HEREDOC_WS = re.compile(r"\s*(\S+?)\s+<<\s*(.+?)\s*$", _A)
+# The first is Perl's own (buggy: ">>\\s*" wants a literal backslash), so quotes stay in names.
+_INCLUDE_QUOTED = re.compile(r"""\s*<<include\s+(["'])(.+?)>>\\s*$""", _A | re.IGNORECASE)
+_INCLUDE = re.compile(r"\s*<<include\s+(.+?)>>\s*$", _A | re.IGNORECASE)
+# Config::General::_parse / _parse_value
+_SPLIT = re.compile(r"\s*=\s*|\s+", _A)
+_BLOCK_START = re.compile(r"<([^/]+?.*?)>$", _A)
+_BLOCK_END = re.compile(r"</(.+?)>$", _A)
+_BLOCK_QUOTED = re.compile(r'"([^"]+)"$', _A)
+_BLOCK_NAME = re.compile(r'(?:"([^"]+)"|(\S+))(?:\s+(?:"([^"]+)"|(.*)))?$', _A)
+_UNESCAPE = re.compile(r'\\([$\\"#])')
+
+
+def _perl_true(text: str | None) -> TypeGuard[str]:
+    """Perl truthiness, which Config::General uses on names (so "0" counts as absent)."""
+    return text is not None and text not in ("", "0")
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """One logical line after comments, continuations and includes, as Perl's ``content``."""
+
+    text: str
+    source: str
+    line: int
+    heredoc: tuple[str, str] | None = None  # (key, body) for ``key <<EOF``
+
+
+@dataclass(slots=True)
+class _Open:
+    """A block whose end tag has not been seen yet."""
+
+    name: str
+    label: str
+    source: str
+    line: int
+    entries: list[Entry] = field(default_factory=list)
+
+
+def _value(raw: str) -> str:
+    """Strip one pair of enclosing double quotes, then unescape \\# \\" \\\\ \\$ (as Perl)."""
+    if raw.startswith('"') and raw.endswith('"'):
+        raw = raw[1:]
+        if raw.endswith('"'):
+            raw = raw[:-1]
+    return _UNESCAPE.sub(r"\1", raw)
+
+
+def _block_name(inner: str) -> tuple[str, str]:
+    """Split ``<door "my label">`` into name and label; either may be double-quoted."""
+    if _BLOCK_QUOTED.match(inner):
+        return inner.replace('"', ""), ""
+    m = _BLOCK_NAME.match(inner)
+    if m is None:
+        return inner, ""
+    name = m[1] if _perl_true(m[1]) else m[2]
+    label = m[3] if _perl_true(m[3]) else m[4]
+    return name or "", label or ""
+
+
+def _load(path: str, *, source: str | None = None, line: int | None = None) -> str:
+    """Read a file as UTF-8, keeping CR (Perl does) and dropping a BOM (Perl does).
+
+    Errors name ``source:line`` (the include statement) when given, else the file itself.
+    """
+    what = f"cannot read {path}" if source else "cannot read file"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        msg = f"{what}: {exc.strerror or exc}"
+        raise ConfigError(msg, source=source or path, line=line) from exc
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        bad = data[: exc.start].count(b"\n") + 1
+        msg = f"{what}: line {bad} is not valid UTF-8"
+        raise ConfigError(msg, source=source or path, line=line) from exc
+
+
+class _Reader:
+    """Turns files into chunks (Perl's ``_read``), then chunks into entries (``_parse``)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[_Chunk] = []
+        self.active: list[tuple[str, str]] = []  # (realpath, name) of files being read
+        self.done: set[str] = set()  # realpath of every file read
+
+    def read(self, text: str, source: str, base_dir: Path) -> None:
+        lines = text.split("\n")  # Perl splits on LF only; "\r" stays on the line
+        if lines[-1] == "":
+            lines.pop()
+        comment_at = 0  # line of an open /* ... */, else 0
+        longline: str | None = None
+        long_at = 0
+        heredoc: tuple[str, str, int, list[str]] | None = None  # key, terminator, line, body
+        for lineno, line in enumerate(lines, 1):
+            if heredoc is not None:
+                key, end, start, body = heredoc
+                m = re.match(r"(\s*)" + re.escape(end) + r"\s*$", line, _A)
+                if m is None:
+                    body.append(line)
+                    continue
+                if indent := m[1]:  # "  EOF" removes that indentation from every body line
+                    value = "".join(b.removeprefix(indent) + "\n" for b in body)
+                else:
+                    value = "\n".join(body)
+                self.chunks.append(_Chunk("", source, start, (key, value.strip(_WS))))
+                heredoc = None
+                continue
+            if _C_ONE_LINE.search(line):
+                line = _C_ONE_LINE.sub("", line, count=1)
+            elif _C_START.match(line):
+                comment_at = 0 if _C_START_CLOSED.search(line) else comment_at or lineno
+            elif "*/" in line:
+                if not comment_at:
+                    raise ConfigError("'*/' without an opening '/*'", source=source, line=lineno)
+                comment_at = 0
+                line = _C_END.sub("", line, count=1)
+            if comment_at:
+                continue
+            line = _HASH_COMMENT.sub("", line, count=1)
+            if line.endswith("\\") and not line.endswith("\\\\"):
+                if not longline:
+                    long_at = lineno
+                longline = (longline or "") + line[:-1].lstrip(_WS)
+                continue
+            if m := _EMPTY_BLOCK.search(line):  # <name/> is <name></name>
+                name = re.sub(r"\s\s*.*$", "", m[1], count=1, flags=_A)
+                self.chunks.append(_Chunk(re.sub(r"/>$", ">", line, count=1), source, lineno))
+                self.chunks.append(_Chunk(f"</{name}>", source, lineno))
+                continue
+            if m := _HEREDOC_EQ.match(line) or _HEREDOC_WS.match(line):
+                if _perl_true(m[1]):
+                    heredoc = (m[1], m[2], lineno, [])
+                continue
+            if _perl_true(longline):
+                self.chunks.append(_Chunk(f"{longline}{line.lstrip(_WS)}", source, long_at))
+                longline = None
+                continue
+            if not line.strip(_WS):
+                continue
+            m = _INCLUDE_QUOTED.match(line)
+            incl = m[2] if m else (m[1] if (m := _INCLUDE.match(line)) else None)
+            if _perl_true(incl):
+                self.include(incl, source, lineno, base_dir)
+            else:
+                self.chunks.append(_Chunk(line, source, lineno))
+        if heredoc is not None:
+            msg = f"here-doc '{heredoc[0]} <<{heredoc[1]}' has no closing '{heredoc[1]}' line"
+            raise ConfigError(msg, source=source, line=heredoc[2])
+        if comment_at:
+            raise ConfigError("'/*' comment is never closed", source=source, line=comment_at)
+        if longline:
+            msg = "line ends with '\\' but the file ends"
+            raise ConfigError(msg, source=source, line=long_at)
+
+    def include(self, name: str, source: str, line: int, base_dir: Path) -> None:
+        # Deliberate deviation: Perl's default resolves against the cwd (wrong under systemd).
+        path = name if os.path.isabs(name) else str(base_dir / name)
+        real = os.path.realpath(path)
+        if real in (r for r, _ in self.active):
+            chain = " -> ".join([n for _, n in self.active] + [path])
+            raise ConfigError(f"include cycle: {chain}", source=source, line=line)
+        if real in self.done:
+            msg = f"{path} is already included (Config::General would skip it)"
+            raise ConfigError(msg, source=source, line=line)
+        text = _load(path, source=source, line=line)
+        self.active.append((real, path))
+        self.done.add(real)
+        self.read(text, path, Path(path).parent)
+        self.active.pop()
+
+    def entries(self) -> list[Entry]:
+        top: list[Entry] = []
+        stack: list[_Open] = []
+        for ch in self.chunks:
+            into = stack[-1].entries if stack else top
+            if ch.heredoc is not None:
+                into.append(Entry(ch.heredoc[0], _value(ch.heredoc[1]), ch.source, ch.line))
+                continue
+            text = ch.text.strip(_WS)
+            if m := _BLOCK_START.match(text):
+                name, label = _block_name(m[1])
+                stack.append(_Open(name, label, ch.source, ch.line))
+            elif m := _BLOCK_END.match(text):  # Perl matches by depth; the name is not checked
+                if not stack:
+                    raise ConfigError(
+                        f"'{text}' closes no open block", source=ch.source, line=ch.line
+                    )
+                done = stack.pop()
+                block = Block(done.name, done.label, tuple(done.entries))
+                (stack[-1].entries if stack else top).append(
+                    Entry(done.name, block, done.source, done.line)
+                )
+            else:
+                parts = _SPLIT.split(text, maxsplit=1)
+                if len(parts) < 2:  # Perl stores undef here
+                    msg = "has no value (expected 'key value' or 'key = value')"
+                    raise ConfigError(msg, source=ch.source, line=ch.line, key=text)
+                into.append(Entry(parts[0], _value(parts[1]), ch.source, ch.line))
+        if stack:
+            b = stack[-1]
+            tag = f"<{b.name} {b.label}>" if b.label else f"<{b.name}>"
+            raise ConfigError(f"block {tag} is never closed", source=b.source, line=b.line)
+        return top
+
+
+def parse_general(
+    text: str, source: str = "<string>", *, base_dir: Path | None = None
+) -> list[Entry]:
+    """Parse Config::General text; relative includes resolve against ``base_dir``.
+
+    ``base_dir`` defaults to the directory of ``source`` (the cwd for ``"<string>"``).
+    """
+    reader = _Reader()
+    reader.read(text, source, Path(source).parent if base_dir is None else base_dir)
+    return reader.entries()
+
+
+def read_general(path: str | os.PathLike[str]) -> list[Entry]:
+    """Read and parse a Config::General file (UTF-8); an unreadable file is a ``ConfigError``."""
+    name = os.fspath(path)
+    reader = _Reader()
+    text = _load(name)
+    real = os.path.realpath(name)
+    reader.active.append((real, name))
+    reader.done.add(real)
+    reader.read(text, name, Path(name).parent)
+    return reader.entries()
