@@ -67,7 +67,11 @@ def client_address(settings: ClientSettings) -> str:
 def knock_inputs(settings: ClientSettings, client: str | None = None) -> KnockInputs:
     needs_client = "CLIENT" in codec_for(settings).format.fields
     address = (client or client_address(settings)) if needs_client else "0.0.0.0"
-    if needs_client and not isinstance(ipaddress.ip_address(address), ipaddress.IPv4Address):
+    try:
+        ipv6 = isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address)
+    except ValueError:
+        ipv6 = False  # not an address at all: KnockFormat.pack rejects it with the reason
+    if needs_client and ipv6:
         raise KnockError(
             f"CLIENT holds an IPv4 address, but the route to {settings.remote} uses {address}; "
             "set client = x.x.x.x"

@@ -17,7 +17,7 @@ from ..errors import ConfigError, KnockError
 TIME_FIELDS = ("THISYEAR", "THISDAY", "THISHOUR", "THISMINUTE", "THISSECOND")
 SIMPLE_FIELDS = ("CLIENT", "PORT", "RAND", "CHECKSUM", *TIME_FIELDS)
 ALIASES = {"IP": "CLIENT"}
-_FLAG = re.compile(r"FLAG(\d+)")
+_FLAG = re.compile(r"FLAG([0-9]{1,9})")
 
 
 def time_values(now: float, *, localtime: bool = False) -> dict[str, int]:
@@ -27,7 +27,10 @@ def time_values(now: float, *, localtime: bool = False) -> dict[str, int]:
     THISDAY is the day of the year (1 = 1 January); THISHOUR is
     24 * day of month + hour; THISMINUTE is 60 * hour + minute.
     """
-    t = time.localtime(now) if localtime else time.gmtime(now)
+    try:
+        t = time.localtime(now) if localtime else time.gmtime(now)
+    except (OverflowError, OSError, ValueError):
+        raise KnockError(f"time {now!r} is outside what the clock functions handle") from None
     return {
         "THISYEAR": t.tm_year % 256,
         "THISDAY": t.tm_yday % 256,
@@ -60,7 +63,9 @@ class KnockFormat:
         for raw in text.split(","):
             name = raw.strip().upper()
             name = ALIASES.get(name, name)
-            if name not in SIMPLE_FIELDS and not _FLAG.fullmatch(name):
+            if flag := _FLAG.fullmatch(name):
+                name = f"FLAG{int(flag[1])}"  # FLAG01 is flag1
+            elif name not in SIMPLE_FIELDS:
                 if not name:
                     raise ConfigError(f"empty field in {text!r}", key="knock")
                 raise ConfigError(
@@ -130,10 +135,18 @@ class KnockFormat:
             pos += width
             if name == "CHECKSUM":
                 checksums.append(chunk[0])
-            elif name == "CLIENT":
-                result["client"] = str(ipaddress.IPv4Address(chunk))
-            else:
-                result[name.lower()] = int.from_bytes(chunk, "big")
+                continue
+            value: int | str = (
+                str(ipaddress.IPv4Address(chunk))
+                if name == "CLIENT"
+                else int.from_bytes(chunk, "big")
+            )
+            key = name.lower()
+            # A field named twice carries one value twice; differing copies are a
+            # defect. RAND promises nothing to check (a peer may draw each anew).
+            if key in result and result[key] != value and name != "RAND":
+                raise KnockError(f"{name} appears twice with different values")
+            result[key] = value
         if checksums:
             expected = (sum(data) - sum(checksums)) % 256
             if any(c != expected for c in checksums):

@@ -46,8 +46,6 @@ class Codec:
     def parse(self, ports: Sequence[int]) -> dict[str, int | str]:
         """Decode and verify a received knock; any defect raises KnockError."""
         if len(ports) != self.knock_length:
-            raise KnockError(
-                f"expected {self.knock_length} ports, got {len(ports)}"
-            )
+            raise KnockError(f"expected {self.knock_length} ports, got {len(ports)}")
         payload = self.span.decode(ports, self.payload_length)
         return self.format.unpack(self.cipher.decrypt(payload))

@@ -8,24 +8,49 @@ the client's file delivery and the daemon's file mode share one definition.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
 
+_HOST = r"[0-9A-Za-z:.%-]+"  # an IPv4/IPv6 address or a host name (the sender writes either)
 FIELDS = {
-    "_DATE_": r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d",
-    "_CLIENT_": r"[0-9A-Fa-f:.]+",
-    "_REMOTE_": r"[0-9A-Fa-f:.]+",
-    "_CLIENTPORT_": r"\d{1,5}",
-    "_REMOTEPORT_": r"\d{1,5}",
+    "_DATE_": r"[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}",
+    "_CLIENT_": _HOST,
+    "_REMOTE_": _HOST,
+    "_CLIENTPORT_": r"[0-9]{1,5}",
+    "_REMOTEPORT_": r"[0-9]{1,5}",
 }
 _FIELD = re.compile("|".join(FIELDS))
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def syslog_date(when: float) -> str:
-    """``Nov 26 14:27:02`` / ``Nov  6 14:27:02``: how syslog stamps kernel lines."""
+    """``Nov 26 14:27:02`` / ``Nov  6 14:27:02``: how syslog stamps kernel lines.
+
+    English month names whatever the locale, as syslog writes them.
+    """
     t = time.localtime(when)
-    return f"{time.strftime('%b', t)} {t.tm_mday:2d} {time.strftime('%H:%M:%S', t)}"
+    return f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(template: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    seen: set[str] = set()
+    pos = 0
+    for m in _FIELD.finditer(template):
+        parts.append(re.escape(template[pos : m.start()]))
+        name = m.group(0).strip("_").lower()
+        parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>{FIELDS[m.group(0)]})")
+        seen.add(name)
+        pos = m.end()
+    parts.append(re.escape(template[pos:]))
+    return re.compile("".join(parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +76,11 @@ class LogTemplate:
             "_CLIENTPORT_": str(clientport),
             "_REMOTEPORT_": str(remoteport),
         }
-        line = _FIELD.sub(lambda m: values[m.group(0)], self.template)
-        return line.replace("\n", " ")
+        return _one_line(_FIELD.sub(lambda m: values[m.group(0)], self.template))
 
     def pattern(self) -> re.Pattern[str]:
-        parts: list[str] = []
-        seen: set[str] = set()
-        pos = 0
-        for m in _FIELD.finditer(self.template):
-            parts.append(re.escape(self.template[pos : m.start()]))
-            name = m.group(0).strip("_").lower()
-            parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>{FIELDS[m.group(0)]})")
-            seen.add(name)
-            pos = m.end()
-        parts.append(re.escape(self.template[pos:]))
-        return re.compile("".join(parts))
+        """The regular expression that reads lines written from this template."""
+        return _compile(_one_line(self.template))
 
     def match(self, line: str) -> LogRecord | None:
         m = self.pattern().search(line.rstrip("\n"))

@@ -9,22 +9,24 @@ decoding needs to know how many bytes were sent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, KnockError
 
 MAX_BITS = 15
+_ITEM = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", re.ASCII)
 
 
 def _powers_near(size: int) -> str:
-    lower = 1 << max(size.bit_length() - 1, 1)
-    upper = lower << 1
-    if lower > 1 << MAX_BITS:
-        return f"at most {1 << MAX_BITS}"
-    if upper > 1 << MAX_BITS or lower == size:
-        return f"nearest: {lower}"
-    return f"nearest: {lower} or {upper}"
+    """The allowed sizes (2, 4, ..., 2**MAX_BITS) next to ``size``."""
+    if size <= 2:
+        return "nearest: 2"
+    lower = 1 << (size.bit_length() - 1)
+    if lower >= 1 << MAX_BITS:
+        return f"nearest: {1 << MAX_BITS}, the largest"
+    return f"nearest: {lower} or {lower << 1}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,24 +61,30 @@ class PortSpan:
     def parse(cls, text: str) -> PortSpan:
         """Parse ``a-b,c,d-e,...``; ranges keep their listed order."""
         ports: list[int] = []
-        for part in text.replace(" ", "").split(","):
-            if not part:
+        seen: set[int] = set()
+        for part in text.split(","):
+            if not part.strip():
                 raise ConfigError(f"empty item in {text!r}", key="portspan")
-            low, dash, high = part.partition("-")
+            m = _ITEM.fullmatch(part)
             try:
-                first = int(low)
-                last = int(high) if dash else first
-            except ValueError:
+                if m is None:
+                    raise ValueError
+                first = int(m[1])
+                last = int(m[2]) if m[2] is not None else first
+            except ValueError:  # not digits, or absurdly many of them
                 raise ConfigError(
-                    f"{part!r} is not a port or a range a-b", key="portspan"
+                    f"{part.strip()!r} is not a port or a range a-b", key="portspan"
                 ) from None
-            if last < first:
-                raise ConfigError(f"range {part!r} runs backwards", key="portspan")
             if not (1 <= first <= 65535 and 1 <= last <= 65535):
-                raise ConfigError(f"range {part!r} is outside 1-65535", key="portspan")
-            ports.extend(range(first, last + 1))
-            if len(ports) > 1 << 16:
-                raise ConfigError("span has more than 65535 ports", key="portspan")
+                raise ConfigError(f"{part.strip()!r} is outside 1-65535", key="portspan")
+            if last < first:
+                raise ConfigError(f"range {part.strip()!r} runs backwards", key="portspan")
+            item = range(first, last + 1)
+            if not seen.isdisjoint(item):  # checked here to bound the work on huge inputs
+                twice = next(p for p in item if p in seen)
+                raise ConfigError(f"port {twice} appears twice", key="portspan")
+            seen.update(item)
+            ports.extend(item)
         return cls.from_ports(ports)
 
     @property
@@ -95,9 +103,7 @@ class PortSpan:
         bits = self.bits
         mask = (1 << bits) - 1
         full, rest = divmod(nbits, bits)
-        out = [
-            self.ports[(value >> (nbits - (i + 1) * bits)) & mask] for i in range(full)
-        ]
+        out = [self.ports[(value >> (nbits - (i + 1) * bits)) & mask] for i in range(full)]
         if rest:
             out.append(self.ports[value & ((1 << rest) - 1)])
         return out
