@@ -119,11 +119,11 @@ class Command:
             "%DURATION%": str(int(duration)),
         }
         flags = dict(grant.flags)
-        out = []
+        out: list[str] = []
         for arg in self.argv:
             for name, value in values.items():
                 arg = arg.replace(name, value)
-            for number, value in flags.items():
-                arg = arg.replace(f"%FLAG{number}%", str(value))
+            for number, flag in flags.items():
+                arg = arg.replace(f"%FLAG{number}%", str(flag))
             out.append(arg)
         return out

@@ -79,4 +79,6 @@ def close_script(table: str, grant: Grant) -> str:
     """Remove one element; preceded by an add so it succeeds if the kernel already expired it."""
     t = f"inet {check_table(table)}"
     name, elem = _element(grant)
-    return f"add element {t} {name} {{ {elem} timeout 1s }}\ndelete element {t} {name} {{ {elem} }}\n"
+    return (
+        f"add element {t} {name} {{ {elem} timeout 1s }}\ndelete element {t} {name} {{ {elem} }}\n"
+    )

@@ -1,0 +1,191 @@
+"""The sans-I/O tracker: every knock the client builds is accepted; nothing else opens."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aioknock.codec.ciphers import CryptCBC, Plain
+from aioknock.codec.fields import KnockFormat, KnockInputs
+from aioknock.codec.knock import Codec
+from aioknock.codec.portspan import PortSpan
+from aioknock.daemon.tracker import Packet, SequenceDoor, Tracker, TrackerConfig
+
+NOW = 1_764_000_000.0
+SRC = "198.18.0.1"
+
+
+def make_codec(
+    fmt: str = "CLIENT,PORT,RAND,THISMINUTE,CHECKSUM",
+    span: str = "745-1000",
+    cipher: str | None = "Blowfish",
+    iv: bool = True,
+) -> Codec:
+    crypto = CryptCBC(cipher, b"secret", iv=iv) if cipher else Plain()
+    return Codec(KnockFormat.parse(fmt), crypto, PortSpan.parse(span))
+
+
+def knock_ports(codec: Codec, *, client: str = SRC, port: int = 22, now: float = NOW) -> list[int]:
+    rng = random.Random(port)
+    plan = codec.build(KnockInputs(client, port, {0: 7}, rng.randrange(256)), now, rng.randbytes)
+    return plan.ports
+
+
+def feed(
+    tracker: Tracker, ports: list[int], *, src: str = SRC, now: float = NOW, sport0: int = 40000
+):
+    decisions = []
+    for i, port in enumerate(ports):
+        decisions += tracker.receive(Packet(now + i * 0.01, src, port, "tcp", sport0 + i))
+    return decisions
+
+
+def accepted(decisions) -> list:
+    return [d for d in decisions if d.verdict == "accept"]
+
+
+FORMATS = st.lists(
+    st.sampled_from(["CLIENT", "PORT", "RAND", "FLAG0", "THISMINUTE", "THISSECOND", "CHECKSUM"]),
+    min_size=1,
+    max_size=10,
+).map(lambda names: ",".join(["CLIENT", *names]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fmt=FORMATS,
+    bits=st.integers(1, 15),
+    cipher=st.sampled_from([None, "Blowfish", "DES", "CAST5", "DES_EDE3"]),
+    iv=st.booleans(),
+    port=st.integers(1, 65535),
+    offset=st.floats(-100, 100),
+)
+def test_accepts_every_knock_the_client_builds(fmt, bits, cipher, iv, port, offset) -> None:
+    span = f"20000-{20000 + (1 << bits) - 1}"
+    codec = make_codec(fmt, span, cipher, iv)
+    tracker = Tracker(codec, TrackerConfig(time_tolerance=120))
+    ports = knock_ports(codec, port=port, now=NOW + offset)
+    decisions = feed(tracker, ports)
+    assert [d.verdict for d in decisions] == ["accept"], decisions
+    assert decisions[0].address == SRC
+    if "PORT" in fmt:
+        assert decisions[0].port == port
+    assert tracker.sources == 0
+
+
+def test_duplicated_syns_do_not_break_a_knock() -> None:
+    codec = make_codec()
+    tracker = Tracker(codec, TrackerConfig())
+    decisions = []
+    for i, port in enumerate(knock_ports(codec)):
+        packet = Packet(NOW + i * 0.01, SRC, port, "tcp", 40000 + i)
+        decisions += tracker.receive(packet)
+        decisions += tracker.receive(packet)  # retransmission: same source port
+    assert len(accepted(decisions)) == 1
+    assert sum(d.verdict == "ignore" for d in decisions) >= 1
+
+
+def test_repeated_port_with_new_source_port_counts() -> None:
+    codec = make_codec(cipher=None, fmt="CLIENT,FLAG0,FLAG0")  # 7, 7: the same port twice
+    tracker = Tracker(codec, TrackerConfig())
+    ports = knock_ports(codec)
+    assert ports[-1] == ports[-2]
+    assert len(accepted(feed(tracker, ports))) == 1
+
+
+def test_stale_knock_refused() -> None:
+    codec = make_codec()
+    tracker = Tracker(codec, TrackerConfig(time_tolerance=60))
+    decisions = feed(tracker, knock_ports(codec, now=NOW - 86_400 + 3_600))
+    assert [d.verdict for d in decisions] == ["refuse"]
+    assert "THISMINUTE" in decisions[0].reason
+
+
+def test_replayed_knock_refused() -> None:
+    codec = make_codec()
+    tracker = Tracker(codec, TrackerConfig())
+    ports = knock_ports(codec)
+    assert len(accepted(feed(tracker, ports))) == 1
+    again = feed(tracker, ports, now=NOW + 5, sport0=50000)
+    assert [d.verdict for d in again] == ["refuse"] and "replay" in again[0].reason
+
+
+def test_spoofed_source_refused_unless_allow_nat() -> None:
+    codec = make_codec()
+    ports = knock_ports(codec, client="198.18.0.7")
+    refused = feed(Tracker(codec, TrackerConfig()), ports)
+    assert [d.verdict for d in refused] == ["refuse"]
+    nat = feed(Tracker(codec, TrackerConfig(allow_nat=True)), ports)
+    assert [d.verdict for d in nat] == ["accept"] and nat[0].address == "198.18.0.7"
+
+
+def test_short_knock_times_out() -> None:
+    codec = make_codec()
+    tracker = Tracker(codec, TrackerConfig(knock_timeout=5))
+    ports = knock_ports(codec)
+    assert feed(tracker, ports[:-1]) == []
+    late = tracker.receive(Packet(NOW + 30, SRC, ports[-1], "tcp", 1))
+    assert late == []  # the earlier ports expired; one port is no knock
+    assert tracker.sources == 1
+
+
+def test_interleaved_knocks_from_one_source_never_open() -> None:
+    codec = make_codec()
+    a, b = knock_ports(codec, port=22), knock_ports(codec, port=80)
+    mixed = [p for pair in zip(a, b, strict=True) for p in pair]
+    decisions = feed(Tracker(codec, TrackerConfig()), mixed)
+    assert accepted(decisions) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_corrupted_knocks_never_open(data) -> None:
+    codec = make_codec()
+    ports = knock_ports(codec)
+    i = data.draw(st.integers(0, len(ports) - 1))
+    replacement = data.draw(st.integers(745, 1000).filter(lambda p: p != ports[i]))
+    ports[i] = replacement
+    decisions = feed(Tracker(codec, TrackerConfig()), ports)
+    assert accepted(decisions) == []
+
+
+def test_ports_outside_span_ignored() -> None:
+    codec = make_codec()
+    tracker = Tracker(codec, TrackerConfig())
+    noise = [Packet(NOW, SRC, p, "tcp", 1) for p in (22, 80, 1001, 744)]
+    assert all(tracker.receive(p) == [] for p in noise)
+    assert tracker.sources == 0
+    assert len(accepted(feed(tracker, knock_ports(codec)))) == 1
+
+
+def test_flood_memory_bounded_and_no_false_open() -> None:
+    codec = make_codec()
+    tracker = Tracker(codec, TrackerConfig(max_sources=1000))
+    rng = random.Random(1)
+    opened = 0
+    for i in range(50_000):
+        src = f"198.18.{rng.randrange(40)}.{rng.randrange(1, 255)}"
+        for d in tracker.receive(Packet(NOW + i * 1e-4, src, rng.randrange(745, 1001), "tcp", i)):
+            opened += d.verdict == "accept"
+        assert tracker.sources <= 1000
+    assert opened == 0
+
+
+def test_sequence_door() -> None:
+    door = SequenceDoor("ssh", ((7000, "tcp"), (8000, "udp"), (9000, "tcp")), 22)
+    tracker = Tracker(None, TrackerConfig(), [door])
+    # The second 8000 is a duplicated datagram (same source port): it must not reset.
+    hits = [(7000, "tcp", 100), (8000, "udp", 101), (8000, "udp", 101), (9000, "tcp", 103)]
+    decisions = []
+    for i, (port, proto, sport) in enumerate(hits):
+        decisions += tracker.receive(Packet(NOW + i, SRC, port, proto, sport))
+    assert [(d.verdict, d.door, d.port) for d in decisions if d.verdict == "accept"] == [
+        ("accept", "ssh", 22)
+    ]
+    wrong = [(7000, "tcp"), (9000, "tcp"), (8000, "udp")]
+    decisions = []
+    for i, (port, proto) in enumerate(wrong):
+        decisions += tracker.receive(Packet(NOW + 10 + i, SRC, port, proto, 200 + i))
+    assert accepted(decisions) == []
