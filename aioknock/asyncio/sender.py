@@ -3,11 +3,14 @@
 Each attempt is a non-blocking ``connect()`` issued by the scheduler itself, so
 the SYN leaves inside that call and knock i+1 can never overtake knock i. The
 attempt is then watched by the event loop (no task per knock) and closed at the
-next slot, at most ``HOLD_MAX`` seconds later: before Linux's first SYN
+next slot, but at least ``HOLD_MIN`` (so even ``timeout = 0`` learns what became
+of each knock) and at most ``HOLD_MAX`` seconds later: before Linux's first SYN
 retransmission (1 s), so every knock is exactly one SYN. Closing a socket in
-SYN-SENT sends nothing. ``mode="connect"`` instead runs
-``asyncio.open_connection`` per knock and cancels it at the same deadline, for
-networks whose middleboxes want to see the handshake attempted by a stream.
+SYN-SENT sends nothing. ``send_knock`` returns once every knock is decided or
+given up. ``mode="connect"`` instead runs ``asyncio.open_connection`` per knock
+as a task bounded by the same deadline, for networks whose middleboxes want to
+see the handshake attempted by a stream; each task sends its SYN in its first
+step, and tasks start in creation order, so the order holds there too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Literal
 
 from ..errors import SendError
 
+HOLD_MIN = 0.05
 HOLD_MAX = 0.9
 Mode = Literal["syn", "connect"]
 
@@ -57,6 +61,8 @@ async def resolve(host: str, family: int = socket.AF_UNSPEC) -> Target:
         infos = await loop.getaddrinfo(host, 0, family=family, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise SendError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    except (UnicodeError, ValueError):  # IDNA: an empty or over-long label; a NUL
+        raise SendError(f"cannot resolve {host!r}: not a valid host name") from None
     fam, _, _, _, sockaddr = infos[0]
     return Target(host, fam, str(sockaddr[0]), tuple(sockaddr))
 
@@ -80,9 +86,10 @@ class _Watch:
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, attempt: Attempt,
-        deadline: float, done: asyncio.Future[None] | None,
+        deadline: float,
     ) -> None:  # fmt: skip
-        self.loop, self.sock, self.attempt, self.done = loop, sock, attempt, done
+        self.loop, self.sock, self.attempt = loop, sock, attempt
+        self.done: asyncio.Future[None] = loop.create_future()
         loop.add_writer(sock.fileno(), self._ready)
         self.handle = loop.call_at(deadline, self.close, "no answer")
 
@@ -96,70 +103,104 @@ class _Watch:
         self.handle.cancel()
         self.sock.close()
         self.attempt.outcome = outcome
-        if self.done is not None and not self.done.done():
+        if not self.done.done():
             self.done.set_result(None)
 
 
+def _cannot(target: Target, port: int, err: int) -> SendError:
+    return SendError(f"cannot knock {target.host} ({target.address}) port {port}: "
+                     f"{os.strerror(err)}")  # fmt: skip
+
+
 def _syn(target: Target, port: int) -> tuple[socket.socket, int]:
-    sock = socket.socket(target.family, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    err = sock.connect_ex(_sockaddr(target, port))
+    try:
+        sock = socket.socket(target.family, socket.SOCK_STREAM)
+    except OSError as exc:  # EMFILE, ENOBUFS, EAFNOSUPPORT...
+        raise _cannot(target, port, exc.errno or errno.EINVAL) from None
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex(_sockaddr(target, port))
+    except BaseException:
+        sock.close()
+        raise
     if err in LOCAL_ERRORS:
         sock.close()
-        raise SendError(f"cannot knock {target.host} ({target.address}) port {port}: "
-                        f"{os.strerror(err)}")  # fmt: skip
+        raise _cannot(target, port, err)
     return sock, err
 
 
-async def _open(target: Target, port: int, attempt: Attempt) -> None:
+async def _open(target: Target, port: int, attempt: Attempt, deadline: float) -> None:
+    # The deadline is armed inside the task, so the connection attempt (and its SYN)
+    # always starts, however late the task gets to run.
     try:
-        _, writer = await asyncio.open_connection(target.address, port)
+        async with asyncio.timeout_at(deadline):
+            _, writer = await asyncio.open_connection(target.address, port, family=target.family)
+    except TimeoutError:
+        attempt.outcome = "no answer"
     except ConnectionRefusedError:
         attempt.outcome = "refused"
     except OSError as exc:
         if exc.errno in LOCAL_ERRORS:
-            raise SendError(f"cannot knock {target.host} ({target.address}) port {port}: "
-                            f"{exc.strerror}") from None  # fmt: skip
+            raise _cannot(target, port, exc.errno or errno.EINVAL) from None
         attempt.outcome = (exc.strerror or str(exc)).lower()
     else:
         attempt.outcome = "open"
         writer.close()
 
 
+def _first_error(tasks: Sequence[asyncio.Task[None]]) -> BaseException | None:
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            return task.exception()
+    return None
+
+
 async def send_knock(
     target: Target, ports: Sequence[int], timeout: float, *, mode: Mode = "syn"
 ) -> list[Attempt]:
-    """Knock ``ports`` in order, knock i at start + i * timeout on the loop's clock."""
+    """Knock ``ports`` in order, knock i at start + i * timeout on the loop's clock.
+
+    Raises ``SendError`` when a knock cannot leave this host; every socket opened
+    so far is closed first (also when cancelled).
+    """
+    bad = [p for p in ports if not 0 < p < 65536]
+    if bad:
+        raise ValueError(f"ports must be 1-65535, not {bad[0]}")
+    if not timeout >= 0:  # also NaN
+        raise ValueError(f"timeout must be >= 0, not {timeout!r}")
+    if mode not in ("syn", "connect"):
+        raise ValueError(f"mode must be 'syn' or 'connect', not {mode!r}")
     loop = asyncio.get_running_loop()
-    hold = min(timeout, HOLD_MAX)
+    hold = min(max(timeout, HOLD_MIN), HOLD_MAX)
     attempts: list[Attempt] = []
     watches: list[_Watch] = []
     tasks: list[asyncio.Task[None]] = []
     start = loop.time()
     try:
         for i, port in enumerate(ports):
-            delay = start + i * timeout - loop.time()
-            if delay > 0:
+            slot = start + i * timeout
+            while (delay := slot - loop.time()) > 0:
                 await asyncio.sleep(delay)
+            if (error := _first_error(tasks)) is not None:
+                raise error
             attempt = Attempt(port, loop.time())
             attempts.append(attempt)
             if mode == "connect":
-                task = asyncio.create_task(_open(target, port, attempt))
-                loop.call_at(attempt.sent + hold, task.cancel)
-                tasks.append(task)
+                coro = _open(target, port, attempt, attempt.sent + hold)
+                tasks.append(asyncio.create_task(coro))
                 continue
             sock, err = _syn(target, port)
             if err in (0, errno.EINPROGRESS):
-                done = loop.create_future() if i == len(ports) - 1 else None
-                watches.append(_Watch(loop, sock, attempt, attempt.sent + hold, done))
+                watches.append(_Watch(loop, sock, attempt, attempt.sent + hold))
             else:
                 sock.close()
                 attempt.outcome = _outcome(err)
-        if watches and watches[-1].done is not None:
-            await watches[-1].done
-        for result in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(result, SendError):
-                raise result
+        # Each is bounded by its deadline (at most hold after the last knock).
+        pending = [w.done for w in watches if not w.done.done()] + tasks
+        if pending:
+            await asyncio.wait(pending)
+        if (error := _first_error(tasks)) is not None:
+            raise error
     finally:
         for watch in watches:
             watch.close("cancelled")

@@ -1,0 +1,410 @@
+"""``send_knock`` with real sockets, on loopback only.
+
+Every packet here goes to 127.0.0.1 or ::1. The "unusable address" cases use
+multicast and broadcast addresses, which the kernel refuses inside ``connect()``
+(ENETUNREACH) before any packet is built; the "unresolvable name" case uses a
+name under ``.invalid`` too long for DNS, which the resolver rejects without
+sending a query (a short one would be sent to the configured nameserver).
+
+Three kinds of port:
+- a listener (asyncio server) that records, in order, the port each accepted
+  connection came in on -> outcome ``open``;
+- a closed port: bound but not listening, so nothing else can take it -> ``refused``;
+- a silent port: a listener whose accept queue is full, so the kernel drops
+  further SYNs as a dropping firewall would -> ``no answer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from aioknock.asyncio.sender import HOLD_MAX, HOLD_MIN, Attempt, Mode, Target, resolve, send_knock
+from aioknock.errors import SendError
+
+LOOPBACK = "127.0.0.1"
+MODES: list[Mode] = ["syn", "connect"]
+TIMEOUT = 0.05
+# Correctness, not speed: a slot may start late by this much, never early.
+LATE = 0.03
+EARLY = 0.002
+# Too long for DNS (263 > 253 characters): refused by the resolver before any query.
+UNRESOLVABLE = ".".join(["k" * 63] * 4) + ".invalid"
+
+
+def _ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAVE_IPV6 = _ipv6_loopback()
+needs_ipv6 = pytest.mark.skipif(not HAVE_IPV6, reason="::1 is not available on this host")
+
+
+@dataclass
+class Accepts:
+    """Connections accepted by the listeners, in the order the loop saw them."""
+
+    seen: list[tuple[float, int, int]] = field(default_factory=list)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+
+    def record(self, port: int) -> None:
+        self.seen.append((asyncio.get_running_loop().time(), next(self._seq), port))
+
+    def ports(self) -> list[int]:
+        return [port for _, _, port in sorted(self.seen)]
+
+
+class _Record(asyncio.Protocol):
+    """Records the listener port a connection came in on, then closes it."""
+
+    def __init__(self, accepts: Accepts) -> None:
+        self.accepts = accepts
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.accepts.record(transport.get_extra_info("sockname")[1])
+        transport.close()
+
+
+@dataclass
+class Ports:
+    host: str
+    family: int
+    accepts: Accepts
+    listening: list[int]
+    closed: list[int]
+    silent: int
+
+    @property
+    def target(self) -> Target:
+        return Target(self.host, self.family, self.host, (self.host, 0))
+
+
+@pytest.fixture
+def plain_sockets() -> Iterator[list[socket.socket]]:
+    socks: list[socket.socket] = []
+    yield socks
+    for s in socks:
+        s.close()
+
+
+async def _ports(host: str, socks: list[socket.socket]) -> AsyncIterator[Ports]:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    accepts = Accepts()
+    servers: list[asyncio.Server] = []
+    listening: list[int] = []
+    for _ in range(3):
+        server = await loop.create_server(lambda: _Record(accepts), host, 0, family=family)
+        servers.append(server)
+        listening.append(server.sockets[0].getsockname()[1])
+    closed: list[int] = []
+    for _ in range(3):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        socks.append(s)
+        s.bind((host, 0))  # bound, not listening: connect() is refused (RST)
+        closed.append(s.getsockname()[1])
+    # Accept queue of one, filled: the kernel drops every further SYN.
+    silent = socket.socket(family, socket.SOCK_STREAM)
+    socks.append(silent)
+    silent.bind((host, 0))
+    silent.listen(0)
+    filler = socket.create_connection((host, silent.getsockname()[1]), timeout=2)
+    socks.append(filler)
+    try:
+        yield Ports(host, family, accepts, listening, closed, silent.getsockname()[1])
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+
+
+@pytest.fixture
+async def v4(plain_sockets: list[socket.socket]) -> AsyncIterator[Ports]:
+    async for p in _ports(LOOPBACK, plain_sockets):
+        yield p
+
+
+@pytest.fixture
+async def v6(plain_sockets: list[socket.socket]) -> AsyncIterator[Ports]:
+    if not HAVE_IPV6:
+        pytest.skip("::1 is not available on this host")
+    async for p in _ports("::1", plain_sockets):
+        yield p
+
+
+def _mixed(p: Ports) -> tuple[list[int], list[str]]:
+    """A knock visiting every kind of port, listeners more than once."""
+    (l1, l2, l3), (c1, c2, c3), s = p.listening, p.closed, p.silent
+    ports = [l1, c1, l2, s, c2, l3, l1, c3, s, l2]
+    kind = {**dict.fromkeys(p.listening, "open"), **dict.fromkeys(p.closed, "refused")}
+    kind[s] = "no answer"
+    return ports, [kind[port] for port in ports]
+
+
+async def _settle(p: Ports, expected: int) -> None:
+    """Let the listeners' accept callbacks run (bounded)."""
+    for _ in range(100):
+        if len(p.accepts.seen) >= expected:
+            return
+        await asyncio.sleep(0.01)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _check_schedule(attempts: list[Attempt], timeout: float) -> list[float]:
+    start = attempts[0].sent
+    errors = [a.sent - (start + i * timeout) for i, a in enumerate(attempts)]
+    assert all(-EARLY <= e <= LATE for e in errors), [round(e * 1000, 2) for e in errors]
+    return errors
+
+
+# ------------------------------------------------------------------ order, outcome
+
+
+async def _in_order(p: Ports, mode: Mode) -> None:
+    ports, outcomes = _mixed(p)
+    attempts = await send_knock(p.target, ports, TIMEOUT, mode=mode)
+    assert [a.port for a in attempts] == ports
+    assert [a.outcome for a in attempts] == outcomes
+    opened = [port for port, o in zip(ports, outcomes, strict=True) if o == "open"]
+    await _settle(p, len(opened))
+    assert p.accepts.ports() == opened
+    _check_schedule(attempts, TIMEOUT)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_attempts_arrive_in_order_with_right_outcomes(v4: Ports, mode: Mode) -> None:
+    await _in_order(v4, mode)
+
+
+@needs_ipv6
+@pytest.mark.parametrize("mode", MODES)
+async def test_ipv6_loopback(v6: Ports, mode: Mode) -> None:
+    target = await resolve("::1")
+    assert (target.family, target.address) == (socket.AF_INET6, "::1")
+    ports, outcomes = _mixed(v6)
+    attempts = await send_knock(target, ports, TIMEOUT, mode=mode)
+    assert [(a.port, a.outcome) for a in attempts] == list(zip(ports, outcomes, strict=True))
+    opened = [port for port, o in zip(ports, outcomes, strict=True) if o == "open"]
+    await _settle(v6, len(opened))
+    assert v6.accepts.ports() == opened
+
+
+async def test_resolve_numeric_loopback() -> None:
+    target = await resolve(LOOPBACK)
+    assert (target.family, target.address, target.sockaddr[0]) == (
+        socket.AF_INET, LOOPBACK, LOOPBACK,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------- schedule
+
+
+async def test_schedule_is_absolute(v4: Ports) -> None:
+    """Knock i leaves at start + i * timeout: lateness never accumulates."""
+    ports = [v4.closed[i % 3] for i in range(16)]
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    attempts = await send_knock(v4.target, ports, TIMEOUT)
+    elapsed = loop.time() - t0
+    errors = _check_schedule(attempts, TIMEOUT)
+    print("schedule errors (ms):", [round(e * 1000, 2) for e in errors])
+    assert {a.outcome for a in attempts} == {"refused"}
+    # Refused at once: nothing to wait for after the last knock.
+    assert 15 * TIMEOUT - EARLY <= elapsed <= 15 * TIMEOUT + 0.25, elapsed
+
+
+async def test_last_silent_knock_is_held_one_slot(v4: Ports) -> None:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    attempts = await send_knock(v4.target, [v4.closed[0], v4.silent], 0.1)
+    elapsed = loop.time() - t0
+    assert [a.outcome for a in attempts] == ["refused", "no answer"]
+    assert 0.2 - EARLY <= elapsed <= 0.2 + 0.25, elapsed
+
+
+async def test_hold_never_reaches_the_first_retransmission(v4: Ports) -> None:
+    """With a long timeout the silent knock is closed after HOLD_MAX, not at the next slot."""
+    assert HOLD_MAX < 1.0
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    attempts = await send_knock(v4.target, [v4.silent], 5.0)
+    elapsed = loop.time() - t0
+    assert attempts[0].outcome == "no answer"
+    assert HOLD_MAX - EARLY <= elapsed < 1.0, elapsed
+
+
+async def _timeout_zero(p: Ports, mode: Mode) -> None:
+    ports, outcomes = _mixed(p)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    attempts = await send_knock(p.target, ports, 0, mode=mode)
+    elapsed = loop.time() - t0
+    assert [a.port for a in attempts] == ports
+    sent = [a.sent for a in attempts]
+    assert sent == sorted(sent)
+    assert sent[-1] - sent[0] < 0.1
+    # Each knock is still held HOLD_MIN, long enough to learn its outcome.
+    for a, expected in zip(attempts, outcomes, strict=True):
+        assert a.outcome == expected, (a, expected)
+    assert HOLD_MIN - EARLY <= elapsed < HOLD_MIN + 0.25, elapsed
+    opened = [port for port, o in zip(ports, outcomes, strict=True) if o == "open"]
+    await _settle(p, len(opened))
+    # Wire order at timeout 0 is shown by the capture in test_netns_knock.py.
+    assert sorted(p.accepts.ports()) == sorted(opened)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_timeout_zero_keeps_order(v4: Ports, mode: Mode) -> None:
+    await _timeout_zero(v4, mode)
+
+
+@pytest.mark.parametrize("last", ["closed", "listening"])
+async def test_earlier_knocks_decided_when_last_resolves_at_once(v4: Ports, last: str) -> None:
+    """Every knock gets its real outcome, whatever the last one did."""
+    end = v4.closed[0] if last == "closed" else v4.listening[0]
+    attempts = await send_knock(v4.target, [v4.silent, v4.listening[1], end], 0)
+    assert [a.outcome for a in attempts][:2] == ["no answer", "open"]
+
+
+async def test_empty_knock() -> None:
+    assert await send_knock(await resolve(LOOPBACK), [], TIMEOUT) == []
+
+
+# ----------------------------------------------------------------- local errors
+
+
+async def test_unresolvable_name_is_a_send_error() -> None:
+    with pytest.raises(SendError, match=r"cannot resolve"):
+        await resolve(UNRESOLVABLE)
+
+
+@pytest.mark.parametrize("name", ["knock..invalid", "k" * 64 + ".invalid", "bad\x00name"])
+async def test_malformed_name_is_a_send_error(name: str) -> None:
+    """Names the IDNA codec or the resolver refuse locally: one clear error, no traceback."""
+    with pytest.raises(SendError, match=r"cannot resolve"):
+        await resolve(name)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "address", ["224.0.0.1", "255.255.255.255", pytest.param("ff02::1", marks=needs_ipv6)]
+)
+async def test_unusable_address_is_a_send_error(address: str, mode: Mode) -> None:
+    before = _open_fds()
+    target = await resolve(address)
+    with pytest.raises(SendError, match=rf"cannot knock {address} .*port 40000"):
+        await send_knock(target, [40000, 40001], TIMEOUT, mode=mode)
+    assert _open_fds() == before
+
+
+@pytest.mark.parametrize("bad", [0, 65536, -1])
+async def test_port_out_of_range_rejected_before_sending(v4: Ports, bad: int) -> None:
+    before = _open_fds()
+    with pytest.raises(ValueError, match=str(bad)):
+        await send_knock(v4.target, [v4.listening[0], bad], TIMEOUT)
+    await asyncio.sleep(0.02)
+    assert v4.accepts.seen == []  # nothing was sent
+    assert _open_fds() == before
+
+
+# ------------------------------------------------------------------ cancellation
+
+
+async def _cancel_midway(p: Ports, mode: Mode) -> None:
+    ports = [p.silent, p.listening[0], p.silent, p.closed[0]] * 5
+    before = _open_fds()
+    task = asyncio.create_task(send_knock(p.target, ports, TIMEOUT, mode=mode))
+    await asyncio.sleep(TIMEOUT * 4.5)
+    assert _open_fds() > before  # silent knocks are in flight
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _settle(p, 1)  # the one listener knock sent before the cancel
+    assert p.accepts.ports() == [p.listening[0]]
+    await asyncio.sleep(0.05)  # closed transports finish closing
+    assert _open_fds() == before
+    gc.collect()  # a leaked socket would warn (an error here) now, in this test
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cancel_midway_leaves_nothing_open(v4: Ports, mode: Mode) -> None:
+    await _cancel_midway(v4, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_timeout_cancels_cleanly(v4: Ports, mode: Mode) -> None:
+    """An outer asyncio.timeout (how a caller bounds a knock) is a cancellation too."""
+    before = _open_fds()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.12):
+            await send_knock(v4.target, [v4.silent] * 10, TIMEOUT, mode=mode)
+    await asyncio.sleep(0.05)
+    assert _open_fds() == before
+    gc.collect()
+
+
+async def test_timeout_zero_silent_knock_held_hold_min(v4: Ports) -> None:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    attempts = await send_knock(v4.target, [v4.silent] * 3, 0)
+    elapsed = loop.time() - t0
+    assert [a.outcome for a in attempts] == ["no answer"] * 3
+    assert HOLD_MIN - EARLY <= elapsed < HOLD_MIN + 0.25, elapsed
+
+
+async def test_bad_mode_rejected() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        await send_knock(await resolve(LOOPBACK), [1], 0, mode="udp")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------- the same under uvloop (the CLI's loop)
+
+
+def _uvloop_run(scenario: Callable[[Ports, Mode], Awaitable[None]], host: str, mode: Mode) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def body() -> None:
+        socks: list[socket.socket] = []
+        try:
+            async for p in _ports(host, socks):
+                await scenario(p, mode)
+        finally:
+            for s in socks:
+                s.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(body())
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("scenario", [_in_order, _timeout_zero, _cancel_midway])
+def test_uvloop(scenario: Callable[[Ports, Mode], Awaitable[None]], mode: Mode) -> None:
+    _uvloop_run(scenario, LOOPBACK, mode)
+
+
+@needs_ipv6
+def test_uvloop_ipv6() -> None:
+    _uvloop_run(_in_order, "::1", "syn")
+
+
+@pytest.mark.parametrize("timeout", [-0.1, float("nan")])
+async def test_bad_timeout_rejected(timeout: float) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        await send_knock(await resolve(LOOPBACK), [1], timeout)
