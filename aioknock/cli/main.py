@@ -1,22 +1,27 @@
-"""``aioknock run`` and ``aioknock decode``: people read stderr, programs read ``--json`` on stdout."""
+"""``aioknock run`` and ``aioknock decode``: people read stderr, programs read ``--json``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import difflib
 import json
 import logging
+import os
+import re
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from ..asyncio.logfile import write_knock
 from ..asyncio.sender import resolve, send_knock
 from ..codec.knock import KnockPlan
-from ..config.loader import build_settings, find_config
+from ..config.loader import build_settings, find_config, search_path
 from ..config.settings import ClientSettings
 from ..errors import AioknockError, ConfigError, KnockError
 from ..knock import codec_for, knock_inputs, local_address_for
@@ -26,25 +31,44 @@ from .options import add_settings, overrides, split_flags
 log = logging.getLogger("aioknock")
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
+COMMANDS = ("run", "decode")
+HELP = ("-h", "--help", "-help")
+CONFIG_NAME = "knockclient.conf"
 
 
 class _Parser(argparse.ArgumentParser):
+    """Errors become one ConfigError line; unknown options get a did-you-mean."""
+
     def error(self, message: str) -> NoReturn:
+        if m := re.fullmatch(r"unrecognized arguments: (\S+).*", message, re.DOTALL):
+            word = m.group(1).split("=", 1)[0]
+            if not word.startswith("-"):
+                raise ConfigError(f"unexpected argument {word!r}", source="command line")
+            options = sorted(o for o in self._option_string_actions if o.startswith("-"))
+            close = difflib.get_close_matches(word, options, n=1)
+            hint = f"; did you mean {close[0]}?" if close else " (aioknock run -h)"
+            raise ConfigError(f"unknown option {word}{hint}", source="command line")
+        if m := re.fullmatch(r"argument (\S+?)(?:/\S+)?: expected one argument", message):
+            raise ConfigError(f"{m.group(1)} needs a value", source="command line")
         raise ConfigError(message, source="command line")
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
+    # No one-letter options (-h and -c are handled before): argparse would read -cipherr as
+    # "-c ipherr".
     parser = _Parser(prog=f"aioknock {command}", add_help=False, allow_abbrev=False)
-    parser.add_argument("-h", "--help", "-help", action="store_true", help="brief usage")
+    parser.add_argument("-help", "--help", action="store_true", help="brief usage")
     parser.add_argument("-man", "--man", action="store_true", help="the full manual")
-    parser.add_argument("-conf", "--conf", "-c", metavar="FILE",
+    parser.add_argument("-conf", "--conf", metavar="FILE",
                         help="config file (Config::General format, or *.toml)")  # fmt: skip
-    parser.add_argument("--json", action="store_true",
+    parser.add_argument("-json", "--json", action="store_true",
                         help="one JSON object per knock on stdout")  # fmt: skip
     add_settings(parser, ClientSettings)
     if command == "decode":
-        parser.add_argument("ports", nargs="*", type=str,
-                            help="ports of one knock; none = one knock per line on stdin")  # fmt: skip
+        parser.add_argument(
+            "ports", nargs="*", type=str,
+            help="ports of one knock; none = one knock per line on stdin",
+        )  # fmt: skip
     return parser
 
 
@@ -63,23 +87,102 @@ def _setup_logging(quiet: bool, debug: int) -> None:
     root.setLevel(logging.ERROR if quiet else logging.DEBUG if debug else logging.INFO)
 
 
+class _Held(logging.Handler):
+    """Keeps records until the log level is known, then passes on those that level shows."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.released = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def replay(self, quiet: bool, debug: int) -> None:
+        self.released = True
+        _setup_logging(quiet, debug)
+        root = logging.getLogger("aioknock")
+        for record in self.records:
+            if record.levelno >= root.level:
+                root.handle(record)
+        self.records.clear()
+
+
+@contextlib.contextmanager
+def _held_logs() -> Iterator[_Held]:
+    held = _Held()
+    root = logging.getLogger("aioknock")
+    root.handlers[:] = [held]
+    root.setLevel(logging.DEBUG)
+    try:
+        yield held
+    finally:
+        if not held.released:  # an unexpected error while loading
+            held.replay(False, 0)
+
+
+@contextlib.contextmanager
+def _logging_restored() -> Iterator[None]:
+    """main() configures the ``aioknock`` logger; put it back for in-process callers."""
+    root = logging.getLogger("aioknock")
+    saved = (root.handlers[:], root.propagate, root.level)
+    try:
+        yield
+    finally:
+        root.handlers[:], root.propagate, root.level = saved[0], saved[1], saved[2]
+
+
+def _emit(text: str) -> bool:
+    """Print one line on stdout; False (and stdout silenced) once the reader has gone."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+        return False
+    return True
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so that the interpreter's last flush is quiet."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, ClientSettings] | int:
-    rest, flags = split_flags(argv)
+    if any(arg in HELP for arg in argv):
+        _emit(brief_usage(command))
+        return 0
+    # -c is an exact alias only: as a real one-letter option argparse would take -cipherr as -c.
+    rest, flags = split_flags(["-conf" if arg == "-c" else arg for arg in argv])
     parser = _parser(command)
     ns = parser.parse_args(rest)
     if ns.help:
-        print(brief_usage(command), file=sys.stderr)
+        _emit(brief_usage(command))
         return 0
     if ns.man:
-        print(manual("knockclient"))
+        _emit(manual("knockclient"))
         return 0
     given = overrides(ns, ClientSettings, flags)
-    # Quiet/debug decide what loading itself may print, so they apply first.
-    _setup_logging(bool(given.get("quiet")), int(given.get("debug") or 0))
-    path = Path(ns.conf) if ns.conf else find_config("knockclient.conf")
-    log.debug("config file: %s", path if path else "none found; built-in defaults")
-    settings = build_settings(ClientSettings, path=path, overrides=given)
-    _setup_logging(settings.quiet, settings.debug)
+    path = Path(ns.conf) if ns.conf else find_config(CONFIG_NAME)
+    # What loading says waits until -quiet/-debug are known: they may come from the file.
+    with _held_logs() as held:
+        if path is not None:
+            how = "" if ns.conf else " (first found on the search path)"
+            log.debug("config file: %s%s", path, how)
+        else:
+            searched = ", ".join(str(p) for p in search_path(CONFIG_NAME))
+            log.debug("config file: none found (searched %s); built-in defaults", searched)
+        try:
+            settings = build_settings(
+                ClientSettings, path=path, overrides=given, sending=command == "run"
+            )
+        except ConfigError:  # the error alone (one line), unless -debug asks for more
+            cli_debug = int(given.get("debug") or 0)
+            held.replay(bool(given.get("quiet")) or not cli_debug, cli_debug)
+            raise
+        held.replay(settings.quiet, settings.debug)
     if settings.debug >= 2:
         for name, value in settings.items(masked=True):
             log.debug("setting %s = %r  (%s)", name, value, settings.origin(name))
@@ -104,7 +207,7 @@ async def _run(ns: argparse.Namespace, settings: ClientSettings) -> int:
     log.debug("values  %s", " ".join(map(str, plan.values)))
     log.debug("payload %s", " ".join(map(str, plan.payload)))
     if ns.json:
-        print(json.dumps(_knock_json(settings.remote, plan)), flush=True)
+        _emit(json.dumps(_knock_json(settings.remote, plan)))  # a closed pipe stops no knock
     if settings.test:
         log.info("test mode: nothing sent")
         return 0
@@ -120,31 +223,63 @@ async def _run(ns: argparse.Namespace, settings: ClientSettings) -> int:
     return 0
 
 
-def _parse_ports(text: str) -> list[int]:
+def _port_numbers(words: Sequence[str]) -> list[int] | None:
     try:
-        return [int(p) for p in text.replace(",", " ").split()]
+        return [int(w, 10) for w in words]
     except ValueError:
-        raise KnockError(f"not a list of port numbers: {text.strip()!r}") from None
+        return None
+
+
+def _knock_ports(text: str) -> list[int]:
+    """One knock from stdin: port numbers (spaces or commas), or a ``run --json`` line."""
+    if text.lstrip().startswith("{"):
+        try:
+            ports = json.loads(text)["ports"]
+        except (ValueError, KeyError, TypeError):
+            raise KnockError("a JSON line without a list of ports") from None
+        if isinstance(ports, list) and all(type(p) is int for p in ports):
+            return ports
+        raise KnockError("a JSON line whose ports are not whole numbers")
+    numbers = _port_numbers(text.replace(",", " ").split())
+    if numbers is None:
+        raise KnockError(f"not a list of port numbers: {text.strip()!r}")
+    return numbers
 
 
 def _decode(ns: argparse.Namespace, settings: ClientSettings) -> int:
     from ..knock import parse_knock
 
-    knocks = [" ".join(ns.ports)] if ns.ports else [ln for ln in sys.stdin if ln.strip()]
+    if ns.ports:
+        if (numbers := _port_numbers(ns.ports)) is None:
+            bad = next(w for w in ns.ports if _port_numbers([w]) is None)
+            raise ConfigError(f"decode: {bad!r} is not a port number", source="command line")
+        knocks: list[tuple[str, str]] = [("", " ".join(map(str, numbers)))]
+    else:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise ConfigError(
+                "decode: give the ports of a knock, or one knock per line on stdin",
+                source="command line",
+            )
+        knocks = [(f"line {n}: ", ln) for n, ln in enumerate(sys.stdin, 1) if ln.strip()]
+        if not knocks:
+            raise ConfigError("decode: no knock on stdin", source="standard input")
     status = 0
-    for text in knocks:
+    for where, text in knocks:
         try:
-            fields = parse_knock(settings, _parse_ports(text))
+            fields = parse_knock(settings, _knock_ports(text))
         except KnockError as exc:
-            log.error("invalid knock: %s", exc.reason)
-            if ns.json:
-                print(json.dumps({"ok": False, "error": exc.reason}), flush=True)
+            log.error("%sinvalid knock: %s", where, exc.reason)
             status = EXIT_FAILED
+            if ns.json and not _emit(json.dumps({"ok": False, "error": exc.reason})):
+                break
             continue
-        if ns.json:
-            print(json.dumps({"ok": True, "fields": fields}), flush=True)
-        else:
-            print(" ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
+        out = (
+            json.dumps({"ok": True, "fields": fields})
+            if ns.json
+            else " ".join(f"{k}={v}" for k, v in fields.items())
+        )
+        if not _emit(out):
+            return EXIT_FAILED
     return status
 
 
@@ -158,14 +293,27 @@ def _event_loop_runner() -> asyncio.Runner:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """The ``aioknock`` command; returns the exit status (0, 1, 2 or 130)."""
+    with _logging_restored():
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(args: list[str]) -> int:
     _setup_logging(False, 0)
-    if not args or args[0] in ("-h", "--help", "-help"):
+    if not args or args[0] in HELP:
+        if args:
+            _emit(brief_usage(None))
+            return 0
         print(brief_usage(None), file=sys.stderr)
-        return 0 if args else EXIT_CONFIG
-    command, rest = args[0], args[1:]
-    if command not in ("run", "decode"):
-        log.error("unknown command %r; expected run or decode (aioknock -h)", command)
+        return EXIT_CONFIG
+    if args[0] in COMMANDS:
+        command, rest = args[0], args[1:]
+    elif args[0].startswith("-"):  # the prototype's "knockclient -conf f -test"
+        command, rest = "run", args
+    else:
+        close = difflib.get_close_matches(args[0], COMMANDS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        log.error("unknown command %r; %sexpected run or decode (aioknock -h)", args[0], hint)
         return EXIT_CONFIG
     try:
         loaded = _load(command, rest)
@@ -186,6 +334,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: one line, the traceback only with -debug
+        log.error("internal error: %s: %s (run with -debug for the traceback)",
+                  type(exc).__name__, exc)  # fmt: skip
+        log.debug("%s", "".join(traceback.format_exception(exc)).rstrip())
         return EXIT_FAILED
 
 

@@ -16,10 +16,15 @@ def options_text(cls: type[KnockSettings] = ClientSettings, indent: int = 4) -> 
         if key.kind.name == "bool":
             default = f" Default: {'yes' if key.default else 'no'}."
         head = f"{pad}{key.name} ({key.kind.expected})"
-        body = textwrap.fill(key.help + "." + default, width=84,
-                             initial_indent=pad + "    ", subsequent_indent=pad + "    ")  # fmt: skip
+        body = textwrap.fill(
+            key.help + "." + default, width=84, initial_indent=pad * 2, subsequent_indent=pad * 2
+        )
         blocks.append(f"{head}\n{body}")
-    blocks.append(f"{pad}flagN (a whole number >= 0)\n{pad}    value of the knock's FLAGN field.")
+    blocks.append(
+        f"{pad}flagN (a whole number 0-255; larger values are taken mod 256 with a warning)\n"
+        f"{pad * 2}value of the knock's FLAGN field (flag0, flag1, ...). No default: a knock "
+        f"that uses\n{pad * 2}FLAGN needs flagN set."
+    )
     return "\n".join(blocks)
 
 
@@ -37,4 +42,6 @@ def brief_usage(command: str | None) -> str:
     text = manual("knockclient")
     synopsis = text.split("SYNOPSIS\n", 1)[1].split("\nDESCRIPTION", 1)[0]
     keys = ", ".join(f"-{k.name}" for k in ClientSettings.table())
-    return f"usage:\n{synopsis.rstrip()}\n\nsettings: {keys}, -flagN\n(full list: aioknock run -man)"
+    return (
+        f"usage:\n{synopsis.rstrip()}\n\nsettings: {keys}, -flagN\n(full list: aioknock run -man)"
+    )

@@ -12,10 +12,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..config.settings import KnockSettings, Key
+from ..config.settings import Key, KnockSettings
 from ..errors import ConfigError
 
 _FLAG_ARG = re.compile(r"--?flag(\d+)(?:=(.*))?", re.IGNORECASE)
+_OPTION = re.compile(r"--?[A-Za-z].*")  # the next option, not a value (-flag0 -test)
 
 
 def _spellings(name: str, *, negative: bool = False) -> list[str]:
@@ -30,9 +31,18 @@ def add_settings(parser: argparse.ArgumentParser, cls: type[KnockSettings]) -> N
     for key in cls.table():
         _add(group, key)
     group.add_argument(
-        "-flagN", "--flagN", dest="_flag_help", metavar="VALUE",
+        "-flagN", "--flagN", dest="_flag_help", metavar="VALUE", action=_FlagPlaceholder,
         help="value 0-255 for the knock's FLAGN field (N = 0, 1, 2, ...)",
     )  # fmt: skip
+
+
+class _FlagPlaceholder(argparse.Action):
+    """``-flagN`` itself is only a name in the help; real ones (``-flag0``) are split off first."""
+
+    def __call__(self, parser: Any, ns: Any, values: Any, option: str | None = None) -> None:
+        raise ConfigError(
+            f"{option}: put the flag's number for N, e.g. -flag0 15", source="command line"
+        )
 
 
 def _add(group: argparse._ArgumentGroup, key: Key) -> None:
@@ -68,7 +78,7 @@ def split_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
         if m.group(2) is not None:
             value = m.group(2)
             i += 1
-        elif i + 1 < len(args):
+        elif i + 1 < len(args) and not _OPTION.fullmatch(args[i + 1]):
             value = args[i + 1]
             i += 2
         else:
@@ -77,7 +87,9 @@ def split_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     return rest, flags
 
 
-def overrides(ns: argparse.Namespace, cls: type[KnockSettings], flags: dict[str, str]) -> dict[str, Any]:
+def overrides(
+    ns: argparse.Namespace, cls: type[KnockSettings], flags: dict[str, str]
+) -> dict[str, Any]:
     """The settings given on the command line, and only those."""
     given = {k.name: getattr(ns, k.name) for k in cls.table() if getattr(ns, k.name) is not None}
     return {**given, **flags}

@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from config import ConfigurationSet, config_from_dict, config_from_env
+from config import config_from_dict, config_from_env
+from config.configuration_set import ConfigurationSet
 
 from ..errors import ConfigError
-from .general import Block, read_general
+from .general import Block, Entry, read_general
 from .settings import FLAG, ClientSettings, KnockSettings
 
 log = logging.getLogger("aioknock.config")
@@ -31,27 +32,34 @@ S = TypeVar("S", bound=KnockSettings)
 _FLAG_KEY = re.compile(r"flag(\d+)")
 ENV_PREFIX = "AIOKNOCK"
 CLI = "command line"
+SYSTEM_DIR = Path("/etc/aioknock")
 
 
 def search_path(name: str) -> list[Path]:
     """The prototype's four places (BIN = folder of the running script), then XDG and /etc."""
-    home = Path.home()
-    bin_dir = Path(sys.argv[0] or ".").resolve().parent
-    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    home = Path(os.path.expanduser("~"))  # Path.home() raises when HOME and passwd lack it
+    script = sys.argv[0] if sys.argv else ""
+    bin_dir = Path(script).resolve().parent if script else Path.cwd()
+    xdg_env = os.environ.get("XDG_CONFIG_HOME", "")
+    xdg = Path(xdg_env) if os.path.isabs(xdg_env) else home / ".config"  # XDG: relative = unset
     return [
         home / f".{name}",
         bin_dir / name,
         bin_dir / "etc" / name,
         bin_dir.parent / "etc" / name,
         xdg / "aioknock" / name,
-        Path("/etc/aioknock") / name,
+        SYSTEM_DIR / name,
     ]
 
 
 def find_config(name: str) -> Path | None:
+    """The first file of the search path that exists; only that one is read."""
     for candidate in search_path(name):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # e.g. a folder on the way we may not search
+            continue
     return None
 
 
@@ -66,6 +74,14 @@ class _Layer:
     def add(self, key: str, value: Any, where: str) -> None:
         self.values[key] = value
         self.where[key] = where
+
+
+def _canonical(key: str) -> str:
+    """Keys are case-insensitive, and flag007 is flag7 (as -flag007 and FLAG007 are)."""
+    key = key.lower()
+    if m := _FLAG_KEY.fullmatch(key):
+        return f"flag{int(m.group(1))}"
+    return key
 
 
 def _known(cls: type[KnockSettings]) -> set[str]:
@@ -85,52 +101,99 @@ def _check_key(key: str, known: set[str], where: str) -> None:
 
 def _read_general(path: Path, known: set[str]) -> _Layer:
     layer = _Layer(str(path))
-    first: dict[str, int] = {}
+    first: dict[str, Entry] = {}
     for entry in read_general(path):
-        key = entry.key.lower()
+        key = _canonical(entry.key)
         if isinstance(entry.value, Block):
             raise ConfigError(
                 f"unexpected block <{entry.key}>; this file takes only key = value lines",
                 source=entry.source, line=entry.line,
             )  # fmt: skip
-        _check_key(key, known, f"{entry.source}:{entry.line}")
-        if key in first:
+        if not key:
             raise ConfigError(
-                f"set twice, at lines {first[key]} and {entry.line}; keep one",
+                "a value without a key; expected 'key = value'",
+                source=entry.source,
+                line=entry.line,
+            )
+        _check_key(key, known, f"{entry.source}:{entry.line}")
+        if (before := first.get(key)) is not None:
+            if before.source == entry.source:
+                where = f"lines {before.line} and {entry.line}"
+            else:  # one of them came through <<include>>
+                where = f"{before.source}:{before.line} and {entry.source}:{entry.line}"
+            raise ConfigError(
+                f"set twice, at {where}; keep one",
                 source=entry.source, line=entry.line, key=key,
             )  # fmt: skip
-        first[key] = entry.line
+        first[key] = entry
         layer.add(key, entry.value, f"{entry.source}:{entry.line}")
     return layer
+
+
+def _toml_line(lines: list[str], raw_key: str) -> int:
+    """The line (1-based) that sets top-level ``raw_key``; 0 when it cannot be told."""
+    pattern = re.compile(rf"""^\s*["']?{re.escape(raw_key)}["']?\s*=""")
+    return next((i for i, t in enumerate(lines, 1) if pattern.match(t)), 0)
+
+
+def _toml_duplicate(path: Path, lines: list[str]) -> None:
+    """Name both lines of a top-level key set twice (tomllib names only the second)."""
+    seen: dict[str, int] = {}
+    key = re.compile(r"""^\s*["']?([A-Za-z0-9_-]+)["']?\s*=""")
+    for number, text in enumerate(lines, 1):
+        if text.lstrip().startswith("["):
+            return
+        if (m := key.match(text)) is None:
+            continue
+        name = _canonical(m.group(1))
+        if name in seen:
+            raise ConfigError(
+                f"set twice, at lines {seen[name]} and {number}; keep one",
+                source=str(path), line=number, key=name,
+            )  # fmt: skip
+        seen[name] = number
 
 
 def _read_toml(path: Path, known: set[str]) -> _Layer:
     layer = _Layer(str(path))
     try:
         text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+        raise ConfigError(f"cannot read file: {exc.strerror or exc}", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("cannot read file: not UTF-8 text", source=str(path)) from None
     lines = text.splitlines()
+    _toml_duplicate(path, lines)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(found.group(1)) if found else len(lines) or None
+        reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
+        raise ConfigError(f"not valid TOML: {reason}", source=str(path), line=line) from None
     for raw_key, value in data.items():
-        key = raw_key.lower()
-        pattern = re.compile(rf"""^\s*["']?{re.escape(raw_key)}["']?\s*=""")
-        line = next((i for i, t in enumerate(lines, 1) if pattern.match(t)), 0)
+        key = _canonical(raw_key)
+        line = _toml_line(lines, raw_key)
         where = f"{path}:{line}" if line else str(path)
         _check_key(key, known, where)
         if isinstance(value, dict | list):
             raise ConfigError(
                 "expected a single value", source=str(path), line=line or None, key=key
             )
+        if key in layer.values:  # Port and port: two TOML keys, one setting
+            raise ConfigError(
+                f"set twice, at {layer.where[key]} and line {line}; keep one",
+                source=str(path), line=line or None, key=key,
+            )  # fmt: skip
         layer.add(key, value, where)
     return layer
 
 
 def read_file(path: Path, cls: type[KnockSettings]) -> _Layer:
+    if not path.exists():
+        raise ConfigError("no such config file", source=str(path))
     if not path.is_file():
-        raise ConfigError("no such file", source=str(path))
+        raise ConfigError("not a config file (a directory?)", source=str(path))
     known = _known(cls)
     if path.suffix.lower() == ".toml":
         return _read_toml(path, known)
@@ -141,8 +204,8 @@ def _read_env(known: set[str]) -> _Layer:
     layer = _Layer("environment")
     env = config_from_env(ENV_PREFIX, separator="_", lowercase_keys=True).as_dict()
     for dotted, value in env.items():
-        key = dotted.replace(".", "_")  # AIOKNOCK_KEY_FILE arrives as key.file
-        name = f"{ENV_PREFIX}_{key.upper()}"
+        raw = dotted.replace(".", "_")  # AIOKNOCK_KEY_FILE arrives as key.file
+        name, key = f"{ENV_PREFIX}_{raw.upper()}", _canonical(raw)
         if key in known or _FLAG_KEY.fullmatch(key):
             layer.add(key, value, f"environment {name}")
         else:
@@ -159,11 +222,60 @@ def _place(where: str) -> dict[str, Any]:
 
 def _warn_readable(path: Path, where: str) -> None:
     mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
         log.warning(
             "%s: key_file %s can be read by others (mode %o); chmod 600 it",
             where, path, stat.S_IMODE(mode),
         )  # fmt: skip
+
+
+def _key_path(value: str, where: str) -> Path:
+    """``key_file`` as given; a relative one in a config file is relative to that file."""
+    path = Path(value).expanduser()
+    source = _place(where)
+    if not path.is_absolute() and "line" in source:
+        return Path(source["source"]).parent / path
+    return path
+
+
+def _read_key_file(value: str, where: str) -> tuple[str, Path]:
+    key_path = _key_path(value, where)
+    try:
+        lines = key_path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {key_path}: {exc.strerror or exc}", key="key_file", **_place(where)
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{key_path} is not UTF-8 text", key="key_file", **_place(where)
+        ) from None
+    if not lines or not lines[0]:
+        raise ConfigError(f"{key_path} has an empty first line", key="key_file", **_place(where))
+    _warn_readable(key_path, where)
+    return lines[0], key_path
+
+
+def _resolve_key(values: dict[str, Any], origins: dict[str, str], rank: dict[str, int]) -> None:
+    """Pick the passphrase: ``key`` or ``key_file``, whichever comes from the later layer."""
+    has_key, has_file = bool(values.get("key")), bool(values.get("key_file"))
+    if has_key and has_file:
+        if rank["key"] == rank["key_file"]:
+            raise ConfigError(
+                f"both key ({origins['key']}) and key_file are set; keep one",
+                key="key_file", **_place(origins["key_file"]),
+            )  # fmt: skip
+        if rank["key"] < rank["key_file"]:
+            log.debug("key from %s overrides key_file from %s",
+                      origins["key"], origins["key_file"])  # fmt: skip
+            has_file = False
+    if has_file:
+        where = origins["key_file"]
+        values["key"], key_path = _read_key_file(values["key_file"], where)
+        origins["key"] = f"{where} ({key_path})"
+    elif has_key and origins.get("key") == CLI:
+        log.warning("the key given on the command line is visible to other users in ps; "
+                    "use key_file or AIOKNOCK_KEY")  # fmt: skip
 
 
 def build_settings(
@@ -172,16 +284,22 @@ def build_settings(
     path: Path | None,
     overrides: Mapping[str, Any],
     override_label: str = CLI,
+    sending: bool = True,
 ) -> S:
-    """Merge the layers into a validated settings object of type ``cls``."""
+    """Merge the layers into a validated settings object of type ``cls``.
+
+    ``sending=False`` (``aioknock decode``, the daemon) skips what only building a knock
+    needs: flags for every FLAGm of the format, a remote, a valid client and port.
+    """
     known = _known(cls)
+    table = {k.name: k for k in cls.table()}
     layers: list[_Layer] = []
     cli = _Layer(override_label)
     for key, value in overrides.items():
         if value is None:
             continue
-        _check_key(key.lower(), known, override_label)
-        cli.add(key.lower(), value, override_label)
+        _check_key(_canonical(key), known, override_label)
+        cli.add(_canonical(key), value, override_label)
     layers.append(cli)
     layers.append(_read_env(known))
     if path is not None:
@@ -190,17 +308,19 @@ def build_settings(
     merged = ConfigurationSet(*(config_from_dict(layer.values) for layer in layers))
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
+    rank: dict[str, int] = {}
     flags: dict[int, int] = {}
     for key in sorted(merged.as_dict()):
-        where = next(layer.where[key] for layer in layers if key in layer.values)
-        raw = next(layer.values[key] for layer in layers if key in layer.values)
+        rank[key], layer = next((i, la) for i, la in enumerate(layers) if key in la.values)
+        where, raw = layer.where[key], layer.values[key]
         match = _FLAG_KEY.fullmatch(key)
-        kind = FLAG if match else next(k.kind for k in cls.table() if k.name == key)
+        kind = FLAG if match else table[key].kind
         try:
             value = kind(raw)
         except (ValueError, TypeError):
+            shown = "a value that is not text" if key in table and table[key].secret else repr(raw)
             raise ConfigError(
-                f"expected {kind.expected}, got {raw!r}", key=key, **_place(where)
+                f"expected {kind.expected}, got {shown}", key=key, **_place(where)
             ) from None
         origins[key] = where
         if match:
@@ -211,44 +331,39 @@ def build_settings(
         else:
             values[key] = value
 
-    if values.get("key") and origins.get("key") == CLI:
-        log.warning("the key given on the command line is visible to other users in ps; "
-                    "use key_file or AIOKNOCK_KEY")  # fmt: skip
-    if not values.get("key") and values.get("key_file"):
-        key_path = Path(values["key_file"]).expanduser()
-        where = origins["key_file"]
-        try:
-            lines = key_path.read_text(encoding="utf-8").splitlines()
-            _warn_readable(key_path, where)
-        except OSError as exc:
-            raise ConfigError(f"cannot read {key_path}: {exc.strerror}", key="key_file",
-                              **_place(where)) from None  # fmt: skip
-        if not lines or not lines[0]:
-            raise ConfigError(f"{key_path} is empty", key="key_file", **_place(where))
-        values["key"] = lines[0]
-        origins["key"] = f"{where} ({key_path})"
-
+    _resolve_key(values, origins, rank)
     settings = cls(**values, flags=flags, origins=origins)
-    _validate(settings)
+    _validate(settings, sending=sending)
     return settings
 
 
-def _validate(settings: KnockSettings) -> None:
+def _at(settings: KnockSettings, key: str) -> dict[str, Any]:
+    """Where ``key``'s value came from, as ConfigError keywords (nothing for a default)."""
+    origin = settings.origin(key)
+    return {} if origin == "default" else _place(origin)
+
+
+def _validate(settings: KnockSettings, *, sending: bool) -> None:
     """Build the codec once so that format, span and cipher errors surface at load time."""
     from ..knock import codec_for  # the glue layer, which caches the codec
 
+    if settings.encrypt and not settings.key:
+        raise ConfigError(
+            "encryption needs a passphrase: set key, key_file or AIOKNOCK_KEY",
+            key="encrypt", **_at(settings, "encrypt"),
+        )  # fmt: skip
     try:
         codec = codec_for(settings)
-        missing = [n for n in codec.format.flag_numbers() if n not in settings.flags]
-        if missing:
-            raise ConfigError(
-                f"the knock uses FLAG{missing[0]} but flag{missing[0]} is not set", key="knock"
-            )
-        if isinstance(settings, ClientSettings):
+        if sending and isinstance(settings, ClientSettings):
+            missing = [n for n in codec.format.flag_numbers() if n not in settings.flags]
+            if missing:
+                raise ConfigError(
+                    f"the knock uses FLAG{missing[0]} but flag{missing[0]} is not set", key="knock"
+                )
             _validate_client(settings, codec.format.portbytes)
     except ConfigError as exc:
         if exc.source is None and exc.key is not None:
-            raise ConfigError(exc.message, key=exc.key, **_place(settings.origin(exc.key))) from None
+            raise ConfigError(exc.message, key=exc.key, **_at(settings, exc.key)) from None
         raise
 
 
@@ -256,7 +371,11 @@ def _validate_client(settings: ClientSettings, portbytes: int) -> None:
     import ipaddress
 
     if settings.port >= 1 << (8 * portbytes):
-        raise ConfigError(f"{settings.port} does not fit in portbytes = {portbytes}", key="port")
+        high = (1 << (8 * portbytes)) - 1
+        why = f"portbytes = {portbytes} ({settings.origin('portbytes')})"
+        raise ConfigError(
+            f"expected a whole number 0-{high} with {why}, got {settings.port}", key="port"
+        )
     if not settings.remote:
         raise ConfigError("no host to knock; set remote", key="remote")
     if settings.client.lower() not in ("", "auto"):
@@ -273,4 +392,4 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     found = Path(path) if path is not None else find_config("knockclient.conf")
     log.debug("config file: %s", found if found else "none found, using built-in defaults")
     return build_settings(ClientSettings, path=found, overrides=overrides,
-                          override_label="argument")  # fmt: skip
+                          override_label="load_config() argument")  # fmt: skip

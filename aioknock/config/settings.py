@@ -72,6 +72,22 @@ def seconds(low: float = 0.0) -> Kind:
     return Kind("seconds", f"a number of seconds >= {low:g}", convert)
 
 
+def level(high: int) -> Kind:
+    """A count such as ``debug``: the prototype's ``debug = yes``, or how many ``-debug``."""
+
+    def convert(raw: object) -> int:
+        if isinstance(raw, str) and raw.strip().lower() in BOOL_WORDS:
+            return int(BOOL_WORDS[raw.strip().lower()])
+        if isinstance(raw, bool):
+            return int(raw)
+        value = raw if isinstance(raw, int) else int(_text(raw), 10)
+        if not 0 <= value <= high:
+            raise ValueError
+        return value
+
+    return Kind("level", f"yes/no or a count 0-{high}", convert)
+
+
 BOOL = Kind("bool", "yes/no, on/off, true/false or 1/0", _bool)
 TEXT = Kind("text", "text", _text)
 FLAG = integer(0)  # taken mod 256 with a warning, as the prototype did
@@ -112,7 +128,9 @@ class KnockSettings:
         "THISDAY, THISHOUR, THISMINUTE, THISSECOND, CHECKSUM", metavar="FIELDS",
     )  # fmt: skip
     portspan: str = opt(
-        "745-1000", TEXT, "ports that carry the knock: a-b,c,d-e,... with 2^N ports, 1 <= N <= 15",
+        "745-1000",
+        TEXT,
+        "ports that carry the knock: a-b,c,d-e,... with 2^N ports, 1 <= N <= 15",
         metavar="SPAN",
     )
     portbytes: int = opt(
@@ -120,12 +138,19 @@ class KnockSettings:
     )
     encrypt: bool = opt(False, BOOL, "encrypt the knock (strongly suggested)")
     cipher: str = opt(
-        "Blowfish", TEXT, "Blowfish, CAST5, DES, DES_EDE3 or IDEA (Crypt::CBC compatible)",
+        "Blowfish",
+        TEXT,
+        "Blowfish, CAST5, DES, DES_EDE3 or IDEA (Crypt::CBC compatible)",
         metavar="NAME",
     )
     key: str = opt("", TEXT, "passphrase for the cipher (prefer key_file or AIOKNOCK_KEY)",
                    secret=True, metavar="PASSPHRASE")  # fmt: skip
-    key_file: str = opt("", TEXT, "file whose first line is the passphrase", metavar="PATH")
+    key_file: str = opt(
+        "",
+        TEXT,
+        "file whose first line is the passphrase (relative: to the config file)",
+        metavar="PATH",
+    )
     iv: bool = opt(True, BOOL, "random IV with Crypt::CBC's RandomIV header; no = fixed zero IV")
     localtime: bool = opt(False, BOOL, "time fields in local time, as the prototype; default UTC")
     flags: Mapping[int, int] = field(default_factory=dict, metadata={"flags": True})
@@ -179,7 +204,7 @@ class ClientSettings(KnockSettings):
     )  # fmt: skip
     test: bool = opt(False, BOOL, "do everything but send the knock")
     quiet: bool = opt(False, BOOL, "print nothing but errors")
-    debug: int = opt(0, integer(0, 9), "diagnostics; twice (2) also prints the settings")
+    debug: int = opt(0, level(9), "diagnostics; 2 (-debug -debug) also prints the settings")
 
 
 Settings = ClientSettings
