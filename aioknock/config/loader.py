@@ -24,7 +24,7 @@ from config.configuration_set import ConfigurationSet
 
 from ..errors import ConfigError
 from .general import Block, Entry, read_general
-from .settings import FLAG, ClientSettings, KnockSettings
+from .settings import FLAG, ClientSettings, DoorSpec, KnockSettings, integer
 
 log = logging.getLogger("aioknock.config")
 
@@ -67,6 +67,7 @@ class _Layer:
     """One source of values with the place each value came from."""
 
     def __init__(self, label: str) -> None:
+        self.blocks: list[Entry] = []
         self.label = label
         self.values: dict[str, Any] = {}
         self.where: dict[str, str] = {}
@@ -99,11 +100,14 @@ def _check_key(key: str, known: set[str], where: str) -> None:
     raise ConfigError(f"unknown setting{hint}", source=where, key=key)
 
 
-def _read_general(path: Path, known: set[str]) -> _Layer:
+def _read_general(path: Path, known: set[str], blocks: frozenset[str]) -> _Layer:
     layer = _Layer(str(path))
     first: dict[str, Entry] = {}
     for entry in read_general(path):
         key = _canonical(entry.key)
+        if isinstance(entry.value, Block) and entry.key.lower() in blocks:
+            layer.blocks.append(entry)
+            continue
         if isinstance(entry.value, Block):
             raise ConfigError(
                 f"unexpected block <{entry.key}>; this file takes only key = value lines",
@@ -154,7 +158,7 @@ def _toml_duplicate(path: Path, lines: list[str]) -> None:
         seen[name] = number
 
 
-def _read_toml(path: Path, known: set[str]) -> _Layer:
+def _read_toml(path: Path, known: set[str], blocks: frozenset[str]) -> _Layer:
     layer = _Layer(str(path))
     try:
         text = path.read_text(encoding="utf-8")
@@ -175,6 +179,9 @@ def _read_toml(path: Path, known: set[str]) -> _Layer:
         key = _canonical(raw_key)
         line = _toml_line(lines, raw_key)
         where = f"{path}:{line}" if line else str(path)
+        if raw_key.lower() in blocks and isinstance(value, dict):
+            layer.blocks += _toml_blocks(path, lines, raw_key, value)
+            continue
         _check_key(key, known, where)
         if isinstance(value, dict | list):
             raise ConfigError(
@@ -189,6 +196,23 @@ def _read_toml(path: Path, known: set[str]) -> _Layer:
     return layer
 
 
+def _toml_blocks(path: Path, lines: list[str], name: str, tables: dict[str, Any]) -> list[Entry]:
+    """``[door.ssh]`` tables as the same blocks a Config::General ``<door ssh>`` gives."""
+    out: list[Entry] = []
+    for label, body in tables.items():
+        header = re.compile(rf"^\s*\[\s*{re.escape(name)}\.{re.escape(label)}\s*\]")
+        line = next((i for i, t in enumerate(lines, 1) if header.match(t)), 0)
+        if not isinstance(body, dict):
+            raise ConfigError(f"expected a table [{name}.{label}]", source=str(path), line=line)
+        entries = tuple(
+            Entry(k, str(v).lower() if isinstance(v, bool) else str(v), str(path),
+                  _toml_line(lines[line:], k) + line if line else 0)
+            for k, v in body.items()
+        )  # fmt: skip
+        out.append(Entry(name, Block(name, label, entries), str(path), line))
+    return out
+
+
 def read_file(path: Path, cls: type[KnockSettings]) -> _Layer:
     if not path.exists():
         raise ConfigError("no such config file", source=str(path))
@@ -196,8 +220,8 @@ def read_file(path: Path, cls: type[KnockSettings]) -> _Layer:
         raise ConfigError("not a config file (a directory?)", source=str(path))
     known = _known(cls)
     if path.suffix.lower() == ".toml":
-        return _read_toml(path, known)
-    return _read_general(path, known)
+        return _read_toml(path, known, cls.BLOCKS)
+    return _read_general(path, known, cls.BLOCKS)
 
 
 def _read_env(known: set[str]) -> _Layer:
@@ -332,9 +356,67 @@ def build_settings(
             values[key] = value
 
     _resolve_key(values, origins, rank)
+    blocks = [entry for layer in layers for entry in layer.blocks]
+    if blocks:
+        values["doors"] = parse_doors(blocks)
     settings = cls(**values, flags=flags, origins=origins)
     _validate(settings, sending=sending)
     return settings
+
+
+def _sequence(text: str, entry: Entry) -> tuple[tuple[int, str], ...]:
+    """``7000,8000:udp,9000`` (knockd's spelling) as (port, proto) pairs."""
+    out: list[tuple[int, str]] = []
+    for item in text.replace(" ", "").split(","):
+        port_text, _, proto = item.partition(":")
+        proto = (proto or "tcp").lower()
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536 or proto not in ("tcp", "udp"):
+            raise ConfigError(
+                f"expected ports 1-65535 with optional :tcp or :udp, got {item!r}",
+                source=entry.source, line=entry.line, key="sequence",
+            )  # fmt: skip
+        if (int(port_text), proto) in out:
+            raise ConfigError(f"{item!r} appears twice", source=entry.source, line=entry.line,
+                              key="sequence")  # fmt: skip
+        out.append((int(port_text), proto))
+    return tuple(out)
+
+
+def parse_doors(blocks: list[Entry]) -> tuple[DoorSpec, ...]:
+    """``<door NAME>`` blocks: ``sequence`` (required), ``port`` to open, ``proto``."""
+    doors: list[DoorSpec] = []
+    for block_entry in blocks:
+        block = block_entry.value
+        assert isinstance(block, Block)
+        place: dict[str, Any] = {"source": block_entry.source, "line": block_entry.line}
+        if not block.label:
+            raise ConfigError("a door needs a name: <door ssh>", **place)
+        if any(d.name == block.label for d in doors):
+            raise ConfigError(f"door {block.label!r} is defined twice", **place)
+        sequence: tuple[tuple[int, str], ...] = ()
+        port, proto = 0, "tcp"
+        for entry in block.entries:
+            key, value = entry.key.lower(), entry.value
+            at: dict[str, Any] = {"source": entry.source, "line": entry.line, "key": key}
+            if isinstance(value, Block):
+                raise ConfigError(f"unexpected block <{entry.key}> inside a door", **place)
+            if key == "sequence":
+                sequence = _sequence(value, entry)
+            elif key == "port":
+                try:
+                    port = integer(1, 65535)(value)
+                except ValueError:
+                    raise ConfigError(f"expected a port 1-65535, got {value!r}", **at) from None
+            elif key == "proto":
+                if value.lower() not in ("tcp", "udp"):
+                    raise ConfigError(f"expected tcp or udp, got {value!r}", **at)
+                proto = value.lower()
+            else:
+                raise ConfigError("unknown door setting; expected sequence, port, proto", **at)
+        if len(sequence) < 2:
+            raise ConfigError(f"door {block.label!r} needs a sequence of 2 or more ports", **place)
+        doors.append(DoorSpec(block.label, sequence, port, proto, block_entry.source))
+    return tuple(doors)
 
 
 def _at(settings: KnockSettings, key: str) -> dict[str, Any]:

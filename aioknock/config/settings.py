@@ -11,7 +11,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 BOOL_WORDS = {
     "yes": True, "on": True, "true": True, "1": True,
@@ -156,6 +156,8 @@ class KnockSettings:
     flags: Mapping[int, int] = field(default_factory=dict, metadata={"flags": True})
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
+    BLOCKS: ClassVar[frozenset[str]] = frozenset()  # block names a config file may hold
+
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.items(masked=True))
         return f"{type(self).__name__}({shown})"
@@ -208,3 +210,79 @@ class ClientSettings(KnockSettings):
 
 
 Settings = ClientSettings
+
+
+def choice(*names: str) -> Kind:
+    def convert(raw: object) -> str:
+        value = _text(raw).lower()
+        if value not in names:
+            raise ValueError
+        return value
+
+    return Kind("choice", " or ".join(names), convert)
+
+
+def _number(raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ValueError
+    value = raw if isinstance(raw, int) else int(_text(raw), 0)
+    if not 0 < value < 1 << 32:
+        raise ValueError
+    return value
+
+
+MARK = Kind("mark", "a 32-bit number such as 0x4b4e4f43", _number)
+
+
+@dataclass(frozen=True, slots=True)
+class DoorSpec:
+    """A ``<door NAME>`` block: a knockd-style fixed sequence that opens ``port``."""
+
+    name: str
+    sequence: tuple[tuple[int, str], ...]
+    port: int
+    proto: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class DaemonSettings(KnockSettings):
+    """Keys of ``aioknock daemon``; the knock keys above must match the clients'."""
+
+    runmode: str = opt("file", choice("file", "network"),
+                       "file: follow a firewall log; network: capture packets")  # fmt: skip
+    logfile: str = opt("/var/log/kern.log", TEXT, "firewall log to follow (runmode = file)",
+                       metavar="PATH")  # fmt: skip
+    log_format: str = opt(
+        "kernel", TEXT,
+        "kernel (iptables LOG / nftables log lines), client (our fileformat), or a regular "
+        "expression with named groups src and dport (proto, sport optional)", metavar="FORMAT",
+    )  # fmt: skip
+    fileformat: str = opt(DEFAULT_FILEFORMAT, TEXT, "the client's template (log_format = client)",
+                          metavar="TEMPLATE")  # fmt: skip
+    from_start: bool = opt(False, BOOL, "read the log from its start instead of its end")
+    interface: str = opt("", TEXT, "interface to capture on (runmode = network); empty = all",
+                         metavar="NAME")  # fmt: skip
+    encoded: bool = opt(True, BOOL, "accept encoded knocks (no = sequence doors only)")
+    knock_timeout: float = opt(10.0, seconds(0.001), "seconds within which a knock must complete")
+    max_sources: int = opt(10_000, integer(1, 10_000_000),
+                           "knocks in progress at most; the oldest is dropped first")  # fmt: skip
+    time_tolerance: float = opt(120.0, seconds(1),
+                                "how far time fields may be from the daemon's clock")  # fmt: skip
+    allow_nat: bool = opt(False, BOOL,
+                          "open for CLIENT even when it is not the packet's source")  # fmt: skip
+    backend: str = opt("nftables", choice("nftables", "command"),
+                       "nftables (built-in set with timeouts) or command (open/close)")  # fmt: skip
+    nft_table: str = opt("aioknock", TEXT, "the daemon's own nftables table", metavar="NAME")
+    nft_mark: int = opt(0x4B4E4F43, MARK, "packet mark the daemon's chain sets for open doors")
+    open: str = opt("", TEXT, "backend = command: argument list run to open, with %IP% %PORT% "
+                    "%PROTO% %FLAGn% %DURATION%", metavar="COMMAND")  # fmt: skip
+    close: str = opt("", TEXT, "backend = command: argument list run to close", metavar="COMMAND")
+    duration: float = opt(30.0, seconds(1), "seconds a door stays open")
+    cooldown: float = opt(2.0, seconds(), "seconds before the same source may trigger again")
+    test: bool = opt(False, BOOL, "decode and log, run nothing")
+    quiet: bool = opt(False, BOOL, "print nothing but errors")
+    debug: int = opt(0, level(9), "diagnostics; 2 (-debug -debug) also prints the settings")
+    doors: tuple[DoorSpec, ...] = ()
+
+    BLOCKS: ClassVar[frozenset[str]] = frozenset({"door"})
