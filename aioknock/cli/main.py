@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,7 +23,7 @@ from ..asyncio.logfile import write_knock
 from ..asyncio.sender import resolve, send_knock
 from ..codec.knock import KnockPlan
 from ..config.loader import build_settings, find_config, search_path
-from ..config.settings import ClientSettings
+from ..config.settings import ClientSettings, DaemonSettings, KnockSettings
 from ..errors import AioknockError, ConfigError, KnockError
 from ..knock import codec_for, knock_inputs, local_address_for
 from .manual import brief_usage, manual
@@ -31,9 +32,25 @@ from .options import add_settings, overrides, split_flags
 log = logging.getLogger("aioknock")
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
-COMMANDS = ("run", "decode")
 HELP = ("-h", "--help", "-help")
-CONFIG_NAME = "knockclient.conf"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    settings: type[ClientSettings] | type[DaemonSettings]
+    manual: str  # also the config file's name: knockclient.conf, knockdaemon.conf
+
+    @property
+    def config_name(self) -> str:
+        return f"{self.manual}.conf"
+
+
+SPECS = {
+    "run": _Spec(ClientSettings, "knockclient"),
+    "decode": _Spec(ClientSettings, "knockclient"),
+    "daemon": _Spec(DaemonSettings, "knockdaemon"),
+}
+COMMANDS = tuple(SPECS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,7 +80,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
                         help="config file (Config::General format, or *.toml)")  # fmt: skip
     parser.add_argument("-json", "--json", action="store_true",
                         help="one JSON object per knock on stdout")  # fmt: skip
-    add_settings(parser, ClientSettings)
+    add_settings(parser, SPECS[command].settings)
     if command == "decode":
         parser.add_argument(
             "ports", nargs="*", type=str,
@@ -150,7 +167,7 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
-def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, ClientSettings] | int:
+def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockSettings] | int:
     if any(arg in HELP for arg in argv):
         _emit(brief_usage(command))
         return 0
@@ -162,27 +179,29 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, Client
         _emit(brief_usage(command))
         return 0
     if ns.man:
-        _emit(manual("knockclient"))
+        _emit(manual(SPECS[command].manual))
         return 0
-    given = overrides(ns, ClientSettings, flags)
-    path = Path(ns.conf) if ns.conf else find_config(CONFIG_NAME)
+    spec = SPECS[command]
+    given = overrides(ns, spec.settings, flags)
+    path = Path(ns.conf) if ns.conf else find_config(spec.config_name)
     # What loading says waits until -quiet/-debug are known: they may come from the file.
     with _held_logs() as held:
         if path is not None:
             how = "" if ns.conf else " (first found on the search path)"
             log.debug("config file: %s%s", path, how)
         else:
-            searched = ", ".join(str(p) for p in search_path(CONFIG_NAME))
+            searched = ", ".join(str(p) for p in search_path(spec.config_name))
             log.debug("config file: none found (searched %s); built-in defaults", searched)
         try:
             settings = build_settings(
-                ClientSettings, path=path, overrides=given, sending=command == "run"
+                spec.settings, path=path, overrides=given, sending=command == "run"
             )
         except ConfigError:  # the error alone (one line), unless -debug asks for more
             cli_debug = int(given.get("debug") or 0)
             held.replay(bool(given.get("quiet")) or not cli_debug, cli_debug)
             raise
         held.replay(settings.quiet, settings.debug)
+    ns.reload = lambda: build_settings(spec.settings, path=path, overrides=given, sending=False)
     if settings.debug >= 2:
         for name, value in settings.items(masked=True):
             log.debug("setting %s = %r  (%s)", name, value, settings.origin(name))
@@ -313,7 +332,9 @@ def _main(args: list[str]) -> int:
     else:
         close = difflib.get_close_matches(args[0], COMMANDS, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        log.error("unknown command %r; %sexpected run or decode (aioknock -h)", args[0], hint)
+        log.error(
+            "unknown command %r; %sexpected run, decode or daemon (aioknock -h)", args[0], hint
+        )
         return EXIT_CONFIG
     try:
         loaded = _load(command, rest)
@@ -321,8 +342,14 @@ def _main(args: list[str]) -> int:
             return loaded
         ns, settings = loaded
         if command == "decode":
+            assert isinstance(settings, ClientSettings)
             return _decode(ns, settings)
         with _event_loop_runner() as runner:
+            if isinstance(settings, DaemonSettings):
+                from ..asyncio.daemon import serve
+
+                return runner.run(serve(settings, ns.reload))
+            assert isinstance(settings, ClientSettings)
             return runner.run(_run(ns, settings))
     except ConfigError as exc:
         log.error("%s", exc)

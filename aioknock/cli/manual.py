@@ -5,7 +5,12 @@ from __future__ import annotations
 import textwrap
 from importlib.resources import files
 
-from ..config.settings import ClientSettings, KnockSettings
+from ..config.settings import ClientSettings, DaemonSettings, KnockSettings
+
+TABLES: dict[str, type[KnockSettings]] = {
+    "knockclient": ClientSettings,
+    "knockdaemon": DaemonSettings,
+}
 
 
 def options_text(cls: type[KnockSettings] = ClientSettings, indent: int = 4) -> str:
@@ -20,6 +25,8 @@ def options_text(cls: type[KnockSettings] = ClientSettings, indent: int = 4) -> 
             key.help + "." + default, width=84, initial_indent=pad * 2, subsequent_indent=pad * 2
         )
         blocks.append(f"{head}\n{body}")
+    if not issubclass(cls, ClientSettings):
+        return "\n".join(blocks)
     blocks.append(
         f"{pad}flagN (a whole number 0-255; larger values are taken mod 256 with a warning)\n"
         f"{pad * 2}value of the knock's FLAGN field (flag0, flag1, ...). No default: a knock "
@@ -30,18 +37,22 @@ def options_text(cls: type[KnockSettings] = ClientSettings, indent: int = 4) -> 
 
 def manual(name: str) -> str:
     text = (files("aioknock") / "manual" / f"{name}.txt").read_text(encoding="utf-8")
-    return text.replace("{{OPTIONS}}", options_text())
+    return text.replace("{{OPTIONS}}", options_text(TABLES[name]))
 
 
 def brief_usage(command: str | None) -> str:
     if command is None:
         return (
             "usage: aioknock run [options]      send a knock (aioknock run -h, -man)\n"
-            "       aioknock decode [options] [PORT ...]   decode a knock"
+            "       aioknock decode [options] [PORT ...]   decode a knock\n"
+            "       aioknock daemon [options]   open doors for valid knocks (aioknock daemon -man)"
         )
-    text = manual("knockclient")
+    name = "knockdaemon" if command == "daemon" else "knockclient"
+    text = manual(name)
     synopsis = text.split("SYNOPSIS\n", 1)[1].split("\nDESCRIPTION", 1)[0]
-    keys = ", ".join(f"-{k.name}" for k in ClientSettings.table())
+    keys = ", ".join(f"-{k.name}" for k in TABLES[name].table())
+    flags = ", -flagN" if name == "knockclient" else ""
     return (
-        f"usage:\n{synopsis.rstrip()}\n\nsettings: {keys}, -flagN\n(full list: aioknock run -man)"
+        f"usage:\n{synopsis.rstrip()}\n\nsettings: {keys}{flags}\n"
+        f"(full list: aioknock {command} -man)"
     )

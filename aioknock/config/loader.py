@@ -24,7 +24,7 @@ from config.configuration_set import ConfigurationSet
 
 from ..errors import ConfigError
 from .general import Block, Entry, read_general
-from .settings import FLAG, ClientSettings, DoorSpec, KnockSettings, integer
+from .settings import FLAG, ClientSettings, DaemonSettings, DoorSpec, KnockSettings, integer
 
 log = logging.getLogger("aioknock.config")
 
@@ -443,10 +443,32 @@ def _validate(settings: KnockSettings, *, sending: bool) -> None:
                     f"the knock uses FLAG{missing[0]} but flag{missing[0]} is not set", key="knock"
                 )
             _validate_client(settings, codec.format.portbytes)
+        if isinstance(settings, DaemonSettings):
+            _validate_daemon(settings)
     except ConfigError as exc:
         if exc.source is None and exc.key is not None:
             raise ConfigError(exc.message, key=exc.key, **_at(settings, exc.key)) from None
         raise
+
+
+def _validate_daemon(settings: DaemonSettings) -> None:
+    from ..daemon.doors import Command
+    from ..daemon.loglines import LineReader
+    from ..daemon.nftables import check_table
+
+    if settings.runmode == "file":
+        LineReader.for_format(settings.log_format, settings.fileformat)
+    if settings.backend == "nftables":
+        check_table(settings.nft_table)
+    elif not settings.open:
+        raise ConfigError("backend = command needs an open command", key="open")
+    else:
+        Command.parse(settings.open, "open")
+        if settings.close:
+            Command.parse(settings.close, "close")
+    if not settings.encoded and not settings.doors:
+        raise ConfigError("nothing to listen for: encoded = no and no <door> blocks",
+                          key="encoded")  # fmt: skip
 
 
 def _validate_client(settings: ClientSettings, portbytes: int) -> None:

@@ -1,0 +1,221 @@
+"""``aioknock daemon``: the asyncio shell around the sans-I/O tracker and door keeper.
+
+It only moves data: packets from a followed log or a capture into the
+tracker, decisions out to the log and the firewall backend, and a timer that
+closes doors the backend cannot close by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+
+from ..config.settings import DaemonSettings
+from ..daemon.doors import Command, DoorKeeper, Grant
+from ..daemon.loglines import LineReader
+from ..daemon.tracker import Decision, Packet, SequenceDoor, Tracker, TrackerConfig
+from ..errors import AioknockError, ConfigError
+from ..knock import codec_for
+from .actions import ActionError, Backend, CommandBackend, NftBackend
+from .follow import Follower
+
+log = logging.getLogger("aioknock.daemon")
+
+
+def make_tracker(settings: DaemonSettings) -> Tracker:
+    doors = [
+        SequenceDoor(d.name, tuple((p, "udp" if pr == "udp" else "tcp") for p, pr in d.sequence),
+                     d.port, "udp" if d.proto == "udp" else "tcp")
+        for d in settings.doors
+    ]  # fmt: skip
+    config = TrackerConfig(
+        knock_timeout=settings.knock_timeout,
+        max_sources=settings.max_sources,
+        time_tolerance=settings.time_tolerance,
+        allow_nat=settings.allow_nat,
+    )
+    codec = codec_for(settings) if settings.encoded else None
+    if codec is None and not doors:
+        raise ConfigError("nothing to listen for: encoded = no and no <door> blocks",
+                          key="encoded")  # fmt: skip
+    return Tracker(codec, config, doors)
+
+
+def make_backend(settings: DaemonSettings) -> Backend:
+    if settings.backend == "nftables":
+        return NftBackend(settings.nft_table, settings.nft_mark, test=settings.test)
+    if not settings.open:
+        raise ConfigError("backend = command needs an open command", key="open")
+    close = Command.parse(settings.close, "close") if settings.close else None
+    return CommandBackend(Command.parse(settings.open, "open"), close, test=settings.test)
+
+
+class KnockDaemon:
+    def __init__(self, settings: DaemonSettings, *, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self.counts = {"accept": 0, "refuse": 0, "ignore": 0, "packets": 0}
+        self._closer_wake = asyncio.Event()
+        self._restart = asyncio.Event()
+        self._grants: dict[tuple[str, int, str], Grant] = {}
+        self._configure(settings)
+
+    def _configure(self, settings: DaemonSettings) -> None:
+        self.settings = settings
+        self.tracker = make_tracker(settings)
+        self.backend = make_backend(settings)
+        self.keeper = DoorKeeper(settings.duration, settings.cooldown)
+        self.reader = (
+            LineReader.for_format(settings.log_format, settings.fileformat)
+            if settings.runmode == "file"
+            else None
+        )
+
+    def reload(self, settings: DaemonSettings) -> None:
+        """New settings; knocks in progress are dropped, open doors keep their deadlines."""
+        keeper = self.keeper
+        self._configure(settings)
+        keeper.duration, keeper.cooldown = settings.duration, settings.cooldown
+        self.keeper = keeper
+        self._restart.set()
+        log.info("configuration reloaded")
+
+    async def packets(self) -> AsyncIterator[list[Packet]]:
+        if self.settings.runmode == "file":
+            follower = Follower(self.settings.logfile, from_start=self.settings.from_start)
+            log.info("following %s (%s lines)", self.settings.logfile, self.settings.log_format)
+            async for lines in follower.lines():
+                now = self.clock()
+                assert self.reader is not None
+                batch = [p for line in lines if (p := self.reader.parse(line, now))]
+                if batch:
+                    yield batch
+        else:
+            from .sniffer import Sniffer
+
+            tcp = sorted(self.tracker.codec.span.ports) if self.tracker.codec else []
+            udp = sorted({p for d in self.tracker.doors for p, pr in d.sequence if pr == "udp"})
+            tcp += sorted({p for d in self.tracker.doors for p, pr in d.sequence if pr == "tcp"})
+            sniffer = Sniffer(self.settings.interface or None, tcp, udp)
+            log.info("capturing on %s", self.settings.interface or "all interfaces")
+            try:
+                async for batch in sniffer.batches(self.clock):
+                    yield batch
+            finally:
+                sniffer.close()
+
+    async def handle(self, packet: Packet) -> None:
+        self.counts["packets"] += 1
+        for decision in self.tracker.receive(packet):
+            self.counts[decision.verdict] += 1
+            await self._act(decision, packet.now)
+
+    async def _act(self, d: Decision, now: float) -> None:
+        if d.verdict == "ignore":
+            log.info("ignored knock from %s: %s", d.source, d.reason)
+            return
+        if d.verdict == "refuse":
+            log.warning("refused knock from %s: %s", d.source, d.reason)
+            return
+        flags = {int(k[4:]): int(v) for k, v in d.fields.items() if k.startswith("flag")}
+        try:
+            grant = Grant.make(d.address, d.port, d.proto, flags)
+        except ValueError as exc:
+            log.warning("refused knock from %s (%s): %s", d.source, d.door, exc)
+            return
+        verdict = self.keeper.request(grant, now)
+        what = f"{grant.proto}/{grant.port} for {grant.address}"
+        if verdict == "cooldown":
+            log.warning("refused knock from %s (%s): cooldown, %s was opened moments ago",
+                        d.source, d.door, what)  # fmt: skip
+            return
+        action = "opening" if verdict == "open" else "extending"
+        log.info("accepted knock from %s (%s): %s %s for %g s",
+                 d.source, d.door, action, what, self.settings.duration)  # fmt: skip
+        try:
+            await self.backend.open(grant, self.settings.duration)
+        except ActionError as exc:
+            log.error("could not open %s: %s", what, exc)
+        self._closer_wake.set()
+        self._grants[grant.key] = grant
+
+    async def _closer(self) -> None:
+        """Close doors whose time is up (the nftables backend's kernel does it too)."""
+        while True:
+            deadline = self.keeper.next_deadline()
+            self._closer_wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closer_wake.wait(), timeout)
+            for key in self.keeper.due(self.clock()):
+                grant = self._grants.pop(key, None)
+                if grant is None:
+                    continue
+                log.info("closing %s/%d for %s", grant.proto, grant.port, grant.address)
+                if not self.backend.closes_itself:
+                    try:
+                        await self.backend.close(grant)
+                    except ActionError as exc:
+                        log.error("could not close %s/%d for %s: %s", grant.proto, grant.port,
+                                  grant.address, exc)  # fmt: skip
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.backend.setup()
+        closer = asyncio.create_task(self._closer())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                feeder = asyncio.create_task(self._feed())
+                restart = asyncio.create_task(self._restart.wait())
+                waiting = {feeder, stopper, restart}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                restart.cancel()
+                if feeder in done:
+                    feeder.result()  # a capture or follow error ends the daemon
+                    break
+                feeder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feeder
+                if stopper in done:
+                    break
+                self._restart.clear()
+                await self.backend.setup()  # a reload may name another table
+        finally:
+            closer.cancel()
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await closer
+            log.info("stopped: %d packets, %d accepted, %d refused, %d ignored",
+                     self.counts["packets"], self.counts["accept"], self.counts["refuse"],
+                     self.counts["ignore"])  # fmt: skip
+
+    async def _feed(self) -> None:
+        async for batch in self.packets():
+            for packet in batch:
+                await self.handle(packet)
+
+
+async def serve(settings: DaemonSettings, reload: Callable[[], DaemonSettings]) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP re-reads the configuration."""
+    loop = asyncio.get_running_loop()
+    daemon = KnockDaemon(settings)
+    stop = asyncio.Event()
+
+    def on_hup() -> None:
+        try:
+            daemon.reload(reload())
+        except AioknockError as exc:
+            log.error("reload failed, keeping the old configuration: %s", exc)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        await daemon.run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    return 0
