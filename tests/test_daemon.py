@@ -1,0 +1,193 @@
+"""The daemon end to end in file mode, without root: the client writes a faked firewall
+log (the manual's debugging set-up) and the daemon opens and closes a door through
+argument-list commands that create and remove a marker file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aioknock.asyncio.daemon import KnockDaemon
+from aioknock.config.loader import build_settings
+from aioknock.config.settings import DaemonSettings
+from aioknock.errors import ConfigError
+
+KEY = "correct horse"
+
+
+def client(log: Path, *extra: str, key: str = KEY) -> None:
+    env = {**os.environ, "AIOKNOCK_KEY": key, "HOME": str(log.parent)}
+    subprocess.run(
+        [sys.executable, "-m", "aioknock", "run", "-logtofile", "-logfile", str(log),
+         "-timeout", "0", "-client", "127.0.0.1", "-encrypt", "-quiet", *extra],
+        check=True, env=env, timeout=20,
+    )  # fmt: skip
+
+
+def daemon_settings(tmp_path: Path, **extra: Any) -> DaemonSettings:
+    marker = tmp_path / "open-%IP%-%PROTO%-%PORT%"
+    overrides: dict[str, Any] = {
+        "runmode": "file",
+        "logfile": str(tmp_path / "fw.log"),
+        "log_format": "client",
+        "backend": "command",
+        "open": f"touch {marker}",
+        "close": f"rm -f {marker}",
+        "duration": 1.5,
+        "cooldown": 0,
+        "encrypt": True,
+        "key": KEY,
+        **extra,
+    }
+    return build_settings(DaemonSettings, path=None, overrides=overrides, sending=False)
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(predicate())
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in list(os.environ):
+        if name.startswith("AIOKNOCK_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+async def test_open_then_close_through_log_file(home: Path) -> None:
+    settings = daemon_settings(home)
+    daemon = KnockDaemon(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    marker = home / "open-127.0.0.1-tcp-2222"
+    try:
+        await asyncio.sleep(0.5)  # the daemon starts at the end of the (missing) log
+        await asyncio.to_thread(client, home / "fw.log", "-port", "2222")
+        assert await wait_for(marker.exists), "the door did not open"
+        opened = time.monotonic()
+        assert await wait_for(lambda: not marker.exists(), 5), "the door did not close"
+        assert time.monotonic() - opened >= 1.0
+        assert daemon.counts["accept"] == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_wrong_key_and_test_mode_open_nothing(home: Path) -> None:
+    settings = daemon_settings(home)
+    daemon = KnockDaemon(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(client, home / "fw.log", key="not the key")
+        assert await wait_for(lambda: daemon.counts["refuse"] == 1)
+        assert not list(home.glob("open-*"))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    test_mode = KnockDaemon(daemon_settings(home, test=True, from_start=True))
+    stop = asyncio.Event()
+    task = asyncio.create_task(test_mode.run(stop))
+    try:
+        await asyncio.to_thread(client, home / "fw.log")
+        assert await wait_for(lambda: test_mode.counts["accept"] == 1)
+        await asyncio.sleep(0.3)
+        assert not list(home.glob("open-*")), "-test must run nothing"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_repeated_knock_extends_instead_of_stacking(home: Path) -> None:
+    settings = daemon_settings(home, duration=2)
+    daemon = KnockDaemon(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    marker = home / "open-127.0.0.1-tcp-22"
+    try:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(client, home / "fw.log")
+        assert await wait_for(marker.exists)
+        first = time.monotonic()
+        await asyncio.sleep(1.2)
+        await asyncio.to_thread(client, home / "fw.log")
+        assert await wait_for(lambda: daemon.counts["accept"] == 2)
+        assert await wait_for(lambda: not marker.exists(), 6)
+        assert time.monotonic() - first >= 2.8, "the second knock should have extended the door"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+def test_sequence_door_config_and_errors(tmp_path: Path) -> None:
+    conf = tmp_path / "knockdaemon.conf"
+    conf.write_text(
+        "backend = command\nopen = true\nencoded = no\n"
+        "<door ssh>\n  sequence = 7000,8000:udp,9000\n  port = 22\n</door>\n"
+    )
+    settings = build_settings(DaemonSettings, path=conf, overrides={}, sending=False)
+    assert settings.doors[0].sequence == ((7000, "tcp"), (8000, "udp"), (9000, "tcp"))
+    conf.write_text("<door ssh>\n  sequence = 7000,70000\n</door>\n")
+    with pytest.raises(ConfigError, match=r"knockdaemon.conf:2: sequence: expected ports"):
+        build_settings(DaemonSettings, path=conf, overrides={}, sending=False)
+    conf.write_text("<door ssh>\n  sequence = 7000,7001\n  colour = red\n</door>\n")
+    with pytest.raises(ConfigError, match=r"knockdaemon.conf:3: colour: unknown door setting"):
+        build_settings(DaemonSettings, path=conf, overrides={}, sending=False)
+    conf.write_text("backend = command\n")
+    with pytest.raises(ConfigError, match=r"open: backend = command needs an open command"):
+        build_settings(DaemonSettings, path=conf, overrides={}, sending=False)
+    toml = tmp_path / "knockdaemon.toml"
+    toml.write_text('encoded = false\n[door.web]\nsequence = "1,2:udp"\nport = 443\n')
+    settings = build_settings(DaemonSettings, path=toml, overrides={}, sending=False)
+    assert settings.doors[0].name == "web" and settings.doors[0].port == 443
+
+
+def test_cli_daemon_reload_and_stop(tmp_path: Path) -> None:
+    """A real process: SIGHUP re-reads the file, SIGTERM stops with exit 0 and a summary."""
+    conf = tmp_path / "knockdaemon.conf"
+    marker = tmp_path / "open-%IP%-%PORT%"
+    conf.write_text(
+        f"runmode = file\nlogfile = {tmp_path / 'fw.log'}\nlog_format = client\n"
+        f"backend = command\nopen = touch {marker}\nduration = 30\n"
+        f"encrypt = yes\nkey = {KEY}\nportspan = 2000-2255\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aioknock", "daemon", "-conf", str(conf)],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        client(tmp_path / "fw.log", "-portspan", "3000-3255")  # daemon still on 2000-2255
+        time.sleep(0.8)
+        assert not list(tmp_path.glob("open-*"))
+        conf.write_text(conf.read_text().replace("2000-2255", "3000-3255"))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.8)
+        client(tmp_path / "fw.log", "-portspan", "3000-3255", "-port", "2200")
+        deadline = time.monotonic() + 5
+        while not (tmp_path / "open-127.0.0.1-2200").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "open-127.0.0.1-2200").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "configuration reloaded" in err and "stopped:" in err
+    assert "Traceback" not in err
