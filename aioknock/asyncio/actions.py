@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import shlex
 
 from ..daemon import nftables
-from ..daemon.doors import Command, Grant
+from ..daemon.doors import Command, Grant, Key
 from ..errors import AioknockError
 
 log = logging.getLogger("aioknock.daemon")
@@ -15,30 +17,57 @@ ACTION_TIMEOUT = 10.0
 
 
 class ActionError(AioknockError):
-    """A firewall command failed; the message carries its first line of stderr."""
+    """A firewall command failed; the message is one line with its first line of stderr."""
 
 
-async def run_argv(argv: list[str], stdin: str | None = None) -> None:
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _first_line(data: bytes) -> str:
+    for line in data.decode(errors="replace").splitlines():
+        if line.strip():
+            return _one_line(line)
+    return ""
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await proc.wait()
+
+
+async def run_argv(argv: list[str], stdin: str | None = None, timeout: float | None = None) -> None:
+    """Run ``argv`` (no shell) with ``stdin``; ActionError unless it exits 0 in time."""
+    if not argv:
+        raise ActionError("empty command")
+    name = _one_line(argv[0])
+    limit = ACTION_TIMEOUT if timeout is None else timeout
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-    except OSError as exc:
-        raise ActionError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in an argument
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ActionError(f"cannot run {name}: {_one_line(reason)}") from None
     try:
-        _, err = await asyncio.wait_for(
-            proc.communicate(stdin.encode() if stdin is not None else None), ACTION_TIMEOUT
+        out, err = await asyncio.wait_for(
+            proc.communicate(stdin.encode() if stdin is not None else None), limit
         )
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise ActionError(f"{argv[0]} did not finish within {ACTION_TIMEOUT:g} s") from None
-    if proc.returncode != 0:
-        first = (err.decode(errors="replace").strip().splitlines() or ["no message"])[0]
-        raise ActionError(f"{' '.join(argv)} failed (exit {proc.returncode}): {first}")
+        await _kill(proc)
+        raise ActionError(f"{name} did not finish within {limit:g} s") from None
+    except BaseException:  # cancelled: leave no process behind
+        await asyncio.shield(_kill(proc))
+        raise
+    code = await proc.wait()  # already reaped by communicate
+    if code != 0:
+        first = _first_line(err) or _first_line(out) or "no message"
+        what = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+        raise ActionError(f"{_one_line(shlex.join(argv))} failed ({what}): {first}")
 
 
 class Backend:
@@ -53,6 +82,7 @@ class Backend:
         return None
 
     async def open(self, grant: Grant, duration: float) -> None:
+        """Open the door; for one already open, keep it open ``duration`` more if needed."""
         raise NotImplementedError
 
     async def close(self, grant: Grant) -> None:
@@ -67,7 +97,7 @@ class NftBackend(Backend):
     def __init__(self, table: str, mark: int = nftables.DEFAULT_MARK, *, test: bool = False):
         super().__init__(test=test)
         self.table = nftables.check_table(table)
-        self.mark = mark
+        self.mark = nftables.check_mark(mark)
 
     async def _nft(self, script: str) -> None:
         if self.test:
@@ -79,29 +109,37 @@ class NftBackend(Backend):
         await self._nft(nftables.setup_script(self.table, self.mark))
 
     async def open(self, grant: Grant, duration: float) -> None:
-        await self._nft(nftables.open_script(self.table, grant, duration))
+        await self._nft(nftables.open_script(self.table, grant, duration))  # also refreshes
 
     async def close(self, grant: Grant) -> None:
         await self._nft(nftables.close_script(self.table, grant))
 
 
 class CommandBackend(Backend):
-    """``open``/``close`` argument-list templates, e.g. an iptables command set."""
+    """``open``/``close`` argument-list templates, e.g. an iptables command set.
+
+    A door already open is not opened again (that would stack a second rule,
+    and ``close`` removes only one); ``close`` gets the duration it was opened for.
+    """
 
     def __init__(self, open_cmd: Command, close_cmd: Command | None, *, test: bool = False):
         super().__init__(test=test)
         self.open_cmd, self.close_cmd = open_cmd, close_cmd
-        self.duration = 0.0
+        self._opened: dict[Key, float] = {}  # open doors -> their duration
 
     async def _run(self, argv: list[str]) -> None:
         if self.test:
-            log.info("test mode, not running: %s", " ".join(argv))
+            log.info("test mode, not running: %s", shlex.join(argv))
             return
         await run_argv(argv)
 
     async def open(self, grant: Grant, duration: float) -> None:
+        if grant.key in self._opened:
+            return
         await self._run(self.open_cmd.render(grant, duration))
+        self._opened[grant.key] = duration
 
     async def close(self, grant: Grant) -> None:
+        duration = self._opened.pop(grant.key, 0.0)
         if self.close_cmd is not None:
-            await self._run(self.close_cmd.render(grant, 0))
+            await self._run(self.close_cmd.render(grant, duration))

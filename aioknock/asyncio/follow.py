@@ -6,26 +6,56 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncGenerator
 from typing import BinaryIO
 
 log = logging.getLogger("aioknock.follow")
 
 CHUNK = 1 << 16
-MAX_LINE = 1 << 16
+MAX_LINE = 1 << 16  # longer lines are dropped: no log line of interest comes close
+READ_LIMIT = 1 << 22  # bytes read per poll, so a huge backlog is taken in bounded bites
 
 
 class Follower:
-    def __init__(self, path: str, *, from_start: bool = False, poll: float = 0.2) -> None:
+    """``poll_once`` returns the complete lines written since the last call.
+
+    Started at the end of an existing file (``from_start`` reads it whole); an
+    unterminated last line there is a fragment and is skipped. A file that is
+    missing at first, or that replaces a rotated one, is read from its start;
+    the rotated file is read to its end first. A file that shrank was truncated
+    (copytruncate) and is read again from its start. Once closed it delivers
+    nothing more.
+    """
+
+    def __init__(
+        self, path: str, *, from_start: bool = False, poll: float = 0.2, max_line: int = MAX_LINE
+    ) -> None:
         self.path = path
         self.poll = poll
+        self.max_line = max_line
         self._from_start = from_start
         self._file: BinaryIO | None = None
         self._ident: tuple[int, int] = (0, 0)
         self._partial = b""
+        self._skipping = False  # inside a line being dropped: discard up to its newline
         self._missing_logged = False
+        self._closed = False
+        self._lock = threading.Lock()  # poll_once runs in a worker thread, close on the loop
 
     def close(self) -> None:
+        """Close the file (waits for a poll in progress); idempotent."""
+        with self._lock:
+            self._closed = True
+            self._drop_file()
+
+    def __enter__(self) -> Follower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _drop_file(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -38,59 +68,91 @@ class Follower:
                 log.warning("%s does not exist yet; waiting for it", self.path)
                 self._missing_logged = True
             return False
-        st = os.fstat(f.fileno())
-        if at_end:
-            f.seek(0, os.SEEK_END)
-        self.close()
-        self._file, self._ident, self._partial = f, (st.st_dev, st.st_ino), b""
+        skipping = False
+        try:
+            st = os.fstat(f.fileno())
+            if at_end and st.st_size > 0:
+                f.seek(st.st_size - 1)
+                skipping = f.read(1) != b"\n"  # a line still being written: not ours
+        except BaseException:
+            f.close()
+            raise
+        self._drop_file()
+        self._file, self._ident = f, (st.st_dev, st.st_ino)
+        self._partial, self._skipping = b"", skipping
         self._missing_logged = False
         return True
 
-    def _read_available(self) -> list[bytes]:
+    def _read(self) -> tuple[list[bytes], bool]:
+        """Complete lines from the current position; True if READ_LIMIT stopped the read."""
         assert self._file is not None
-        data = bytearray()
-        while chunk := self._file.read(CHUNK):
-            data += chunk
+        data = self._file.read(READ_LIMIT)
         if not data:
-            return []
-        parts = (self._partial + bytes(data)).split(b"\n")
-        self._partial = parts.pop()
-        if len(self._partial) > MAX_LINE:
-            log.warning("%s: dropping a line longer than %d bytes", self.path, MAX_LINE)
-            self._partial = b""
-        return parts
+            return [], False
+        *complete, rest = (self._partial + data).split(b"\n")
+        lines: list[bytes] = []
+        for line in complete:
+            if self._skipping:
+                self._skipping = False  # the tail of the dropped line
+            elif len(line) > self.max_line:
+                self._warn_long()
+            else:
+                lines.append(line)
+        if self._skipping:
+            rest = b""
+        elif len(rest) > self.max_line:
+            self._warn_long()
+            rest, self._skipping = b"", True
+        self._partial = rest
+        return lines, len(data) == READ_LIMIT
 
-    def poll_once(self) -> list[str]:
-        """Complete new lines since the last call (blocking file I/O: run off the loop)."""
+    def _warn_long(self) -> None:
+        log.warning("%s: dropping a line longer than %d bytes", self.path, self.max_line)
+
+    def _poll(self) -> list[bytes]:
         if self._file is None:
             opened = self._open(at_end=not self._from_start)
             self._from_start = True  # a file that appears later is read from its start
             if not opened:
                 return []
-        lines = self._read_available()
+        lines, more = self._read()
+        if more:
+            return lines  # the rest next time; rotation is looked at once caught up
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return self._decode(lines)  # rotated away, not yet recreated: keep the old one
+            return lines  # rotated away, not yet recreated: keep the old one
         assert self._file is not None
         if (st.st_dev, st.st_ino) != self._ident:
-            lines += self._read_available()  # finish the rotated file first
+            extra, more = self._read()  # written to the old file just before the switch
+            lines += extra
+            if more:
+                return lines
+            if self._partial or self._skipping:
+                log.warning("%s was rotated in the middle of a line; dropped it", self.path)
             if self._open(at_end=False):
                 log.info("%s was rotated; following the new file", self.path)
-                lines += self._read_available()
+                lines += self._read()[0]
         elif st.st_size < self._file.tell():
             log.info("%s was truncated; reading from its start", self.path)
             self._file.seek(0)
-            self._partial = b""
-            lines += self._read_available()
-        return self._decode(lines)
+            self._partial, self._skipping = b"", False
+            lines += self._read()[0]
+        return lines
 
-    @staticmethod
-    def _decode(lines: list[bytes]) -> list[str]:
+    def poll_once(self) -> list[str]:
+        """Complete new lines since the last call (blocking file I/O: run off the loop)."""
+        with self._lock:
+            if self._closed:
+                return []
+            lines = self._poll()
         return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
 
-    async def lines(self) -> AsyncIterator[list[str]]:
-        """Batches of new lines, forever; each poll runs in a worker thread."""
+    async def lines(self) -> AsyncGenerator[list[str], None]:
+        """Batches of new lines, forever; each poll runs in a worker thread.
+
+        The file is closed when the iteration ends (cancelled or ``aclose``).
+        """
         try:
             while True:
                 batch = await asyncio.to_thread(self.poll_once)

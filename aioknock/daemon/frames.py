@@ -169,6 +169,11 @@ def build_filter(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> list[Ins
     without ACK to ``tcp_ports`` and UDP datagrams to ``udp_ports``. IPv6 extension
     headers are walked as in the parser (up to ``MAX_IPV6_EXTENSIONS``); ports are
     compared as ranges, so a contiguous span costs three instructions.
+
+    Both sides drop, alike: non-first fragments, IPv6 behind AH/ESP/mobility headers
+    or a longer chain, IHL < 5. Neither checks checksums, IP total length or the TCP
+    data offset: a knock is read from its headers, and its source can be forged anyway.
+    Raises ``ValueError`` if the ports need more than ``BPF_MAXINSNS`` instructions.
     """
     tcp, udp = port_ranges(tcp_ports), port_ranges(udp_ports)
     a = _Assembler()

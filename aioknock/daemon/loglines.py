@@ -1,10 +1,11 @@
 """Reading knocks out of firewall log lines (``runmode = file``).
 
 iptables ``LOG`` and nftables ``log`` write the same kernel format
-(``SRC=... DST=... PROTO=TCP SPT=... DPT=... SYN``), to kern.log or the
-journal; the client's own ``fileformat`` is read with the pattern derived from
-that template, so ``aioknock run -logtofile`` and the daemon meet in a file.
-A custom regular expression needs the named groups ``src`` and ``dport``;
+(``IN=... OUT=... SRC=... DST=... PROTO=TCP SPT=... DPT=... SYN``), to kern.log
+or the journal; only a TCP SYN without ACK, or a UDP datagram, is a knock. The
+client's own ``fileformat`` is read with the pattern derived from that
+template, so ``aioknock run -logtofile`` and the daemon meet in a file. A
+custom regular expression needs the named groups ``src`` and ``dport``;
 ``proto`` and ``sport`` are optional.
 """
 
@@ -18,12 +19,50 @@ from ..codec.logline import LogTemplate
 from ..errors import ConfigError
 from .tracker import Packet, Proto
 
-# The kernel's nf_log format, shared by iptables LOG and nftables log.
-KERNEL = re.compile(
-    r"\bSRC=(?P<src>[0-9A-Fa-f:.]+) DST=\S+ .*?\bPROTO=(?P<proto>TCP|UDP)"
-    r" SPT=(?P<sport>\d+) DPT=(?P<dport>\d+)(?P<rest>.*)$"
-)
-_ACK = re.compile(r"\bACK\b")
+# The kernel's nf_log format (nf_log_syslog.c), shared by iptables LOG and nftables log:
+# "IN=.. OUT=.. [PHYSIN=.. MAC=..] SRC=.. DST=.. <ip fields> PROTO=.. SPT=.. DPT=.. <tcp fields>".
+# Matched token by token, in linear time: a regular expression for it backtracks
+# quadratically (or worse) on long lines, and a log line may carry text a stranger chose.
+# A log prefix without its trailing space runs into IN= ("knockIN=eth0").
+KERNEL = re.compile(r"IN=\S*\s+OUT=")  # where a kernel line's fields begin
+
+
+def _kernel_fields(line: str, start: int) -> dict[str, str] | None:
+    """src, proto, sport, dport and the TCP flags of the line's first packet header."""
+    tokens = line[start:].split()  # tokens[0] is IN=, tokens[1] OUT=
+    fields: dict[str, str] = {}
+    it = iter(tokens[2:])
+    for token in it:
+        if token.startswith("SRC="):
+            fields["src"] = token[4:]
+            break
+    else:
+        return None
+    if not next(it, "").startswith("DST="):
+        return None
+    for token in it:
+        if token.startswith("PROTO="):  # only the first: an ICMP error quotes another header
+            fields["proto"] = token[6:]
+            break
+    else:
+        return None
+    if fields["proto"] not in ("TCP", "UDP"):
+        return None
+    sport, dport = next(it, ""), next(it, "")
+    if not (sport.startswith("SPT=") and dport.startswith("DPT=") and sport[4:] and dport[4:]):
+        return None
+    fields["sport"], fields["dport"] = sport[4:], dport[4:]
+    fields["rest"] = " ".join(it)
+    return fields
+
+
+def _port(text: str | None, default: int | None = None) -> int | None:
+    if not text:
+        return default
+    text = text.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+        return None
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +79,15 @@ class LineReader:
         if name in ("kernel", "iptables", "nftables"):
             return cls(KERNEL, kernel=True)
         if name == "client":
-            return cls(LogTemplate(fileformat).pattern())
+            pattern = LogTemplate(fileformat).pattern()
+            missing = {"client", "remoteport"} - set(pattern.groupindex)
+            if missing:
+                fields = ", ".join(f"_{m.upper()}_" for m in sorted(missing))
+                raise ConfigError(f"log_format = client needs {fields}", key="fileformat")
+            return cls(pattern)
         try:
             pattern = re.compile(log_format)
-        except re.error as exc:
+        except (re.error, RecursionError, OverflowError) as exc:
             raise ConfigError(f"not a regular expression: {exc}", key="log_format") from None
         missing = {"src", "dport"} - set(pattern.groupindex)
         if missing:
@@ -58,22 +102,25 @@ class LineReader:
         m = self.pattern.search(line)
         if m is None:
             return None
-        groups = m.groupdict()
+        groups = m.groupdict() if not self.kernel else _kernel_fields(line, m.start())
+        if groups is None:
+            return None
         # The client's template names the source _CLIENT_ and the port _REMOTEPORT_.
         src = groups.get("src") or groups.get("client")
-        dport = groups.get("dport") or groups.get("remoteport")
-        sport = groups.get("sport") or groups.get("clientport") or "0"
-        proto_text = (groups.get("proto") or "tcp").lower()
-        if not src or not dport or proto_text not in ("tcp", "udp"):
+        port = _port(groups.get("dport") or groups.get("remoteport"))
+        source_port = _port(groups.get("sport") or groups.get("clientport"), 0)
+        proto_text = (groups.get("proto") or "tcp").strip().lower()
+        if not src or port is None or source_port is None or proto_text not in ("tcp", "udp"):
             return None
-        if self.kernel and proto_text == "tcp" and _ACK.search(groups.get("rest") or ""):
-            return None  # not a bare SYN: part of an established flow
+        if self.kernel and proto_text == "tcp":
+            flags = (groups.get("rest") or "").split()
+            if "SYN" not in flags or "ACK" in flags:
+                return None  # not an initial SYN: an answer or part of an established flow
         try:
-            address = ipaddress.ip_address(src)
-            port, source_port = int(dport), int(sport)
+            address = ipaddress.ip_address(src.strip().split("%", 1)[0])  # no scope id
         except ValueError:
             return None
-        if not (0 < port < 65536 and 0 <= source_port < 65536):
+        if not (0 < port < 65536 and source_port < 65536):
             return None
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped

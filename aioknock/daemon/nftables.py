@@ -14,6 +14,7 @@ The daemon never touches a table it did not create.
 
 from __future__ import annotations
 
+import math
 import re
 
 from ..errors import ConfigError
@@ -31,14 +32,23 @@ def check_table(name: str) -> str:
     return name
 
 
+def check_mark(mark: int) -> int:
+    """A mark of 0 would make the user's ``meta mark & 0 == 0`` rule accept everything."""
+    if isinstance(mark, bool) or not isinstance(mark, int) or not 0 < mark < 1 << 32:
+        raise ConfigError(f"{mark!r} is not a nonzero 32-bit mark", key="nft_mark")
+    return mark
+
+
 def user_rules(mark: int = DEFAULT_MARK) -> list[str]:
     """The two rules a user adds to their input chain, before its drop rules."""
-    return ["ct state established,related accept", f"meta mark & {mark:#x} == {mark:#x} accept"]
+    m = f"{check_mark(mark):#x}"
+    return ["ct state established,related accept", f"meta mark & {m} == {m} accept"]
 
 
 def setup_script(table: str, mark: int = DEFAULT_MARK) -> str:
     """Idempotent: re-running keeps the sets' elements (open doors keep their timeouts)."""
     t = f"inet {check_table(table)}"
+    mark = check_mark(mark)
     return "\n".join(
         [
             f"add table {t}",
@@ -67,7 +77,7 @@ def open_script(table: str, grant: Grant, duration: float) -> str:
     """
     t = f"inet {check_table(table)}"
     name, elem = _element(grant)
-    seconds = max(1, round(duration))
+    seconds = max(1, math.ceil(min(duration, 1e9)))  # never shorter than asked for
     return (
         f"add element {t} {name} {{ {elem} timeout {seconds}s }}\n"
         f"delete element {t} {name} {{ {elem} }}\n"
