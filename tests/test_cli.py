@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from aioknock.asyncio import fleet
 from aioknock.asyncio.sender import Attempt, Target
 from aioknock.cli import main as cli
 from aioknock.config import loader
@@ -69,7 +70,7 @@ class Sent:
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     record = Sent()
-    monkeypatch.setattr(cli, "send_knock", record.send_knock)
+    monkeypatch.setattr(fleet, "send_knock", record.send_knock)
     monkeypatch.setattr(cli, "write_knock", record.write_knock)
     return record
 
@@ -322,7 +323,10 @@ def test_json_is_one_object_and_nothing_else(
     lines = out.splitlines()
     assert len(lines) == 1
     obj = json.loads(lines[0])
-    assert set(obj) == {"remote", "values", "payload", "ports"}
+    # The client's object (issue 2), extended per host for fleets (issue 3).
+    assert {"remote", "values", "payload", "ports"} <= set(obj)
+    assert {"host", "address", "started", "finished", "ok", "error", "verified"} <= set(obj)
+    assert obj["ok"] is True and obj["error"] is None and obj["verified"] is None
     assert obj["remote"] == "127.0.0.1"
     assert obj["values"] == [10, 1, 1, 1, 0, 22, 15, 50]
     assert obj["payload"] == obj["values"]  # not encrypted
@@ -436,7 +440,7 @@ def test_decode_needs_some_input(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["run", "--bogus"], "command line: unknown option --bogus"),
         (["run", "--prot", "22"], "unknown option --prot; did you mean --port?"),
-        (["run", "-test", "stray"], "command line: unexpected argument 'stray'"),
+        (["decode", "-test", "1", "stray"], "command line: decode: 'stray' is not a port number"),
         (["run", "-port"], "command line: -port needs a value"),
         (["run", "-remote"], "command line: -remote needs a value"),
         (["run", "-flag0"], "command line: -flag0 needs a value"),
@@ -451,7 +455,7 @@ def test_decode_needs_some_input(capsys: pytest.CaptureFixture[str]) -> None:
         (["run", "-knock", "CLIENT,FLAG1"], "command line: knock: the knock uses FLAG1"),
         (["decode", "1", "x"], "command line: decode: 'x' is not a port number"),
         (["rnu"], "unknown command 'rnu'; did you mean run?"),
-        (["daemon"], "unknown command 'daemon'"),
+        (["deamon"], "unknown command 'deamon'; did you mean daemon?"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -484,7 +488,7 @@ def test_an_unexpected_exception_is_one_line(
     def boom(*_: Any) -> None:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(cli, "knock_inputs", boom)
+    monkeypatch.setattr(fleet, "knock_inputs", boom)
     code, out, err = run(capsys, "run", "-test", *PLAIN)
     assert (code, out) == (1, "")
     assert "internal error: RuntimeError: simulated bug" in one_error_line(err)

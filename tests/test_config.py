@@ -86,6 +86,13 @@ test      = TRUE
 quiet     = off
 debug     = no
 key_file  =
+sequence  =
+family    = 4
+connect   = no
+jitter    = 0.01
+concurrency = 100
+verify    = 22
+verify_timeout = 2
 """
 
 
@@ -181,6 +188,13 @@ test = "yes"
 quiet = false
 debug = 1
 key_file = ""
+sequence = "7000,8000:udp"
+family = "any"
+connect = true
+jitter = 0
+concurrency = 0
+verify = 0
+verify_timeout = 3.5
 """
 
 

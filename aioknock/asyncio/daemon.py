@@ -99,10 +99,10 @@ class KnockDaemon:
             tcp = sorted(self.tracker.codec.span.ports) if self.tracker.codec else []
             udp = sorted({p for d in self.tracker.doors for p, pr in d.sequence if pr == "udp"})
             tcp += sorted({p for d in self.tracker.doors for p, pr in d.sequence if pr == "tcp"})
-            sniffer = Sniffer(self.settings.interface or None, tcp, udp)
+            sniffer = Sniffer(tcp, udp, interface=self.settings.interface or None, clock=self.clock)
             log.info("capturing on %s", self.settings.interface or "all interfaces")
             try:
-                async for batch in sniffer.batches(self.clock):
+                async for batch in sniffer.batches():
                     yield batch
             finally:
                 sniffer.close()

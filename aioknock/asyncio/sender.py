@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import os
+import random
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from ..errors import SendError
 HOLD_MIN = 0.05
 HOLD_MAX = 0.9
 Mode = Literal["syn", "connect"]
+Proto = Literal["tcp", "udp"]
+UDP_PAYLOAD = b"\0"  # one byte, as knockd's knock client sends
 
 # connect() errors that mean the knock cannot leave this host at all.
 LOCAL_ERRORS = {
@@ -55,7 +59,25 @@ class Target:
     sockaddr: tuple[object, ...]
 
 
+def numeric_target(host: str, family: int = socket.AF_UNSPEC) -> Target | None:
+    """A Target for a literal address without a resolver round trip, else None."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+        return None  # the resolver turns the scope into an interface index
+    fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    if family not in (socket.AF_UNSPEC, fam):
+        want = "IPv4" if family == socket.AF_INET else "IPv6"
+        raise SendError(f"{host} is not an {want} address")
+    sockaddr: tuple[object, ...] = (str(ip), 0, 0, 0) if fam == socket.AF_INET6 else (str(ip), 0)
+    return Target(host, fam, str(ip), sockaddr)
+
+
 async def resolve(host: str, family: int = socket.AF_UNSPEC) -> Target:
+    if (target := numeric_target(host, family)) is not None:
+        return target
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, 0, family=family, type=socket.SOCK_STREAM)
@@ -129,6 +151,19 @@ def _syn(target: Target, port: int) -> tuple[socket.socket, int]:
     return sock, err
 
 
+def _udp(target: Target, port: int) -> str:
+    """One datagram; there is no answer to wait for."""
+    try:
+        with socket.socket(target.family, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.sendto(UDP_PAYLOAD, _sockaddr(target, port))
+    except OSError as exc:
+        if exc.errno in LOCAL_ERRORS:
+            raise _cannot(target, port, exc.errno or errno.EINVAL) from None
+        return (exc.strerror or str(exc)).lower()
+    return "sent"
+
+
 async def _open(target: Target, port: int, attempt: Attempt, deadline: float) -> None:
     # The deadline is armed inside the task, so the connection attempt (and its SYN)
     # always starts, however late the task gets to run.
@@ -155,19 +190,50 @@ def _first_error(tasks: Sequence[asyncio.Task[None]]) -> BaseException | None:
     return None
 
 
-async def send_knock(
-    target: Target, ports: Sequence[int], timeout: float, *, mode: Mode = "syn"
-) -> list[Attempt]:
-    """Knock ``ports`` in order, knock i at start + i * timeout on the loop's clock.
+def _normalize(ports: Sequence[int | tuple[int, str]]) -> list[tuple[int, Proto]]:
+    out: list[tuple[int, Proto]] = []
+    for item in ports:
+        port, proto = (item, "tcp") if isinstance(item, int) else item
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"ports must be 1-65535, not {port!r}")
+        if proto not in ("tcp", "udp"):
+            raise ValueError(f"protocol must be tcp or udp, not {proto!r}")
+        out.append((port, "udp" if proto == "udp" else "tcp"))
+    return out
 
-    Raises ``SendError`` when a knock cannot leave this host; every socket opened
-    so far is closed first (also when cancelled).
+
+def schedule(
+    start: float, count: int, timeout: float, jitter: float = 0.0, rng: random.Random | None = None
+) -> list[float]:
+    """Absolute send times: knock i at start + i * timeout, plus up to ``jitter`` of
+    random spread that never lets a knock overtake the one before it."""
+    times = [start + i * timeout for i in range(count)]
+    if jitter > 0:
+        draw = (rng or random.SystemRandom()).uniform
+        spread = [t + draw(0, jitter) for t in times]
+        times = [max(spread[: i + 1]) for i in range(count)]
+    return times
+
+
+async def send_knock(
+    target: Target,
+    ports: Sequence[int | tuple[int, str]],
+    timeout: float,
+    *,
+    mode: Mode = "syn",
+    jitter: float = 0.0,
+    watch: bool = True,
+) -> list[Attempt]:
+    """Knock ``ports`` (``port`` or ``(port, "udp")``) in order on an absolute schedule.
+
+    With ``watch=False`` each TCP attempt is closed by a timer at the next slot (at
+    once at ``timeout = 0``) without learning its outcome: the cheapest way to send
+    one SYN, for fleets. Raises ``SendError`` when a knock cannot leave this
+    host; every socket opened so far is closed first (also when cancelled).
     """
-    bad = [p for p in ports if not 0 < p < 65536]
-    if bad:
-        raise ValueError(f"ports must be 1-65535, not {bad[0]}")
-    if not timeout >= 0:  # also NaN
-        raise ValueError(f"timeout must be >= 0, not {timeout!r}")
+    knocks = _normalize(ports)
+    if not timeout >= 0 or not jitter >= 0:  # also NaN
+        raise ValueError(f"timeout and jitter must be >= 0, not {timeout!r}, {jitter!r}")
     if mode not in ("syn", "connect"):
         raise ValueError(f"mode must be 'syn' or 'connect', not {mode!r}")
     loop = asyncio.get_running_loop()
@@ -175,26 +241,37 @@ async def send_knock(
     attempts: list[Attempt] = []
     watches: list[_Watch] = []
     tasks: list[asyncio.Task[None]] = []
-    start = loop.time()
+    held: list[socket.socket] = []  # watch=False: closed by a timer at sent + hold
+    slots = schedule(loop.time(), len(knocks), timeout, jitter)
     try:
-        for i, port in enumerate(ports):
-            slot = start + i * timeout
+        for (port, proto), slot in zip(knocks, slots, strict=True):
             while (delay := slot - loop.time()) > 0:
                 await asyncio.sleep(delay)
             if (error := _first_error(tasks)) is not None:
                 raise error
             attempt = Attempt(port, loop.time())
             attempts.append(attempt)
-            if mode == "connect":
+            if proto == "udp":
+                attempt.outcome = _udp(target, port)
+            elif mode == "connect":
                 coro = _open(target, port, attempt, attempt.sent + hold)
                 tasks.append(asyncio.create_task(coro))
-                continue
-            sock, err = _syn(target, port)
-            if err in (0, errno.EINPROGRESS):
-                watches.append(_Watch(loop, sock, attempt, attempt.sent + hold))
             else:
-                sock.close()
-                attempt.outcome = _outcome(err)
+                sock, err = _syn(target, port)
+                if err not in (0, errno.EINPROGRESS):
+                    sock.close()
+                    attempt.outcome = _outcome(err)
+                elif watch:
+                    watches.append(_Watch(loop, sock, attempt, attempt.sent + hold))
+                elif timeout > 0:
+                    held.append(sock)
+                    loop.call_at(attempt.sent + min(timeout, HOLD_MAX), sock.close)
+                    attempt.outcome = "sent"
+                else:
+                    sock.close()
+                    attempt.outcome = "sent"
+        if held:
+            await asyncio.sleep(max(0.0, attempts[-1].sent + min(timeout, HOLD_MAX) - loop.time()))
         # Each is bounded by its deadline (at most hold after the last knock).
         pending = [w.done for w in watches if not w.done.done()] + tasks
         if pending:
@@ -202,8 +279,10 @@ async def send_knock(
         if (error := _first_error(tasks)) is not None:
             raise error
     finally:
-        for watch in watches:
-            watch.close("cancelled")
+        for sock in held:
+            sock.close()
+        for w in watches:
+            w.close("cancelled")
         for task in tasks:
             task.cancel()
         if tasks:

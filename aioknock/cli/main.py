@@ -11,21 +11,22 @@ import logging
 import os
 import re
 import secrets
+import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..asyncio.fleet import KnockResult, knock_many, raise_fd_limit
 from ..asyncio.logfile import write_knock
-from ..asyncio.sender import resolve, send_knock
-from ..codec.knock import KnockPlan
 from ..config.loader import build_settings, find_config, search_path
-from ..config.settings import ClientSettings, DaemonSettings, KnockSettings
+from ..config.settings import ClientSettings, DaemonSettings, KnockSettings, parse_sequence
 from ..errors import AioknockError, ConfigError, KnockError
 from ..knock import codec_for, knock_inputs, local_address_for
+from .hosts import parse_line, read_hosts_file, stdin_hosts
 from .manual import brief_usage, manual
 from .options import add_settings, overrides, split_flags
 
@@ -81,6 +82,11 @@ def _parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("-json", "--json", action="store_true",
                         help="one JSON object per knock on stdout")  # fmt: skip
     add_settings(parser, SPECS[command].settings)
+    if command == "run":
+        parser.add_argument("targets", nargs="*", metavar="HOST",
+                            help="hosts to knock (default: remote)")  # fmt: skip
+        parser.add_argument("-hosts", "--hosts", metavar="FILE",
+                            help="one host per line ('-': stdin); host key=value ...")  # fmt: skip
     if command == "decode":
         parser.add_argument(
             "ports", nargs="*", type=str,
@@ -172,7 +178,8 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
         _emit(brief_usage(command))
         return 0
     # -c is an exact alias only: as a real one-letter option argparse would take -cipherr as -c.
-    rest, flags = split_flags(["-conf" if arg == "-c" else arg for arg in argv])
+    aliases = {"-c": "-conf", "-4": "--family=4", "-6": "--family=6"}
+    rest, flags = split_flags([aliases.get(arg, arg) for arg in argv])
     parser = _parser(command)
     ns = parser.parse_args(rest)
     if ns.help:
@@ -208,38 +215,155 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
     return ns, settings
 
 
-def _knock_json(remote: str, plan: KnockPlan) -> dict[str, Any]:
-    return {"remote": remote, "values": plan.values, "payload": list(plan.payload),
-            "ports": plan.ports}  # fmt: skip
+def _targets(ns: argparse.Namespace, settings: ClientSettings) -> tuple[Any, int | None]:
+    """The hosts to knock and how many (None: not known ahead, from stdin)."""
+    if ns.hosts == "-":
+        if ns.targets:
+            raise ConfigError("give hosts as arguments or with --hosts, not both",
+                              source="command line")  # fmt: skip
+        return stdin_hosts(), None
+    listed: list[Any] = [parse_line(t, "command line") for t in ns.targets]
+    if ns.hosts:
+        listed += read_hosts_file(ns.hosts)
+    if not listed:
+        listed = [settings.remote]
+    return listed, len(listed)
+
+
+class _Progress:
+    """done/total, rate and failures on a terminal; nothing when stderr is not one."""
+
+    def __init__(self, total: int | None) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="host", file=sys.stderr, dynamic_ncols=True,
+                        leave=False, mininterval=0.2)  # fmt: skip
+        self.failed = 0
+
+    def update(self, ok: bool) -> None:
+        if not ok:
+            self.failed += 1
+            self.bar.set_postfix(failed=self.failed, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 async def _run(ns: argparse.Namespace, settings: ClientSettings) -> int:
-    loop = asyncio.get_running_loop()
-    codec = codec_for(settings)
-    target = None if settings.logtofile else await resolve(settings.remote)
-    remote = settings.remote if target is None else target.address
-    client = settings.client
-    if client.lower() in ("", "auto"):
-        client = await loop.run_in_executor(None, local_address_for, remote)
-    plan = codec.build(knock_inputs(settings, client), time.time(), secrets.token_bytes)
-    log.info("knock for %s: %s", settings.remote, " ".join(map(str, plan.ports)))
-    log.debug("values  %s", " ".join(map(str, plan.values)))
-    log.debug("payload %s", " ".join(map(str, plan.payload)))
-    if ns.json:
-        _emit(json.dumps(_knock_json(settings.remote, plan)))  # a closed pipe stops no knock
+    targets, total = _targets(ns, settings)
+    what: Any = list(parse_sequence(settings.sequence)) if settings.sequence else settings
+    if settings.logtofile:
+        return await _log_to_file(settings, targets, json_out=ns.json)
+    family = {"any": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}
+    concurrency = settings.concurrency or None
+    if concurrency is None and total != 1:
+        old, new = raise_fd_limit()
+        if new != old:
+            log.debug("raised the open-files limit from %d to %d", old, new)
+    single = total == 1
+    progress = (
+        _Progress(total)
+        if not single and sys.stderr.isatty() and not settings.quiet and not ns.json
+        else None
+    )
+    counts = {"ok": 0, "failed": 0}
+    started = time.monotonic()
+    try:
+        async for result in knock_many(
+            targets, what,
+            concurrency=concurrency,
+            timeout=None if what is settings else settings.timeout,
+            family=family[settings.family],
+            mode="connect" if settings.connect else "syn",
+            jitter=settings.jitter,
+            verify=settings.verify or None,
+            verify_timeout=settings.verify_timeout,
+            watch=single or settings.debug > 0,
+            send=not settings.test,
+        ):  # fmt: skip
+            _report(result, settings, single=single)
+            ok = result.ok and result.verified is not False
+            counts["ok" if ok else "failed"] += 1
+            if progress is not None:
+                progress.update(ok)
+            if ns.json:
+                _emit(json.dumps(result.as_json()))  # a closed pipe stops no knock
+    except asyncio.CancelledError:
+        if progress is not None:
+            progress.close()
+        done = counts["ok"] + counts["failed"]
+        left = f" of {total}" if total else ""
+        log.error("interrupted: %d%s hosts done (%d failed); the rest were not knocked, "
+                  "every socket is closed", done, left, counts["failed"])  # fmt: skip
+        raise
+    if progress is not None:
+        progress.close()
     if settings.test:
         log.info("test mode: nothing sent")
-        return 0
-    if target is None:
-        await write_knock(settings.logfile, settings.fileformat, client=client, remote=remote,
-                          ports=plan.ports, timeout=settings.timeout)  # fmt: skip
-        log.info("wrote %d lines to %s", len(plan.ports), settings.logfile)
-        return 0
-    attempts = await send_knock(target, plan.ports, settings.timeout)
-    for a in attempts:
-        log.debug("port %d: %s", a.port, a.outcome)
-    log.info("sent %d knocks to %s (%s)", len(attempts), settings.remote, target.address)
+    if not single:
+        elapsed = time.monotonic() - started
+        done = counts["ok"] + counts["failed"]
+        log.info("knocked %d hosts in %.2f s: %d ok, %d failed",
+                 done, elapsed, counts["ok"], counts["failed"])  # fmt: skip
+    return EXIT_FAILED if counts["failed"] else 0
+
+
+def _report(result: KnockResult, settings: ClientSettings, *, single: bool) -> None:
+    level = logging.INFO if single else logging.DEBUG
+    if result.ports:
+        log.log(level, "knock for %s: %s", result.host, " ".join(map(str, result.ports)))
+    if result.values:
+        log.debug("values  %s", " ".join(map(str, result.values)))
+        log.debug("payload %s", " ".join(map(str, result.payload)))
+    for a in result.attempts:
+        log.debug("%s port %d: %s", result.host, a.port, a.outcome)
+    if not result.ok:
+        log.error("%s", result.error)
+        return
+    if result.verified is not None:
+        state = "open" if result.verified else "still closed"
+        log.log(logging.INFO if result.verified else logging.ERROR,
+                "%s: port %d %s after the knock", result.host, settings.verify, state)  # fmt: skip
+    if result.attempts:
+        log.log(level, "sent %d knocks to %s (%s)", len(result.attempts), result.host,
+                result.address)  # fmt: skip
+
+
+async def _log_to_file(settings: ClientSettings, targets: Any, *, json_out: bool) -> int:
+    """``logtofile``: each host's knock as faked log lines, hosts one after another."""
+    loop = asyncio.get_running_loop()
+    codec = codec_for(settings)
+    hosts: list[str] = []
+    async for target in _aiter(targets):
+        hosts.append(target if isinstance(target, str) else target[0])
+    for host in hosts:
+        client = settings.client
+        if client.lower() in ("", "auto"):
+            client = await loop.run_in_executor(None, local_address_for, host)
+        result = KnockResult(host, host, started=time.time(), ok=True)
+        plan = codec.build(knock_inputs(settings, client), time.time(), secrets.token_bytes)
+        result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports
+        log.info("knock for %s: %s", host, " ".join(map(str, plan.ports)))
+        if not settings.test:
+            await write_knock(settings.logfile, settings.fileformat, client=client,
+                              remote=host, ports=plan.ports, timeout=settings.timeout)  # fmt: skip
+            log.info("wrote %d lines to %s", len(plan.ports), settings.logfile)
+        result.finished = time.time()
+        if json_out:
+            _emit(json.dumps(result.as_json()))
+    if settings.test:
+        log.info("test mode: nothing sent")
     return 0
+
+
+async def _aiter(targets: Any) -> AsyncIterator[Any]:
+    if hasattr(targets, "__aiter__"):
+        async for t in targets:
+            yield t
+    else:
+        for t in targets:
+            yield t
 
 
 def _port_numbers(words: Sequence[str]) -> list[int] | None:

@@ -24,7 +24,15 @@ from config.configuration_set import ConfigurationSet
 
 from ..errors import ConfigError
 from .general import Block, Entry, read_general
-from .settings import FLAG, ClientSettings, DaemonSettings, DoorSpec, KnockSettings, integer
+from .settings import (
+    FLAG,
+    ClientSettings,
+    DaemonSettings,
+    DoorSpec,
+    KnockSettings,
+    integer,
+    parse_sequence,
+)
 
 log = logging.getLogger("aioknock.config")
 
@@ -365,21 +373,14 @@ def build_settings(
 
 
 def _sequence(text: str, entry: Entry) -> tuple[tuple[int, str], ...]:
-    """``7000,8000:udp,9000`` (knockd's spelling) as (port, proto) pairs."""
-    out: list[tuple[int, str]] = []
-    for item in text.replace(" ", "").split(","):
-        port_text, _, proto = item.partition(":")
-        proto = (proto or "tcp").lower()
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536 or proto not in ("tcp", "udp"):
-            raise ConfigError(
-                f"expected ports 1-65535 with optional :tcp or :udp, got {item!r}",
-                source=entry.source, line=entry.line, key="sequence",
-            )  # fmt: skip
-        if (int(port_text), proto) in out:
-            raise ConfigError(f"{item!r} appears twice", source=entry.source, line=entry.line,
-                              key="sequence")  # fmt: skip
-        out.append((int(port_text), proto))
-    return tuple(out)
+    try:
+        sequence = parse_sequence(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=entry.source, line=entry.line, key="sequence") from None
+    if len(set(sequence)) != len(sequence):
+        raise ConfigError("a port appears twice", source=entry.source, line=entry.line,
+                          key="sequence")  # fmt: skip
+    return sequence
 
 
 def parse_doors(blocks: list[Entry]) -> tuple[DoorSpec, ...]:

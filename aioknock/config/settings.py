@@ -88,9 +88,43 @@ def level(high: int) -> Kind:
     return Kind("level", f"yes/no or a count 0-{high}", convert)
 
 
+def choice(*names: str) -> Kind:
+    def convert(raw: object) -> str:
+        value = _text(raw).lower()
+        if value not in names:
+            raise ValueError
+        return value
+
+    return Kind("choice", " or ".join(names), convert)
+
+
 BOOL = Kind("bool", "yes/no, on/off, true/false or 1/0", _bool)
 TEXT = Kind("text", "text", _text)
 FLAG = integer(0)  # taken mod 256 with a warning, as the prototype did
+
+
+def parse_sequence(text: str) -> tuple[tuple[int, str], ...]:
+    """knockd's spelling ``7000,8000:udp,9000`` as (port, proto) pairs; ValueError if bad."""
+    out: list[tuple[int, str]] = []
+    for item in text.replace(" ", "").split(","):
+        port_text, _, proto = item.partition(":")
+        proto = (proto or "tcp").lower()
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+            raise ValueError(f"expected ports 1-65535 with optional :tcp or :udp, got {item!r}")
+        if proto not in ("tcp", "udp"):
+            raise ValueError(f"expected :tcp or :udp after the port, got {item!r}")
+        out.append((int(port_text), proto))
+    return tuple(out)
+
+
+def _sequence_text(raw: object) -> str:
+    text = _text(raw)
+    if text:
+        parse_sequence(text)
+    return text
+
+
+SEQUENCE = Kind("sequence", "ports such as 7000,8000:udp,9000", _sequence_text)
 
 
 def opt(default: Any, kind: Kind, help: str, *, secret: bool = False, metavar: str = "") -> Any:
@@ -197,6 +231,23 @@ class ClientSettings(KnockSettings):
     )  # fmt: skip
     port: int = opt(22, integer(0, 65535), "port the daemon should open (the PORT field)")
     timeout: float = opt(0.2, seconds(), "seconds between knocks (also between log lines)")
+    sequence: str = opt(
+        "", SEQUENCE, "send this fixed knockd-style sequence instead of an encoded knock, "
+        "e.g. 7000,8000:udp,9000", metavar="PORTS",
+    )  # fmt: skip
+    family: str = opt("any", choice("any", "4", "6"),
+                      "address family for names: any, 4 (-4) or 6 (-6)")  # fmt: skip
+    connect: bool = opt(
+        False, BOOL, "knock with asyncio.open_connection and wait for the handshake until "
+        "the next knock (for middleboxes that drop bare SYNs)",
+    )  # fmt: skip
+    jitter: float = opt(0.0, seconds(), "random extra delay, up to this many seconds, per knock")
+    concurrency: int = opt(0, integer(0, 1_000_000),
+                           "hosts knocked at once; 0 = as many as open files allow")  # fmt: skip
+    verify: int = opt(
+        0, integer(0, 65535), "after the knock, check that this port accepts connections; 0 = no"
+    )
+    verify_timeout: float = opt(3.0, seconds(0.1), "seconds to keep trying -verify")
     logtofile: bool = opt(False, BOOL, "write a faked firewall log instead of sending")
     logfile: str = opt("/tmp/portknock.log", TEXT, "log file for logtofile", metavar="PATH")
     fileformat: str = opt(
@@ -210,16 +261,6 @@ class ClientSettings(KnockSettings):
 
 
 Settings = ClientSettings
-
-
-def choice(*names: str) -> Kind:
-    def convert(raw: object) -> str:
-        value = _text(raw).lower()
-        if value not in names:
-            raise ValueError
-        return value
-
-    return Kind("choice", " or ".join(names), convert)
 
 
 def _number(raw: object) -> int:
