@@ -60,19 +60,23 @@ class KnockDaemon:
         self.counts = {"accept": 0, "refuse": 0, "ignore": 0, "packets": 0}
         self._closer_wake = asyncio.Event()
         self._restart = asyncio.Event()
-        self._grants: dict[tuple[str, int, str], Grant] = {}
+        # Open doors and the backend that opened them: after a reload, that backend
+        # (its commands, its state) extends and closes them, not the new one.
+        self._grants: dict[tuple[str, int, str], tuple[Grant, Backend]] = {}
         self._configure(settings)
 
     def _configure(self, settings: DaemonSettings) -> None:
-        self.settings = settings
-        self.tracker = make_tracker(settings)
-        self.backend = make_backend(settings)
-        self.keeper = DoorKeeper(settings.duration, settings.cooldown)
-        self.reader = (
+        # Everything is built before anything is replaced: a reload that fails half-way
+        # must leave the old configuration whole.
+        tracker = make_tracker(settings)
+        backend = make_backend(settings)
+        reader = (
             LineReader.for_format(settings.log_format, settings.fileformat)
             if settings.runmode == "file"
             else None
         )
+        self.settings, self.tracker, self.backend, self.reader = settings, tracker, backend, reader
+        self.keeper = DoorKeeper(settings.duration, settings.cooldown)
 
     def reload(self, settings: DaemonSettings) -> None:
         """New settings; knocks in progress are dropped, open doors keep their deadlines."""
@@ -135,12 +139,15 @@ class KnockDaemon:
         action = "opening" if verdict == "open" else "extending"
         log.info("accepted knock from %s (%s): %s %s for %g s",
                  d.source, d.door, action, what, self.settings.duration)  # fmt: skip
+        held = self._grants.get(grant.key)
+        backend = held[1] if verdict == "extend" and held is not None else self.backend
+        # Recorded before the (slow) open, so the closer finds it whenever it is due.
+        self._grants[grant.key] = (grant, backend)
+        self._closer_wake.set()
         try:
-            await self.backend.open(grant, self.settings.duration)
+            await backend.open(grant, self.settings.duration)
         except ActionError as exc:
             log.error("could not open %s: %s", what, exc)
-        self._closer_wake.set()
-        self._grants[grant.key] = grant
 
     async def _closer(self) -> None:
         """Close doors whose time is up (the nftables backend's kernel does it too)."""
@@ -151,13 +158,14 @@ class KnockDaemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closer_wake.wait(), timeout)
             for key in self.keeper.due(self.clock()):
-                grant = self._grants.pop(key, None)
-                if grant is None:
+                held = self._grants.pop(key, None)
+                if held is None:
                     continue
+                grant, backend = held
                 log.info("closing %s/%d for %s", grant.proto, grant.port, grant.address)
-                if not self.backend.closes_itself:
+                if not backend.closes_itself:
                     try:
-                        await self.backend.close(grant)
+                        await backend.close(grant)
                     except ActionError as exc:
                         log.error("could not close %s/%d for %s: %s", grant.proto, grant.port,
                                   grant.address, exc)  # fmt: skip

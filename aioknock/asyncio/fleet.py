@@ -226,7 +226,13 @@ async def knock_many(
                 except StopAsyncIteration:
                     exhausted = True
                     break
-                host, per_host_what = _target(target, what)
+                try:
+                    host, per_host_what = _target(target, what)
+                except ValueError as exc:  # a bad per-host override: that host fails alone
+                    now = time.time()
+                    name = target if isinstance(target, str) else str(target[0])
+                    yield KnockResult(name, started=now, finished=now, error=str(exc))
+                    continue
                 running.add(asyncio.create_task(_knock(host, per_host_what, options)))
             if not running:
                 return
@@ -248,7 +254,10 @@ def _target(target: Target_, what: ClientSettings | Ports) -> tuple[str, ClientS
         return host, what
     if not isinstance(what, ClientSettings):
         raise ValueError(f"{host}: per-host settings need knock settings, not a port sequence")
-    return host, with_overrides(what, overrides)
+    try:
+        return host, with_overrides(what, overrides)
+    except ValueError as exc:
+        raise ValueError(f"{host}: {exc}") from None
 
 
 def with_overrides(settings: ClientSettings, overrides: Mapping[str, Any]) -> ClientSettings:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from ..config.settings import ClientSettings
+from ..config.settings import FLAG, ClientSettings
 from ..errors import ConfigError
 
 Target = str | tuple[str, dict[str, Any]]
@@ -27,15 +27,21 @@ def parse_line(line: str, where: str) -> Target | None:
     host, rest = words[0], words[1:]
     if "=" in host:
         raise ConfigError(f"expected a host first, got {host!r}", source=where)
-    known = {k.name for k in ClientSettings.table()}
+    table = {k.name: k for k in ClientSettings.table()}
     overrides: dict[str, Any] = {}
     for word in rest:
         key, eq, value = word.partition("=")
         key = key.lower()
         if not eq:
             raise ConfigError(f"expected key=value after the host, got {word!r}", source=where)
-        if key not in known and not _FLAG.fullmatch(key):
+        kind = FLAG if _FLAG.fullmatch(key) else table[key].kind if key in table else None
+        if kind is None:
             raise ConfigError("not a setting a host line can override", source=where, key=key)
+        try:  # checked here, so that a bad value names its line instead of ending the run
+            kind(value)
+        except (ValueError, TypeError):
+            raise ConfigError(f"expected {kind.expected}, got {value!r}", source=where,
+                              key=key) from None  # fmt: skip
         overrides[key] = value
     return (host, overrides) if overrides else host
 

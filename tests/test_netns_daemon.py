@@ -1,0 +1,411 @@
+"""The proof of issue 4: ``aioknock run`` in a client namespace opens a door that
+``aioknock daemon`` (a real process, nftables backend) guards in a server namespace.
+
+The server's own ruleset (``table inet filter``) holds the two documented user rules,
+then drops the protected port and the knock ports. A listener answers on the protected
+port. Before the knock a connection fails; after ``aioknock run`` it succeeds; after
+``duration`` a new connection fails again -- in network mode (AF_PACKET capture) and
+in file mode (nftables ``log`` lines from the kernel log, copied into a file the daemon
+follows), with an encrypted knock and with a knockd-style sequence door.
+
+Safety: packets only go to addresses inside the namespaces created here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from netns import NetnsPair, check_root, netns_pair, requires_root
+
+from aioknock.daemon import nftables
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+KEY = "correct horse battery staple"
+SPAN = "745-1000"
+PROTECTED = 22
+DURATION = 2
+_serial = itertools.count()
+
+# The protected service: answers "pong" to every connection; bounded by a deadline.
+LISTENER = textwrap.dedent(
+    """
+    import socket, sys, time
+    deadline = time.monotonic() + float(sys.argv[2])
+    with socket.socket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("0.0.0.0", int(sys.argv[1])))
+        srv.listen(16)
+        srv.settimeout(0.5)
+        while time.monotonic() < deadline:
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"pong")
+    """
+)
+
+# One connection attempt from the client namespace: prints ok or fail.
+CONNECT = textwrap.dedent(
+    """
+    import socket, sys
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])),
+                                      timeout=float(sys.argv[3])) as s:
+            s.settimeout(float(sys.argv[3]))
+            print("ok" if s.recv(16) == b"pong" else "fail")
+    except OSError as exc:
+        print("fail", type(exc).__name__)
+    """
+)
+
+# Copies the kernel's log records that carry our prefix into a kern.log-like file,
+# from the end of /dev/kmsg on; bounded by a deadline (and killed by the harness).
+KMSG_COPIER = textwrap.dedent(
+    """
+    import errno, os, select, sys, time
+    path, prefix, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    os.lseek(fd, 0, os.SEEK_END)
+    deadline = time.monotonic() + limit
+    print("ready", flush=True)
+    with open(path, "a", buffering=1) as out:
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([fd], [], [], min(left, 0.5))[0]:
+                continue
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # records overwritten: go on
+                    continue
+                raise
+            text = record.decode(errors="replace").split(";", 1)[-1].split("\\n", 1)[0]
+            if text.startswith(prefix):
+                out.write("Jan  1 00:00:00 server kernel: " + text + "\\n")
+    """
+)
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOKNOCK_")}
+    return {**env, "HOME": str(home), "PYTHONPATH": str(ROOT)}
+
+
+def user_ruleset(*, log_prefix: str = "", doors: bool = False) -> str:
+    """The user's table: the two documented rules, then drops (and optionally log)."""
+    rules = [*nftables.user_rules()]
+    span = SPAN
+    if log_prefix:
+        syn = "tcp flags & (syn | ack) == syn"
+        rules.append(f'tcp dport {span} {syn} log prefix "{log_prefix}" level info')
+    rules.append(f"tcp dport {PROTECTED} counter drop")
+    rules.append(f"tcp dport {span} drop")
+    if doors:
+        rules += ["tcp dport { 7000, 9000 } drop", "udp dport 8000 drop"]
+    body = "\n".join(f"    {r}" for r in rules)
+    return (
+        "table inet filter {\n  chain input {\n"
+        "    type filter hook input priority filter; policy accept;\n"
+        f"{body}\n  }}\n}}\n"
+    )
+
+
+class Daemon:
+    """``python -m aioknock daemon -conf FILE`` in the server namespace, stderr to a file."""
+
+    def __init__(self, pair: NetnsPair, tmp: Path, conf: str) -> None:
+        self.pair = pair
+        self.conf = tmp / "knockdaemon.conf"
+        self.conf.write_text(conf)
+        self.errpath = tmp / "daemon.stderr"
+        with open(self.errpath, "wb") as err:
+            self.proc = pair.popen(
+                pair.server, [PY, "-m", "aioknock", "daemon", "-conf", str(self.conf)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=_env(tmp),
+            )  # fmt: skip
+
+    @property
+    def stderr(self) -> str:
+        return self.errpath.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(pattern, self.stderr)
+            if m is not None:
+                return m
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}: {self.stderr}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} within {timeout} s: {self.stderr}")
+            time.sleep(0.02)
+
+    def terminate(self, timeout: float = 5.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def daemon_conf(tmp: Path, *, runmode: str = "network", interface: str = "", **extra: str) -> str:
+    keyfile = tmp / "knock.key"
+    if not keyfile.exists():
+        keyfile.write_text(KEY + "\n")
+        keyfile.chmod(0o600)
+    settings = {
+        "knock": "CLIENT,PORT,RAND,THISMINUTE,CHECKSUM",
+        "portspan": SPAN,
+        "encrypt": "yes",
+        "cipher": "Blowfish",
+        "iv": "yes",
+        "key_file": "knock.key",  # relative: to the configuration file
+        "runmode": runmode,
+        "interface": interface,
+        "backend": "nftables",
+        "nft_table": "aioknock",
+        "duration": str(DURATION),
+        "cooldown": "0",
+        **extra,
+    }
+    return "".join(f"{k} = {v}\n" for k, v in settings.items())
+
+
+def knock(pair: NetnsPair, tmp: Path, *args: str, key: str = KEY) -> None:
+    """``aioknock run`` in the client namespace (the key in a file of its own)."""
+    keyfile = tmp / "client.key"
+    keyfile.write_text(key + "\n")
+    keyfile.chmod(0o600)
+    cmd = [PY, "-m", "aioknock", "run", "-remote", pair.server_ip, "-timeout", "0.01", *args]
+    if "-sequence" not in args:
+        cmd += ["-port", str(PROTECTED), "-encrypt", "-cipher", "Blowfish", "-iv",
+                "-key_file", str(keyfile), "-portspan", SPAN]  # fmt: skip
+    env = _env(tmp)
+    res = subprocess.run(
+        ["ip", "netns", "exec", pair.client, *cmd],
+        capture_output=True, text=True, timeout=15, env=env, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+
+
+def reach(pair: NetnsPair, timeout: float = 0.5) -> bool:
+    res = pair.run(
+        pair.client, [PY, "-c", CONNECT, pair.server_ip, str(PROTECTED), str(timeout)],
+        timeout=timeout + 10,
+    )  # fmt: skip
+    return res.stdout.startswith("ok")
+
+
+def poll_reach(pair: NetnsPair, want: bool, within: float) -> float | None:
+    """Seconds until ``reach`` answered ``want`` (None if it never did within ``within``)."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if reach(pair, 0.4) == want:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    return None
+
+
+def elements(pair: NetnsPair) -> str:
+    return pair.run(pair.server, ["nft", "list", "set", "inet", "aioknock", "allow4"]).stdout
+
+
+def prepare(pair: NetnsPair, *, log_prefix: str = "", doors: bool = False) -> None:
+    """The user's ruleset and the protected service in the server namespace."""
+    ruleset = user_ruleset(log_prefix=log_prefix, doors=doors)
+    pair.run(pair.server, ["nft", "-f", "-"], input=ruleset)
+    pair.popen(pair.server, [PY, "-c", LISTENER, str(PROTECTED), "60"])
+    pair.wait_port(PROTECTED)
+
+
+def assert_opens_then_closes(pair: NetnsPair, daemon: Daemon, opened_at: float) -> None:
+    """Open now (for the knocking client) and closed again once ``duration`` passed."""
+    daemon.wait_log(r"accepted knock from 198\.18\.0\.1 \(\w+\): opening tcp/22 for 198\.18\.0\.1")
+    assert poll_reach(pair, True, 3.0) is not None, daemon.stderr
+    assert "198.18.0.1 . tcp . 22" in elements(pair)
+    closed = poll_reach(pair, False, DURATION + 3.0)
+    assert closed is not None, f"the door never closed: {daemon.stderr}"
+    elapsed = time.monotonic() - opened_at
+    assert DURATION - 0.6 < elapsed < DURATION + 3.0, elapsed
+
+
+@pytest.fixture
+def pair() -> Iterator[NetnsPair]:
+    with netns_pair() as p:
+        yield p
+
+
+@requires_root
+def test_network_mode_encrypted_knock_opens_then_closes(pair: NetnsPair, tmp_path: Path) -> None:
+    prepare(pair)
+    daemon = Daemon(pair, tmp_path, daemon_conf(tmp_path, interface=pair.server_if))
+    daemon.wait_log(r"capturing on veth-s")
+    assert not reach(pair), "the protected port answered before any knock"
+    knock(pair, tmp_path)
+    opened = time.monotonic()
+    assert_opens_then_closes(pair, daemon, opened)
+    assert daemon.terminate() == 0, daemon.stderr
+    assert "Traceback" not in daemon.stderr
+    assert re.search(r"stopped: \d+ packets, 1 accepted, 0 refused", daemon.stderr), daemon.stderr
+
+
+@pytest.fixture
+def kernel_log_all_netns() -> Iterator[None]:
+    """nftables ``log`` in a namespace reaches the kernel log only with this sysctl."""
+    check_root()
+    name = "net.netfilter.nf_log_all_netns"
+    old = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, check=True)
+    subprocess.run(["sysctl", "-qw", f"{name}=1"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["sysctl", "-qw", f"{name}={old.stdout.strip()}"], check=True)
+
+
+@requires_root
+def test_file_mode_nftables_log_lines(
+    pair: NetnsPair, tmp_path: Path, kernel_log_all_netns: None
+) -> None:
+    prefix = f"akt{os.getpid()}x{next(_serial)}: "  # ours alone among the host's log lines
+    prepare(pair, log_prefix=prefix)
+    logfile = tmp_path / "kern.log"
+    logfile.touch()
+    copier = pair.popen(
+        pair.server, [PY, "-c", KMSG_COPIER, str(logfile), prefix, "30"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert copier.stdout is not None and copier.stdout.readline().strip() == "ready"
+    conf = daemon_conf(
+        tmp_path, runmode="file", logfile=str(logfile), log_format="kernel", from_start="yes"
+    )
+    daemon = Daemon(pair, tmp_path, conf)
+    daemon.wait_log(r"following .*kern\.log")
+    assert not reach(pair)
+    knock(pair, tmp_path)
+    opened = time.monotonic()
+    assert_opens_then_closes(pair, daemon, opened)
+    lines = logfile.read_text().splitlines()
+    assert len(lines) >= 32, lines  # one per knock port (Blowfish, RandomIV: 32 ports)
+    assert all("SRC=198.18.0.1 DST=198.18.0.2" in line for line in lines), lines[:3]
+    assert daemon.terminate() == 0, daemon.stderr
+
+
+@requires_root
+def test_sequence_door_network_mode(pair: NetnsPair, tmp_path: Path) -> None:
+    prepare(pair, doors=True)
+    conf = daemon_conf(tmp_path, interface=pair.server_if, encoded="no")
+    conf += "<door ssh>\n  sequence = 7000,8000:udp,9000\n  port = 22\n  proto = tcp\n</door>\n"
+    daemon = Daemon(pair, tmp_path, conf)
+    daemon.wait_log(r"capturing on veth-s")
+    assert not reach(pair)
+    knock(pair, tmp_path, "-sequence", "7000,8000:udp,9000")
+    opened = time.monotonic()
+    daemon.wait_log(r"accepted knock from 198\.18\.0\.1 \(ssh\)")
+    assert_opens_then_closes(pair, daemon, opened)
+    assert daemon.terminate() == 0, daemon.stderr
+
+
+@requires_root
+def test_wrong_key_opens_nothing(pair: NetnsPair, tmp_path: Path) -> None:
+    prepare(pair)
+    daemon = Daemon(pair, tmp_path, daemon_conf(tmp_path, interface=pair.server_if))
+    daemon.wait_log(r"capturing on veth-s")
+    knock(pair, tmp_path, key="not the key")
+    daemon.wait_log(r"warning: refused knock from 198\.18\.0\.1: ")
+    assert not reach(pair, 0.5)
+    assert "198.18.0.1" not in elements(pair)
+    assert "accepted" not in daemon.stderr
+    assert daemon.terminate() == 0, daemon.stderr
+
+
+@requires_root
+def test_sigterm_leaves_open_doors_to_their_timeout(pair: NetnsPair, tmp_path: Path) -> None:
+    prepare(pair)
+    daemon = Daemon(pair, tmp_path, daemon_conf(tmp_path, interface=pair.server_if))
+    daemon.wait_log(r"capturing on veth-s")
+    knock(pair, tmp_path)
+    opened = time.monotonic()
+    daemon.wait_log(r"accepted knock from 198\.18\.0\.1")
+    assert daemon.terminate() == 0, daemon.stderr
+    assert "stopped:" in daemon.stderr and "Traceback" not in daemon.stderr
+    listing = elements(pair)
+    assert re.search(r"198\.18\.0\.1 \. tcp \. 22 timeout \S+ expires", listing), listing
+    assert poll_reach(pair, True, 1.0) is not None, "the door closed with the daemon"
+    closed = poll_reach(pair, False, DURATION + 3.0)
+    assert closed is not None, "the kernel did not close the door"
+    assert time.monotonic() - opened > DURATION - 0.6
+    assert "198.18.0.1" not in elements(pair)
+
+
+@requires_root
+def test_failed_reload_keeps_the_old_configuration(pair: NetnsPair, tmp_path: Path) -> None:
+    """SIGHUP with a configuration that cannot work: the daemon goes on exactly as before."""
+    prepare(pair)
+    daemon = Daemon(pair, tmp_path, daemon_conf(tmp_path, interface=pair.server_if))
+    daemon.wait_log(r"capturing on veth-s")
+    daemon.conf.write_text(daemon_conf(tmp_path, interface=pair.server_if, encoded="no",
+                                       duration="7"))  # fmt: skip
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"error: reload failed, keeping the old configuration: .*encoded")
+    knock(pair, tmp_path)
+    opened = time.monotonic()
+    daemon.wait_log(r"accepted knock from 198\.18\.0\.1 \(knock\): opening tcp/22 for "
+                    rf"198\.18\.0\.1 for {DURATION} s")  # fmt: skip
+    listing = elements(pair)
+    assert f"198.18.0.1 . tcp . 22 timeout {DURATION}s" in listing, listing
+    assert_opens_then_closes(pair, daemon, opened)
+    assert daemon.terminate() == 0, daemon.stderr
+
+
+@requires_root
+def test_command_backend_repeated_knock_after_reload_does_not_stack(
+    pair: NetnsPair, tmp_path: Path
+) -> None:
+    """backend = command with rules that stack (as iptables -I does): a knock within the
+    window extends the door, also after a SIGHUP; close runs once, after ``duration``."""
+    prepare(pair)
+    table = "inet filter"
+    pair.run(pair.server, ["nft", "-f", "-"], input=(
+        f"add chain {table} doors\ninsert rule {table} input jump doors\n"
+    ))  # fmt: skip
+    conf = daemon_conf(
+        tmp_path, interface=pair.server_if, backend="command", duration="3",
+        open=f"nft add rule {table} doors ip saddr %IP% tcp dport %PORT% accept",
+        close=f"nft flush chain {table} doors",
+    )  # fmt: skip
+    daemon = Daemon(pair, tmp_path, conf)
+    daemon.wait_log(r"capturing on veth-s")
+
+    def door_rules() -> int:
+        chain = pair.run(pair.server, ["nft", "list", "chain", *table.split(), "doors"]).stdout
+        return chain.count("ip saddr 198.18.0.1 tcp dport 22 accept")
+
+    assert not reach(pair)
+    knock(pair, tmp_path)
+    opened = time.monotonic()
+    daemon.wait_log(r"opening tcp/22 for 198\.18\.0\.1")
+    assert poll_reach(pair, True, 2.0) is not None, daemon.stderr
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"configuration reloaded")
+    daemon.wait_log(r"capturing on veth-s(.|\n)*capturing on veth-s")
+    knock(pair, tmp_path)
+    daemon.wait_log(r"extending tcp/22 for 198\.18\.0\.1")
+    assert door_rules() == 1, daemon.stderr
+    closed = poll_reach(pair, False, 6.0)
+    assert closed is not None, daemon.stderr
+    assert time.monotonic() - opened > 3.0 - 0.6
+    assert door_rules() == 0
+    daemon.wait_log(r"closing tcp/22 for 198\.18\.0\.1")
+    assert "could not" not in daemon.stderr, daemon.stderr
+    assert daemon.terminate() == 0, daemon.stderr
