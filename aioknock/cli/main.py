@@ -296,7 +296,9 @@ async def _run(ns: argparse.Namespace, settings: ClientSettings) -> int:
         left = f" of {total}" if total else ""
         log.error("interrupted: %d%s hosts done (%d failed); the rest were not knocked, "
                   "every socket is closed", done, left, counts["failed"])  # fmt: skip
-        raise
+        # The top-level task: the summary above is the whole report, so the runner
+        # returns 130 instead of raising KeyboardInterrupt for a second line.
+        return EXIT_INTERRUPTED
     if progress is not None:
         progress.close()
     if settings.test:
