@@ -503,3 +503,17 @@ def test_cli_sigint_exits_130_with_summary(
     assert len(lines) == 1, err  # the summary is the whole report
     assert "interrupted: 0 of 1000 hosts done" in lines[0], err
     assert "every socket is closed" in lines[0]
+
+
+def test_default_concurrency_bounded_by_fds_and_send_rate() -> None:
+    soft = fleet.resource.getrlimit(fleet.resource.RLIMIT_NOFILE)[0]
+    # timeout 0: only file descriptors bound it (one socket per host at a time)
+    assert fleet.default_concurrency(8, 0) == (soft - fleet.FD_HEADROOM) // 2
+    # 100 ms: each host sends 10 SYN/s, so SYN_RATE / 10 hosts at most
+    assert fleet.default_concurrency(8, 0.1) == min(
+        fleet.SYN_RATE // 10, (soft - fleet.FD_HEADROOM) // 3
+    )
+    assert fleet.default_concurrency(8, 0.1, "connect") == min(
+        fleet.CONNECT_RATE // 10, (soft - fleet.FD_HEADROOM) // 3
+    )
+    assert fleet.default_concurrency(8, 0.001) >= 1

@@ -408,3 +408,55 @@ def test_uvloop_ipv6() -> None:
 async def test_bad_timeout_rejected(timeout: float) -> None:
     with pytest.raises(ValueError, match="timeout"):
         await send_knock(await resolve(LOOPBACK), [1], timeout)
+
+
+def _recording_syn(monkeypatch: pytest.MonkeyPatch) -> tuple[list[socket.socket], list[int]]:
+    """Wraps the sender's connect(): the sockets it made, and how many earlier ones
+    were still open at each call."""
+    from aioknock.asyncio import sender
+
+    made: list[socket.socket] = []
+    open_before: list[int] = []
+    real = sender._syn
+
+    def syn(target: Target, port: int) -> tuple[socket.socket, int]:
+        open_before.append(sum(s.fileno() >= 0 for s in made))
+        sock, err = real(target, port)
+        made.append(sock)
+        return sock, err
+
+    monkeypatch.setattr(sender, "_syn", syn)
+    return made, open_before
+
+
+async def test_unwatched_one_socket_per_host_when_the_loop_falls_behind(
+    v4: Ports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled loop makes the overdue knocks leave back to back; each still closes
+    the one before it, so a host never holds more than one socket (fleets size their
+    concurrency on that)."""
+    made, open_before = _recording_syn(monkeypatch)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.02, lambda: __import__("time").sleep(0.3))  # the loop stalls
+    attempts = await send_knock(v4.target, [v4.silent] * 8, TIMEOUT, watch=False)
+    late = [a.sent - attempts[0].sent - i * TIMEOUT for i, a in enumerate(attempts)]
+    assert max(late) > 0.1, late  # the stall happened: some knocks were caught up
+    assert len(made) == 8 and open_before == [0] * 8, open_before
+    assert all(s.fileno() < 0 for s in made)
+    assert [a.outcome for a in attempts] == ["sent"] * 8
+
+
+async def test_unwatched_long_timeout_closes_before_the_retransmission(
+    v4: Ports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made, _ = _recording_syn(monkeypatch)
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(send_knock(v4.target, [v4.silent] * 2, 1.2, watch=False))
+    await asyncio.sleep(0.1)
+    assert len(made) == 1 and made[0].fileno() >= 0
+    t0 = loop.time()
+    await asyncio.sleep(HOLD_MAX + 0.05 - 0.1)  # just past sent + HOLD_MAX, before 1 s
+    assert made[0].fileno() < 0, loop.time() - t0
+    attempts = await task
+    assert len(made) == 2 and all(s.fileno() < 0 for s in made)
+    assert [a.outcome for a in attempts] == ["sent", "sent"]

@@ -10,6 +10,7 @@ fails alone, with its reason, and the others go on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import math
@@ -28,6 +29,12 @@ from .sender import HOLD_MAX, Attempt, Mode, Target, resolve, send_knock
 
 Ports = Sequence[int | tuple[int, str]]
 FD_HEADROOM = 64
+# Knocks per second the default concurrency plans for, by mode: about a third of what
+# one core sends (benchmarks/bench_fleet.py: ~58k bare SYNs/s, ~18k open_connection
+# attempts/s), so the loop keeps its schedule with room to spare.
+SYN_RATE = 20_000
+CONNECT_RATE = 6_000
+START_BATCH = 32  # hosts started per loop pass: timers due meanwhile wait for one batch
 VERIFY_ATTEMPT = 0.5
 
 
@@ -76,14 +83,20 @@ class Options:
     send: bool = True  # False: resolve and encode only (-test)
 
 
-def default_concurrency(knocks_per_host: int, timeout: float) -> int:
-    """Hosts in flight so that their sockets fit under RLIMIT_NOFILE with headroom."""
+def default_concurrency(knocks_per_host: int, timeout: float, mode: Mode = "syn") -> int:
+    """Hosts in flight: their sockets fit under RLIMIT_NOFILE with headroom, and
+    together they ask for at most ``SYN_RATE`` (``CONNECT_RATE``) knocks per second
+    (each host sends one per ``timeout``). More would not finish sooner: the loop
+    would fall behind its schedule and send late, back-to-back knocks."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     hold = min(max(timeout, 0.05), HOLD_MAX)
     per_host = max(1, min(knocks_per_host, math.ceil(hold / timeout) + 1 if timeout else 1))
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(1, (soft - FD_HEADROOM) // (per_host + 1))
+    by_fds = (soft - FD_HEADROOM) // (per_host + 1)
+    rate = SYN_RATE if mode == "syn" else CONNECT_RATE
+    by_rate = math.ceil(rate * timeout) if timeout > 0 else by_fds
+    return max(1, min(by_fds, by_rate))
 
 
 def raise_fd_limit() -> tuple[int, int]:
@@ -207,20 +220,38 @@ async def knock_many(
     A target is a host name or address, or ``(host, {"port": 2222, ...})`` to override
     settings for that host. Breaking out of the loop, or cancelling the task that runs
     it, cancels the hosts in flight and closes all their sockets.
+
+    A full garbage collection walks every live object and holds up the knocks due
+    meanwhile (~8 ms with 1,000 hosts in flight); a tool that knocks large fleets at
+    tight timeouts can call ``gc.freeze()`` after start-up, as the CLI does.
     """
     options = Options(timeout, family, mode, jitter, verify, verify_timeout, watch, send)
     if concurrency is None:
         per_host = 8 if not isinstance(what, ClientSettings) else codec_for(what).knock_length
         t = what.timeout if isinstance(what, ClientSettings) and timeout is None else timeout
-        concurrency = default_concurrency(per_host, t or 0.0)
+        concurrency = default_concurrency(per_host, t or 0.0, mode)
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, not {concurrency}")
     running: set[asyncio.Task[KnockResult]] = set()
+    # Finished hosts arrive through callbacks: asyncio.wait() over the running set would
+    # cost O(hosts in flight) per finished host.
+    finished: collections.deque[asyncio.Task[KnockResult]] = collections.deque()
+    wake = asyncio.Event()
+
+    def on_done(task: asyncio.Task[KnockResult]) -> None:
+        finished.append(task)
+        wake.set()
+
     source = _iterate(targets)
     exhausted = False
+    started = 0
     try:
         while True:
             while not exhausted and len(running) < concurrency:
+                if started and started % START_BATCH == 0:
+                    # Let the batch send its first knocks and due timers fire: a host's
+                    # start (resolve, encode, first connect) runs without suspending.
+                    await asyncio.sleep(0)
                 try:
                     target = await anext(source)
                 except StopAsyncIteration:
@@ -233,11 +264,18 @@ async def knock_many(
                     name = target if isinstance(target, str) else str(target[0])
                     yield KnockResult(name, started=now, finished=now, error=str(exc))
                     continue
-                running.add(asyncio.create_task(_knock(host, per_host_what, options)))
+                task = asyncio.create_task(_knock(host, per_host_what, options))
+                task.add_done_callback(on_done)
+                running.add(task)
+                started += 1
             if not running:
                 return
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
+            while not finished:
+                wake.clear()
+                await wake.wait()
+            while finished:
+                task = finished.popleft()
+                running.discard(task)
                 yield task.result()
     finally:
         for task in running:

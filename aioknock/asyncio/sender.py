@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import math
 import os
 import random
 import socket
@@ -226,10 +227,12 @@ async def send_knock(
 ) -> list[Attempt]:
     """Knock ``ports`` (``port`` or ``(port, "udp")``) in order on an absolute schedule.
 
-    With ``watch=False`` each TCP attempt is closed by a timer at the next slot (at
-    once at ``timeout = 0``) without learning its outcome: the cheapest way to send
-    one SYN, for fleets. Raises ``SendError`` when a knock cannot leave this
-    host; every socket opened so far is closed first (also when cancelled).
+    With ``watch=False`` a TCP attempt is closed when the next knock leaves (at once
+    at ``timeout = 0``, by a timer when the next slot is beyond ``HOLD_MAX``) without
+    learning its outcome: the cheapest way to send one SYN, for fleets, and one
+    socket per host however far behind the loop falls. Raises ``SendError`` when a
+    knock cannot leave this host; every socket opened so far is closed first (also
+    when cancelled).
     """
     knocks = _normalize(ports)
     if not timeout >= 0 or not jitter >= 0:  # also NaN
@@ -241,12 +244,15 @@ async def send_knock(
     attempts: list[Attempt] = []
     watches: list[_Watch] = []
     tasks: list[asyncio.Task[None]] = []
-    held: list[socket.socket] = []  # watch=False: closed by a timer at sent + hold
+    held: socket.socket | None = None  # watch=False: the last TCP attempt, still open
     slots = schedule(loop.time(), len(knocks), timeout, jitter)
     try:
-        for (port, proto), slot in zip(knocks, slots, strict=True):
+        for i, ((port, proto), slot) in enumerate(zip(knocks, slots, strict=True)):
             while (delay := slot - loop.time()) > 0:
                 await asyncio.sleep(delay)
+            if held is not None:  # its slot is over (or the loop is catching up)
+                held.close()
+                held = None
             if (error := _first_error(tasks)) is not None:
                 raise error
             attempt = Attempt(port, loop.time())
@@ -264,13 +270,15 @@ async def send_knock(
                 elif watch:
                     watches.append(_Watch(loop, sock, attempt, attempt.sent + hold))
                 elif timeout > 0:
-                    held.append(sock)
-                    loop.call_at(attempt.sent + min(timeout, HOLD_MAX), sock.close)
+                    held = sock
                     attempt.outcome = "sent"
+                    next_slot = slots[i + 1] if i + 1 < len(slots) else math.inf
+                    if next_slot - attempt.sent > HOLD_MAX:  # close before a retransmission
+                        loop.call_at(attempt.sent + HOLD_MAX, sock.close)
                 else:
                     sock.close()
                     attempt.outcome = "sent"
-        if held:
+        if held is not None:
             await asyncio.sleep(max(0.0, attempts[-1].sent + min(timeout, HOLD_MAX) - loop.time()))
         # Each is bounded by its deadline (at most hold after the last knock).
         pending = [w.done for w in watches if not w.done.done()] + tasks
@@ -279,8 +287,8 @@ async def send_knock(
         if (error := _first_error(tasks)) is not None:
             raise error
     finally:
-        for sock in held:
-            sock.close()
+        if held is not None:
+            held.close()
         for w in watches:
             w.close("cancelled")
         for task in tasks:

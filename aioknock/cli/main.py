@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import difflib
+import gc
 import json
 import logging
 import os
@@ -262,6 +263,9 @@ async def _run(ns: argparse.Namespace, settings: ClientSettings) -> int:
         if new != old:
             log.debug("raised the open-files limit from %d to %d", old, new)
     single = total == 1
+    # What is alive now (modules, settings, codec) lives until exit: frozen, a full
+    # collection mid-run walks only the run's objects and keeps its pause short.
+    gc.freeze()
     progress = (
         _Progress(total)
         if not single and sys.stderr.isatty() and not settings.quiet and not ns.json
