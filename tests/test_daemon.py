@@ -5,6 +5,7 @@ argument-list commands that create and remove a marker file."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -156,6 +157,26 @@ def test_sequence_door_config_and_errors(tmp_path: Path) -> None:
     toml.write_text('encoded = false\n[door.web]\nsequence = "1,2:udp"\nport = 443\n')
     settings = build_settings(DaemonSettings, path=toml, overrides={}, sending=False)
     assert settings.doors[0].name == "web" and settings.doors[0].port == 443
+
+
+async def test_stopping_closes_doors_opened_by_commands(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An iptables rule left behind would never be removed: stopping closes it."""
+    caplog.set_level(logging.INFO, logger="aioknock")
+    daemon = KnockDaemon(daemon_settings(home, duration=60))
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    marker = home / "open-127.0.0.1-tcp-22"
+    try:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(client, home / "fw.log")
+        assert await wait_for(marker.exists), "the door did not open"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert not marker.exists(), "the door outlived the daemon"
+    assert "closing tcp/22 for 127.0.0.1: the daemon is stopping" in caplog.text
 
 
 def test_cli_daemon_reload_and_stop(tmp_path: Path) -> None:

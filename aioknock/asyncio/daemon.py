@@ -196,9 +196,25 @@ class KnockDaemon:
             stopper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await closer
+            await self._close_on_stop()
             log.info("stopped: %d packets, %d accepted, %d refused, %d ignored",
                      self.counts["packets"], self.counts["accept"], self.counts["refuse"],
                      self.counts["ignore"])  # fmt: skip
+
+    async def _close_on_stop(self) -> None:
+        """Doors opened by commands would stay open for good once the daemon is gone:
+        close them now. nftables doors keep their kernel timeouts instead."""
+        for key, (grant, backend) in list(self._grants.items()):
+            if backend.closes_itself:
+                continue
+            del self._grants[key]
+            log.info("closing %s/%d for %s: the daemon is stopping", grant.proto, grant.port,
+                     grant.address)  # fmt: skip
+            try:
+                await backend.close(grant)
+            except ActionError as exc:
+                log.error("could not close %s/%d for %s: %s", grant.proto, grant.port,
+                          grant.address, exc)  # fmt: skip
 
     async def _feed(self) -> None:
         async for batch in self.packets():

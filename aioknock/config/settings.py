@@ -243,7 +243,7 @@ class ClientSettings(KnockSettings):
     )  # fmt: skip
     jitter: float = opt(0.0, seconds(), "random extra delay, up to this many seconds, per knock")
     concurrency: int = opt(0, integer(0, 1_000_000),
-                           "hosts knocked at once; 0 = as many as open files allow")  # fmt: skip
+                           "hosts knocked at once; 0 = sized from open files and send rate")  # fmt: skip
     verify: int = opt(
         0, integer(0, 65535), "after the knock, check that this port accepts connections; 0 = no"
     )
