@@ -170,6 +170,18 @@ def test_boolean_options(
     assert (sent.knocks == []) is expected
 
 
+@pytest.mark.parametrize("word", ["yes", "on", "False"])
+def test_a_value_after_a_switch_is_not_taken_for_a_host(
+    capsys: pytest.CaptureFixture[str], sent: Sent, word: str
+) -> None:
+    """The prototype's switches take no value; "-test yes" must not knock a host "yes"."""
+    code, _, err = run(capsys, "run", *PLAIN, "-test", word)
+    assert code == 2 and sent.knocks == []
+    assert f"{word!r} is not a host: switches take no value (write -test or -notest)" in (
+        one_error_line(err)
+    )
+
+
 def test_key_file_spellings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = tmp_path / "knock.key"
     write(key, "sesame\n").chmod(0o600)

@@ -183,6 +183,7 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
     rest, flags = split_flags([aliases.get(arg, arg) for arg in argv])
     parser = _parser(command)
     ns = parser.parse_args(rest)
+    ns.argv = list(argv)
     if ns.help:
         _emit(brief_usage(command))
         return 0
@@ -216,6 +217,9 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
     return ns, settings
 
 
+BOOLEAN_WORDS = frozenset({"yes", "no", "on", "off", "true", "false"})
+
+
 def _targets(ns: argparse.Namespace, settings: ClientSettings) -> tuple[Any, int | None]:
     """The hosts to knock and how many (None: not known ahead, from stdin)."""
     if ns.hosts == "-":
@@ -223,6 +227,12 @@ def _targets(ns: argparse.Namespace, settings: ClientSettings) -> tuple[Any, int
             raise ConfigError("give hosts as arguments or with --hosts, not both",
                               source="command line")  # fmt: skip
         return stdin_hosts(), None
+    for word in ns.targets:
+        if word.lower() in BOOLEAN_WORDS:  # "-encrypt yes": would be knocked as a host
+            i = ns.argv.index(word)
+            switch = ns.argv[i - 1].lstrip("-") if i > 0 else "encrypt"
+            raise ConfigError(f"{word!r} is not a host: switches take no value (write "
+                              f"-{switch} or -no{switch})", source="command line")  # fmt: skip
     listed: list[Any] = [parse_line(t, "command line") for t in ns.targets]
     if ns.hosts:
         listed += read_hosts_file(ns.hosts)

@@ -242,8 +242,9 @@ class ClientSettings(KnockSettings):
         "the next knock (for middleboxes that drop bare SYNs)",
     )  # fmt: skip
     jitter: float = opt(0.0, seconds(), "random extra delay, up to this many seconds, per knock")
-    concurrency: int = opt(0, integer(0, 1_000_000),
-                           "hosts knocked at once; 0 = sized from open files and send rate")  # fmt: skip
+    concurrency: int = opt(
+        0, integer(0, 1_000_000), "hosts knocked at once; 0 = sized from open files and send rate"
+    )
     verify: int = opt(
         0, integer(0, 65535), "after the knock, check that this port accepts connections; 0 = no"
     )
