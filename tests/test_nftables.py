@@ -323,6 +323,7 @@ NFT_DRIVER = textwrap.dedent(
     import asyncio, sys
     from aioknock.asyncio.actions import ActionError, NftBackend
     from aioknock.daemon.doors import Grant
+    from aioknock.errors import ConfigError
     backend = NftBackend(sys.argv[1])
     for line in sys.stdin:
         cmd, *args = line.split()
@@ -336,7 +337,7 @@ NFT_DRIVER = textwrap.dedent(
                 else:
                     asyncio.run(backend.close(grant))
             print("ok", flush=True)
-        except ActionError as exc:
+        except (ActionError, ConfigError) as exc:
             print("error", exc, flush=True)
     """
 )
@@ -533,6 +534,14 @@ def test_errors_from_nft_are_one_line(pair: NetnsPair) -> None:
     answer = nft.ask("open 198.18.0.1 22 tcp 10")  # no setup: no such table
     assert answer.startswith("error nft -f - failed (exit 1): "), answer
     assert "No such file or directory" in answer
+
+
+@requires_root
+def test_a_keyword_table_name_is_a_config_error(pair: NetnsPair) -> None:
+    """nft cannot quote names, so "accept" fails in nft's parser: say which key to fix."""
+    nft = Driver(pair, pair.server, NFT_DRIVER, "accept")
+    answer = nft.ask("setup")
+    assert answer == "error nft_table: 'accept' is an nftables keyword; choose another table name"
 
 
 @requires_root

@@ -9,7 +9,7 @@ import shlex
 
 from ..daemon import nftables
 from ..daemon.doors import Command, Grant, Key
-from ..errors import AioknockError
+from ..errors import AioknockError, ConfigError
 
 log = logging.getLogger("aioknock.daemon")
 
@@ -106,7 +106,14 @@ class NftBackend(Backend):
         await run_argv(["nft", "-f", "-"], stdin=script)
 
     async def setup(self) -> None:
-        await self._nft(nftables.setup_script(self.table, self.mark))
+        try:
+            await self._nft(nftables.setup_script(self.table, self.mark))
+        except ActionError as exc:
+            # nft has no quoting for names: a keyword ("accept", "filter"...) is a syntax error.
+            if f"unexpected {self.table}," in str(exc):
+                raise ConfigError(f"{self.table!r} is an nftables keyword; choose another "
+                                  "table name", key="nft_table") from None  # fmt: skip
+            raise
 
     async def open(self, grant: Grant, duration: float) -> None:
         await self._nft(nftables.open_script(self.table, grant, duration))  # also refreshes
