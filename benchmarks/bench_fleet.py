@@ -354,7 +354,7 @@ def targets(rows: list[Row]) -> None:
     print(f"  [{verdict(None if ratio is None else ratio >= 3)}] timeout 0, 10,000 hosts: "
           f"SYN rate >= 3x knock+xargs -P{XARGS_P}: {fmt(ratio, '.2f')}x")  # fmt: skip
     print(f"  [{verdict(None if syn1 is None else syn1.wall < 1.5)}] timeout 0.1 s, 1,000 hosts "
-          f"in < 1.5 s wall: {fmt(syn1 and syn1.wall, '.3f')} s")  # fmt: skip
+          f"in < 1.5 s wall: {fmt(syn1.wall if syn1 else None, '.3f')} s")  # fmt: skip
     complete = all(r.complete == r.hosts for r in ours) if ours else None
     print(
         f"  [{verdict(complete)}] 100% of hosts complete and in order: "

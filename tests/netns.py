@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import pytest
 
@@ -118,15 +118,15 @@ def requires_root(obj: T) -> T:
     """
     marked: Any = pytest.mark.root(obj)
     if netns_available():
-        return marked  # type: ignore[no-any-return]
+        return cast(T, marked)
     if not in_ci():
-        return pytest.mark.skip(reason=ROOT_REASON)(marked)  # type: ignore[no-any-return]
+        return cast(T, pytest.mark.skip(reason=ROOT_REASON)(marked))
     if inspect.isclass(marked):
         for name, attr in list(vars(marked).items()):
             if name.startswith("test") and callable(attr):
                 setattr(marked, name, _failing(attr))
-        return marked  # type: ignore[no-any-return]
-    return _failing(marked)  # type: ignore[return-value]
+        return cast(T, marked)
+    return cast(T, _failing(marked))
 
 
 # ---------------------------------------------------------- running commands

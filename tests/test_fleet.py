@@ -13,6 +13,7 @@ import contextlib
 import gc
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -213,13 +214,18 @@ async def test_udp_knocks_arrive() -> None:
     loop = asyncio.get_running_loop()
     got: list[int] = []
     socks = []
+
+    def receive(u: socket.socket, port: int) -> None:
+        u.recv(64)
+        got.append(port)
+
     try:
         for port in (41021, 41023):
             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             socks.append(u)
             u.bind(("127.0.0.3", port))
             u.setblocking(False)
-            loop.add_reader(u.fileno(), lambda u=u, p=port: (u.recv(64), got.append(p)))
+            loop.add_reader(u.fileno(), receive, u, port)
         with listening(["127.0.0.3"], [41022]) as tcp:
             seq = [(41021, "udp"), (41022, "tcp"), (41023, "udp")]
             results = await collect(knock_many(["127.0.0.3", "127.0.0.4"], seq, timeout=0.02))
@@ -506,7 +512,7 @@ def test_cli_sigint_exits_130_with_summary(
 
 
 def test_default_concurrency_bounded_by_fds_and_send_rate() -> None:
-    soft = fleet.resource.getrlimit(fleet.resource.RLIMIT_NOFILE)[0]
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     # timeout 0: only file descriptors bound it (one socket per host at a time)
     assert fleet.default_concurrency(8, 0) == (soft - fleet.FD_HEADROOM) // 2
     # 100 ms: each host sends 10 SYN/s, so SYN_RATE / 10 hosts at most

@@ -32,5 +32,5 @@ def test_ruff(cmd: tuple[str, ...]) -> None:
 
 
 def test_mypy_strict() -> None:
-    result = _run(sys.executable, "-m", "mypy", "--strict", "aioknock")
+    result = _run(sys.executable, "-m", "mypy", "--strict", "aioknock", "tests", "benchmarks")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -50,7 +50,9 @@ def test_hosts_file_example_parses() -> None:
         "web1.example", "web2.example", "db1.example", "legacy.example",
     ]  # fmt: skip
     base = ClientSettings()
-    db = with_overrides(base, dict(targets[2][1]))  # type: ignore[index]
+    db_line, legacy_line = targets[2], targets[3]
+    assert isinstance(db_line, tuple) and isinstance(legacy_line, tuple)
+    db = with_overrides(base, db_line[1])
     assert db.port == 5432 and db.flags[0] == 3
-    legacy = with_overrides(base, dict(targets[3][1]))  # type: ignore[index]
+    legacy = with_overrides(base, legacy_line[1])
     assert legacy.knock == "CLIENT,PORT,CHECKSUM" and legacy.portbytes == 1

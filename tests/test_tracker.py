@@ -11,7 +11,7 @@ from aioknock.codec.ciphers import CryptCBC, Plain
 from aioknock.codec.fields import KnockFormat, KnockInputs
 from aioknock.codec.knock import Codec
 from aioknock.codec.portspan import PortSpan
-from aioknock.daemon.tracker import Packet, SequenceDoor, Tracker, TrackerConfig
+from aioknock.daemon.tracker import Decision, Packet, Proto, SequenceDoor, Tracker, TrackerConfig
 
 NOW = 1_764_000_000.0
 SRC = "198.18.0.1"
@@ -35,14 +35,14 @@ def knock_ports(codec: Codec, *, client: str = SRC, port: int = 22, now: float =
 
 def feed(
     tracker: Tracker, ports: list[int], *, src: str = SRC, now: float = NOW, sport0: int = 40000
-):
-    decisions = []
+) -> list[Decision]:
+    decisions: list[Decision] = []
     for i, port in enumerate(ports):
         decisions += tracker.receive(Packet(now + i * 0.01, src, port, "tcp", sport0 + i))
     return decisions
 
 
-def accepted(decisions) -> list:
+def accepted(decisions: list[Decision]) -> list[Decision]:
     return [d for d in decisions if d.verdict == "accept"]
 
 
@@ -62,7 +62,9 @@ FORMATS = st.lists(
     port=st.integers(1, 65535),
     offset=st.floats(-100, 100),
 )
-def test_accepts_every_knock_the_client_builds(fmt, bits, cipher, iv, port, offset) -> None:
+def test_accepts_every_knock_the_client_builds(
+    fmt: str, bits: int, cipher: str | None, iv: bool, port: int, offset: float
+) -> None:
     span = f"20000-{20000 + (1 << bits) - 1}"
     codec = make_codec(fmt, span, cipher, iv)
     tracker = Tracker(codec, TrackerConfig(time_tolerance=120))
@@ -141,7 +143,7 @@ def test_interleaved_knocks_from_one_source_never_open() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
-def test_corrupted_knocks_never_open(data) -> None:
+def test_corrupted_knocks_never_open(data: st.DataObject) -> None:
     codec = make_codec()
     ports = knock_ports(codec)
     i = data.draw(st.integers(0, len(ports) - 1))
@@ -177,14 +179,16 @@ def test_sequence_door() -> None:
     door = SequenceDoor("ssh", ((7000, "tcp"), (8000, "udp"), (9000, "tcp")), 22)
     tracker = Tracker(None, TrackerConfig(), [door])
     # The second 8000 is a duplicated datagram (same source port): it must not reset.
-    hits = [(7000, "tcp", 100), (8000, "udp", 101), (8000, "udp", 101), (9000, "tcp", 103)]
-    decisions = []
+    hits: list[tuple[int, Proto, int]] = [
+        (7000, "tcp", 100), (8000, "udp", 101), (8000, "udp", 101), (9000, "tcp", 103),
+    ]  # fmt: skip
+    decisions: list[Decision] = []
     for i, (port, proto, sport) in enumerate(hits):
         decisions += tracker.receive(Packet(NOW + i, SRC, port, proto, sport))
     assert [(d.verdict, d.door, d.port) for d in decisions if d.verdict == "accept"] == [
         ("accept", "ssh", 22)
     ]
-    wrong = [(7000, "tcp"), (9000, "tcp"), (8000, "udp")]
+    wrong: list[tuple[int, Proto]] = [(7000, "tcp"), (9000, "tcp"), (8000, "udp")]
     decisions = []
     for i, (port, proto) in enumerate(wrong):
         decisions += tracker.receive(Packet(NOW + 10 + i, SRC, port, proto, 200 + i))
