@@ -523,3 +523,93 @@ def test_default_concurrency_bounded_by_fds_and_send_rate() -> None:
         fleet.CONNECT_RATE // 10, (soft - fleet.FD_HEADROOM) // 3
     )
     assert fleet.default_concurrency(8, 0.001) >= 1
+
+
+# ------------------------------------------------------------- families, IPv6, display
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="::1 is not available here")
+
+
+@needs_ipv6
+async def test_ipv6_targets_and_family_choice() -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as srv:
+        srv.bind(("::1", 0))
+        srv.listen(8)
+        port = srv.getsockname()[1]
+        results = await collect(
+            knock_many(["::1", "127.0.0.1"], [port, port], timeout=0.01, family=socket.AF_INET6)
+        )
+        by_host = {r.host: r for r in results}
+        assert by_host["::1"].ok and by_host["::1"].address == "::1"
+        assert [a.outcome for a in by_host["::1"].attempts] == ["open", "open"]
+        assert not by_host["127.0.0.1"].ok
+        assert "127.0.0.1 is not an IPv6 address" in by_host["127.0.0.1"].error
+        v4_only = await knock("::1", [port], family=socket.AF_INET)
+        assert not v4_only.ok and "::1 is not an IPv4 address" in v4_only.error
+
+
+@needs_ipv6
+def test_cli_4_and_6(cli: list[str], env: dict[str, str]) -> None:
+    res = run_cli([*cli, "-6", "::1", "127.0.0.1", "-sequence", "41071", "-timeout", "0",
+                   "--json"], env)  # fmt: skip
+    ok = {o["host"]: o["ok"] for o in json_lines(res)}
+    assert ok == {"::1": True, "127.0.0.1": False}
+    assert res.returncode == 1
+    res = run_cli([*cli, "-4", "::1", "-sequence", "41071"], env)
+    assert res.returncode == 1 and "::1 is not an IPv4 address" in res.stderr
+
+
+def test_cli_runs_on_uvloop(cli: list[str], env: dict[str, str]) -> None:
+    pytest.importorskip("uvloop")
+    res = run_cli([*cli, "127.0.0.1", "-sequence", "41072", "-timeout", "0", "-debug"], env)
+    assert res.returncode == 0, res.stderr
+    assert "event loop: uvloop" in res.stderr
+
+
+def test_progress_only_on_a_terminal(cli: list[str], env: dict[str, str]) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    hosts = [f"127.4.0.{i}" for i in range(1, 41)]
+    args = [*cli, *hosts, "-sequence", "41073,41074", "-timeout", "0.05"]
+    # stderr a pipe: the summary line only.
+    res = run_cli(args, env)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "knocked 40 hosts" in lines[0], res.stderr
+    # stderr a terminal: a progress display (done/total, rate) before the summary.
+    leader, follower = pty.openpty()
+    # A new pty is 0 x 0; tqdm draws nothing that narrow. 24 rows, 100 columns:
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=follower, env=env)  # fmt: skip
+        os.close(follower)
+        out = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(timeout=30) == 0
+    finally:
+        os.close(leader)
+    text = out.decode(errors="replace")
+    assert "/40" in text and "host/s" in text, text
+    assert "knocked 40 hosts" in text

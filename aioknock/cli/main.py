@@ -445,10 +445,11 @@ def _decode(ns: argparse.Namespace, settings: ClientSettings) -> int:
 def _event_loop_runner() -> asyncio.Runner:
     try:
         import uvloop
-
-        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:
+        log.debug("event loop: asyncio (uvloop is not installed)")
         return asyncio.Runner()
+    log.debug("event loop: uvloop")
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
