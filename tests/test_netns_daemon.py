@@ -115,6 +115,9 @@ def user_ruleset(*, log_prefix: str = "", doors: bool = False) -> str:
     rules.append(f"tcp dport {PROTECTED} counter drop")
     rules.append(f"tcp dport {span} drop")
     if doors:
+        if log_prefix:
+            rules.append(f'tcp dport {{ 7000, 9000 }} {syn} log prefix "{log_prefix}" level info')
+            rules.append(f'udp dport 8000 log prefix "{log_prefix}" level info')
         rules += ["tcp dport { 7000, 9000 } drop", "udp dport 8000 drop"]
     body = "\n".join(f"    {r}" for r in rules)
     return (
@@ -273,12 +276,10 @@ def kernel_log_all_netns() -> Iterator[None]:
         subprocess.run(["sysctl", "-qw", f"{name}={old.stdout.strip()}"], check=True)
 
 
-@requires_root
-def test_file_mode_nftables_log_lines(
-    pair: NetnsPair, tmp_path: Path, kernel_log_all_netns: None
-) -> None:
+def kernel_log_file(pair: NetnsPair, tmp_path: Path, *, doors: bool = False) -> Path:
+    """The user's ruleset logging the knock ports, and a kern.log of those lines alone."""
     prefix = f"akt{os.getpid()}x{next(_serial)}: "  # ours alone among the host's log lines
-    prepare(pair, log_prefix=prefix)
+    prepare(pair, log_prefix=prefix, doors=doors)
     logfile = tmp_path / "kern.log"
     logfile.touch()
     copier = pair.popen(
@@ -286,6 +287,14 @@ def test_file_mode_nftables_log_lines(
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert copier.stdout is not None and copier.stdout.readline().strip() == "ready"
+    return logfile
+
+
+@requires_root
+def test_file_mode_nftables_log_lines(
+    pair: NetnsPair, tmp_path: Path, kernel_log_all_netns: None
+) -> None:
+    logfile = kernel_log_file(pair, tmp_path)
     conf = daemon_conf(
         tmp_path, runmode="file", logfile=str(logfile), log_format="kernel", from_start="yes"
     )
@@ -313,6 +322,26 @@ def test_sequence_door_network_mode(pair: NetnsPair, tmp_path: Path) -> None:
     opened = time.monotonic()
     daemon.wait_log(r"accepted knock from 198\.18\.0\.1 \(ssh\)")
     assert_opens_then_closes(pair, daemon, opened)
+    assert daemon.terminate() == 0, daemon.stderr
+
+
+@requires_root
+def test_sequence_door_file_mode(
+    pair: NetnsPair, tmp_path: Path, kernel_log_all_netns: None
+) -> None:
+    logfile = kernel_log_file(pair, tmp_path, doors=True)
+    conf = daemon_conf(tmp_path, runmode="file", logfile=str(logfile), log_format="kernel",
+                       from_start="yes", encoded="no")  # fmt: skip
+    conf += "<door ssh>\n  sequence = 7000,8000:udp,9000\n  port = 22\n  proto = tcp\n</door>\n"
+    daemon = Daemon(pair, tmp_path, conf)
+    daemon.wait_log(r"following .*kern\.log")
+    assert not reach(pair)
+    knock(pair, tmp_path, "-sequence", "7000,8000:udp,9000")
+    opened = time.monotonic()
+    daemon.wait_log(r"accepted knock from 198\.18\.0\.1 \(ssh\)")
+    assert_opens_then_closes(pair, daemon, opened)
+    text = logfile.read_text()
+    assert "PROTO=UDP" in text and "DPT=8000" in text, text
     assert daemon.terminate() == 0, daemon.stderr
 
 
