@@ -5,12 +5,14 @@ argument-list commands that create and remove a marker file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,19 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
     return bool(predicate())
 
 
+@contextlib.asynccontextmanager
+async def running(settings: DaemonSettings) -> AsyncIterator[KnockDaemon]:
+    """A daemon running in this loop until the block ends (then stopped, bounded)."""
+    daemon = KnockDaemon(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        yield daemon
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -71,11 +86,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 async def test_open_then_close_through_log_file(home: Path) -> None:
     settings = daemon_settings(home)
-    daemon = KnockDaemon(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
     marker = home / "open-127.0.0.1-tcp-2222"
-    try:
+    async with running(settings) as daemon:
         await asyncio.sleep(0.5)  # the daemon starts at the end of the (missing) log
         await asyncio.to_thread(client, home / "fw.log", "-port", "2222")
         assert await wait_for(marker.exists), "the door did not open"
@@ -83,45 +95,27 @@ async def test_open_then_close_through_log_file(home: Path) -> None:
         assert await wait_for(lambda: not marker.exists(), 5), "the door did not close"
         assert time.monotonic() - opened >= 1.0
         assert daemon.counts["accept"] == 1
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
 
 
 async def test_wrong_key_and_test_mode_open_nothing(home: Path) -> None:
     settings = daemon_settings(home)
-    daemon = KnockDaemon(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    try:
+    async with running(settings) as daemon:
         await asyncio.sleep(0.5)
         await asyncio.to_thread(client, home / "fw.log", key="not the key")
         assert await wait_for(lambda: daemon.counts["refuse"] == 1)
         assert not list(home.glob("open-*"))
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
 
-    test_mode = KnockDaemon(daemon_settings(home, test=True, from_start=True))
-    stop = asyncio.Event()
-    task = asyncio.create_task(test_mode.run(stop))
-    try:
+    async with running(daemon_settings(home, test=True, from_start=True)) as test_mode:
         await asyncio.to_thread(client, home / "fw.log")
         assert await wait_for(lambda: test_mode.counts["accept"] == 1)
         await asyncio.sleep(0.3)
         assert not list(home.glob("open-*")), "-test must run nothing"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
 
 
 async def test_repeated_knock_extends_instead_of_stacking(home: Path) -> None:
     settings = daemon_settings(home, duration=2)
-    daemon = KnockDaemon(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
     marker = home / "open-127.0.0.1-tcp-22"
-    try:
+    async with running(settings) as daemon:
         await asyncio.sleep(0.5)
         await asyncio.to_thread(client, home / "fw.log")
         assert await wait_for(marker.exists)
@@ -131,9 +125,6 @@ async def test_repeated_knock_extends_instead_of_stacking(home: Path) -> None:
         assert await wait_for(lambda: daemon.counts["accept"] == 2)
         assert await wait_for(lambda: not marker.exists(), 6)
         assert time.monotonic() - first >= 2.8, "the second knock should have extended the door"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
 
 
 def test_sequence_door_config_and_errors(tmp_path: Path) -> None:
@@ -164,17 +155,11 @@ async def test_stopping_closes_doors_opened_by_commands(
 ) -> None:
     """An iptables rule left behind would never be removed: stopping closes it."""
     caplog.set_level(logging.INFO, logger="aioknock")
-    daemon = KnockDaemon(daemon_settings(home, duration=60))
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
     marker = home / "open-127.0.0.1-tcp-22"
-    try:
+    async with running(daemon_settings(home, duration=60)):
         await asyncio.sleep(0.5)
         await asyncio.to_thread(client, home / "fw.log")
         assert await wait_for(marker.exists), "the door did not open"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
     assert not marker.exists(), "the door outlived the daemon"
     assert "closing tcp/22 for 127.0.0.1: the daemon is stopping" in caplog.text
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import needs_ipv6
 
 import aioknock
 from aioknock import ClientSettings, KnockResult, knock, knock_many, parse_knock
@@ -526,18 +527,6 @@ def test_default_concurrency_bounded_by_fds_and_send_rate() -> None:
 
 
 # ------------------------------------------------------------- families, IPv6, display
-
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="::1 is not available here")
 
 
 @needs_ipv6

@@ -310,38 +310,34 @@ def test_file_mode_nftables_log_lines(
     assert daemon.terminate() == 0, daemon.stderr
 
 
-@requires_root
-def test_sequence_door_network_mode(pair: NetnsPair, tmp_path: Path) -> None:
-    prepare(pair, doors=True)
-    conf = daemon_conf(tmp_path, interface=pair.server_if, encoded="no")
-    conf += "<door ssh>\n  sequence = 7000,8000:udp,9000\n  port = 22\n  proto = tcp\n</door>\n"
-    daemon = Daemon(pair, tmp_path, conf)
-    daemon.wait_log(r"capturing on veth-s")
-    assert not reach(pair)
-    knock(pair, tmp_path, "-sequence", "7000,8000:udp,9000")
-    opened = time.monotonic()
-    daemon.wait_log(r"accepted knock from 198\.18\.0\.1 \(ssh\)")
-    assert_opens_then_closes(pair, daemon, opened)
-    assert daemon.terminate() == 0, daemon.stderr
+DOOR = "<door ssh>\n  sequence = 7000,8000:udp,9000\n  port = 22\n  proto = tcp\n</door>\n"
 
 
 @requires_root
-def test_sequence_door_file_mode(
-    pair: NetnsPair, tmp_path: Path, kernel_log_all_netns: None
+@pytest.mark.parametrize("runmode", ["network", "file"])
+def test_sequence_door(
+    pair: NetnsPair, tmp_path: Path, request: pytest.FixtureRequest, runmode: str
 ) -> None:
-    logfile = kernel_log_file(pair, tmp_path, doors=True)
-    conf = daemon_conf(tmp_path, runmode="file", logfile=str(logfile), log_format="kernel",
-                       from_start="yes", encoded="no")  # fmt: skip
-    conf += "<door ssh>\n  sequence = 7000,8000:udp,9000\n  port = 22\n  proto = tcp\n</door>\n"
-    daemon = Daemon(pair, tmp_path, conf)
-    daemon.wait_log(r"following .*kern\.log")
+    if runmode == "file":
+        request.getfixturevalue("kernel_log_all_netns")
+        logfile = kernel_log_file(pair, tmp_path, doors=True)
+        conf = daemon_conf(tmp_path, runmode="file", logfile=str(logfile), log_format="kernel",
+                           from_start="yes", encoded="no")  # fmt: skip
+        ready = r"following .*kern\.log"
+    else:
+        prepare(pair, doors=True)
+        conf = daemon_conf(tmp_path, interface=pair.server_if, encoded="no")
+        ready = r"capturing on veth-s"
+    daemon = Daemon(pair, tmp_path, conf + DOOR)
+    daemon.wait_log(ready)
     assert not reach(pair)
     knock(pair, tmp_path, "-sequence", "7000,8000:udp,9000")
     opened = time.monotonic()
     daemon.wait_log(r"accepted knock from 198\.18\.0\.1 \(ssh\)")
     assert_opens_then_closes(pair, daemon, opened)
-    text = logfile.read_text()
-    assert "PROTO=UDP" in text and "DPT=8000" in text, text
+    if runmode == "file":
+        text = logfile.read_text()
+        assert "PROTO=UDP" in text and "DPT=8000" in text, text
     assert daemon.terminate() == 0, daemon.stderr
 
 

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from loopback import HAVE_IPV6, needs_ipv6
 
 from aioknock.asyncio.sender import HOLD_MAX, HOLD_MIN, Attempt, Mode, Target, resolve, send_knock
 from aioknock.errors import SendError
@@ -37,21 +38,6 @@ LATE = 0.03
 EARLY = 0.002
 # Too long for DNS (263 > 253 characters): refused by the resolver before any query.
 UNRESOLVABLE = ".".join(["k" * 63] * 4) + ".invalid"
-
-
-def _ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAVE_IPV6 = _ipv6_loopback()
-needs_ipv6 = pytest.mark.skipif(not HAVE_IPV6, reason="::1 is not available on this host")
 
 
 @dataclass
