@@ -63,6 +63,9 @@ class KnockDaemon:
         # Open doors and the backend that opened them: after a reload, that backend
         # (its commands, its state) extends and closes them, not the new one.
         self._grants: dict[tuple[str, int, str], tuple[Grant, Backend]] = {}
+        # Firewall commands wait here for the one worker that runs them in order. Only
+        # accepted knocks (which need the key, and pass the cooldown) add to it.
+        self._actions: asyncio.Queue[tuple[str, Grant, Backend, float]] = asyncio.Queue()
         self._configure(settings)
 
     def _configure(self, settings: DaemonSettings) -> None:
@@ -144,10 +147,24 @@ class KnockDaemon:
         # Recorded before the (slow) open, so the closer finds it whenever it is due.
         self._grants[grant.key] = (grant, backend)
         self._closer_wake.set()
-        try:
-            await backend.open(grant, self.settings.duration)
-        except ActionError as exc:
-            log.error("could not open %s: %s", what, exc)
+        self._actions.put_nowait(("open", grant, backend, self.settings.duration))
+
+    async def _run_actions(self) -> None:
+        """Run firewall commands one at a time, in the order decided: a slow command (up
+        to ACTION_TIMEOUT) must not stop packets being read, and a door's close must
+        never overtake its open."""
+        while True:
+            kind, grant, backend, duration = await self._actions.get()
+            try:
+                if kind == "open":
+                    await backend.open(grant, duration)
+                else:
+                    await backend.close(grant)
+            except ActionError as exc:
+                log.error("could not %s %s/%d for %s: %s", kind, grant.proto, grant.port,
+                          grant.address, exc)  # fmt: skip
+            finally:
+                self._actions.task_done()
 
     async def _closer(self) -> None:
         """Close doors whose time is up (the nftables backend's kernel does it too)."""
@@ -164,14 +181,11 @@ class KnockDaemon:
                 grant, backend = held
                 log.info("closing %s/%d for %s", grant.proto, grant.port, grant.address)
                 if not backend.closes_itself:
-                    try:
-                        await backend.close(grant)
-                    except ActionError as exc:
-                        log.error("could not close %s/%d for %s: %s", grant.proto, grant.port,
-                                  grant.address, exc)  # fmt: skip
+                    self._actions.put_nowait(("close", grant, backend, 0.0))
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.backend.setup()
+        worker = asyncio.create_task(self._run_actions())
         closer = asyncio.create_task(self._closer())
         stopper = asyncio.create_task(stop.wait())
         try:
@@ -196,25 +210,28 @@ class KnockDaemon:
             stopper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await closer
-            await self._close_on_stop()
+            try:
+                self._close_on_stop()
+                await self._actions.join()  # each command is bounded by ACTION_TIMEOUT
+            finally:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
             log.info("stopped: %d packets, %d accepted, %d refused, %d ignored",
                      self.counts["packets"], self.counts["accept"], self.counts["refuse"],
                      self.counts["ignore"])  # fmt: skip
 
-    async def _close_on_stop(self) -> None:
+    def _close_on_stop(self) -> None:
         """Doors opened by commands would stay open for good once the daemon is gone:
-        close them now. nftables doors keep their kernel timeouts instead."""
+        close them now (after the opens still queued). nftables doors keep their kernel
+        timeouts instead."""
         for key, (grant, backend) in list(self._grants.items()):
             if backend.closes_itself:
                 continue
             del self._grants[key]
             log.info("closing %s/%d for %s: the daemon is stopping", grant.proto, grant.port,
                      grant.address)  # fmt: skip
-            try:
-                await backend.close(grant)
-            except ActionError as exc:
-                log.error("could not close %s/%d for %s: %s", grant.proto, grant.port,
-                          grant.address, exc)  # fmt: skip
+            self._actions.put_nowait(("close", grant, backend, 0.0))
 
     async def _feed(self) -> None:
         async for batch in self.packets():

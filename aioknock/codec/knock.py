@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import KnockError
 from .ciphers import Cipher, RandomBytes
@@ -28,15 +28,14 @@ class Codec:
     cipher: Cipher
     span: PortSpan
     localtime: bool = False
+    # Derived once: the daemon asks for them on every packet.
+    payload_length: int = field(init=False)
+    knock_length: int = field(init=False)  # ports in one knock
 
-    @property
-    def payload_length(self) -> int:
-        return self.cipher.encrypted_length(self.format.length)
-
-    @property
-    def knock_length(self) -> int:
-        """Ports in one knock."""
-        return self.span.symbols(self.payload_length)
+    def __post_init__(self) -> None:
+        payload_length = self.cipher.encrypted_length(self.format.length)
+        object.__setattr__(self, "payload_length", payload_length)
+        object.__setattr__(self, "knock_length", self.span.symbols(payload_length))
 
     def build(self, inputs: KnockInputs, now: float, random_bytes: RandomBytes) -> KnockPlan:
         plain = self.format.pack(inputs, now, localtime=self.localtime)

@@ -65,7 +65,7 @@ class Decision:
 class _Queue:
     started: float
     ports: list[int] = field(default_factory=list)
-    seen: set[tuple[int, int]] = field(default_factory=set)
+    seen: set[int] = field(default_factory=set)  # sport << 16 | dport: small ints, not tuples
     progress: dict[str, int] = field(default_factory=dict)  # door name -> next index
 
 
@@ -123,7 +123,7 @@ class Tracker:
             queue = self._queues[packet.src] = _Queue(packet.now)
             if len(self._queues) > self.config.max_sources:
                 self._queues.popitem(last=False)
-        key = (packet.sport, packet.dport)
+        key = packet.sport << 16 | packet.dport
         if packet.sport and key in queue.seen:
             return [Decision("ignore", packet.src, f"duplicate SYN to port {packet.dport}")]
         queue.seen.add(key)
