@@ -310,6 +310,23 @@ def test_file_mode_nftables_log_lines(
     assert daemon.terminate() == 0, daemon.stderr
 
 
+@requires_root
+def test_file_mode_reads_the_kernel_log_directly(
+    pair: NetnsPair, tmp_path: Path, kernel_log_all_netns: None
+) -> None:
+    """``logfile = /dev/kmsg``: no rsyslog, no journald, no copy in between."""
+    prepare(pair, log_prefix=f"akt{os.getpid()}x{next(_serial)}: ")
+    conf = daemon_conf(tmp_path, runmode="file", logfile="/dev/kmsg", log_format="kernel")
+    daemon = Daemon(pair, tmp_path, conf)
+    daemon.wait_log(r"reading the kernel log /dev/kmsg")
+    assert not reach(pair)
+    knock(pair, tmp_path)
+    opened = time.monotonic()
+    assert_opens_then_closes(pair, daemon, opened)
+    assert daemon.terminate() == 0, daemon.stderr
+    assert re.search(r"stopped: \d+ packets, 1 accepted, 0 refused", daemon.stderr), daemon.stderr
+
+
 DOOR = "<door ssh>\n  sequence = 7000,8000:udp,9000\n  port = 22\n  proto = tcp\n</door>\n"
 
 

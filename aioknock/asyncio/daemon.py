@@ -22,6 +22,7 @@ from ..errors import AioknockError, ConfigError
 from ..knock import codec_for
 from .actions import ActionError, Backend, CommandBackend, NftBackend
 from .follow import Follower
+from .kmsg import KMSG, Kmsg
 
 log = logging.getLogger("aioknock.daemon")
 
@@ -92,9 +93,18 @@ class KnockDaemon:
 
     async def packets(self) -> AsyncIterator[list[Packet]]:
         if self.settings.runmode == "file":
-            follower = Follower(self.settings.logfile, from_start=self.settings.from_start)
-            log.info("following %s (%s lines)", self.settings.logfile, self.settings.log_format)
-            async for lines in follower.lines():
+            source: Follower | Kmsg
+            if self.settings.logfile == KMSG:
+                source = Kmsg(from_start=self.settings.from_start)
+                log.info("reading the kernel log %s (%s lines)", KMSG, self.settings.log_format)
+            else:
+                hint = (f" (no syslog daemon? logfile = {KMSG} reads the kernel log directly)"
+                        if self.settings.log_format == "kernel" else "")  # fmt: skip
+                source = Follower(self.settings.logfile, from_start=self.settings.from_start,
+                                  missing_hint=hint)  # fmt: skip
+                log.info("following %s (%s lines)", self.settings.logfile,
+                         self.settings.log_format)  # fmt: skip
+            async for lines in source.lines():
                 now = self.clock()
                 assert self.reader is not None
                 batch = [p for line in lines if (p := self.reader.parse(line, now))]

@@ -32,9 +32,11 @@ class Follower:
     """
 
     def __init__(
-        self, path: str, *, from_start: bool = False, poll: float = 0.2, max_line: int = MAX_LINE
-    ) -> None:
+        self, path: str, *, from_start: bool = False, poll: float = 0.2, max_line: int = MAX_LINE,
+        missing_hint: str = "",
+    ) -> None:  # fmt: skip
         self.path = path
+        self.missing_hint = missing_hint
         self.poll = poll
         self.max_line = max_line
         self._from_start = from_start
@@ -68,7 +70,8 @@ class Follower:
             f = open(self.path, "rb")  # noqa: SIM115 - kept open across polls
         except FileNotFoundError:
             if not self._missing_logged:
-                log.warning("%s does not exist yet; waiting for it", self.path)
+                log.warning("%s does not exist yet; waiting for it%s", self.path,
+                            self.missing_hint)  # fmt: skip
                 self._missing_logged = True
             return False
         skipping = False

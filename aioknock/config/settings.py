@@ -293,8 +293,11 @@ class DaemonSettings(KnockSettings):
 
     runmode: str = opt("file", choice("file", "network"),
                        "file: follow a firewall log; network: capture packets")  # fmt: skip
-    logfile: str = opt("/var/log/kern.log", TEXT, "firewall log to follow (runmode = file)",
-                       metavar="PATH")  # fmt: skip
+    logfile: str = opt(
+        "/var/log/kern.log", TEXT,
+        "firewall log to follow (runmode = file); /dev/kmsg reads the kernel log directly",
+        metavar="PATH",
+    )  # fmt: skip
     log_format: str = opt(
         "kernel", TEXT,
         "kernel (iptables LOG / nftables log lines), client (our fileformat), or a regular "
