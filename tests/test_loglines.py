@@ -541,3 +541,39 @@ def test_real_kernel_lines(pair_for_log: NetnsPair) -> None:
 def pair_for_log() -> Iterator[NetnsPair]:
     with netns_pair() as p:
         yield p
+
+
+# --------------------------------------------------------------- forged kernel lines
+
+# The kernel quotes user-chosen text in messages of its own: a crashing program's file
+# name in its segfault line (facility kernel). A name built like a firewall line:
+FORGED = (
+    "IN=lo OUT= SRC=203.0.113.9 DST=198.18.0.2 LEN=60 TTL=64 ID=1 PROTO=TCP SPT=4242 "
+    "DPT=7000 WINDOW=1 RES=0x00 SYN URGP=0 x"
+)
+SEGFAULT = f"evil[4242]: segfault at 0 ip 0000 sp 0000 error 4 in {FORGED}[55d0+1000]"
+# ... and one whose 15-character process name (comm) starts the message.
+COMM = "IN=lo OUT= SRC[4242]: segfault at 0 ip 0000 sp 0000 error 4 in " + FORGED
+
+
+def test_ip_fields_must_follow_in_and_out_directly() -> None:
+    assert KERNEL.parse("IN=lo OUT= junk " + FORGED.split(" ", 2)[2], NOW) is None
+
+
+def test_kmsg_lines_must_begin_with_the_prefix() -> None:
+    anchored = LineReader.for_format("kernel", anchored=True)
+    assert anchored.parse(SEGFAULT, NOW) is None
+    assert anchored.parse(COMM, NOW) is None
+    assert anchored.parse(V4_SYN.removeprefix("aioknock: "), NOW) == v4(40001, sport=41846)
+    assert anchored.parse(V4_SYN, NOW) is None  # a prefix the daemon was not told about
+    with_prefix = LineReader.for_format("kernel", prefix="aioknock: ", anchored=True)
+    assert with_prefix.parse(V4_SYN, NOW) == v4(40001, sport=41846)
+    assert with_prefix.parse("aioknock: " + SEGFAULT, NOW) is None
+    assert with_prefix.parse(SEGFAULT.replace("in IN=", "in aioknock: IN="), NOW) is None
+
+
+def test_log_prefix_must_stand_right_before_in() -> None:
+    reader = LineReader.for_format("kernel", prefix="aioknock: ")
+    for prefix in SYSLOG_PREFIXES:
+        assert reader.parse(prefix + V4_SYN, NOW) == v4(40001, sport=41846)
+    assert reader.parse(UFW, NOW) is None  # another rule's prefix

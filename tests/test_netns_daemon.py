@@ -315,8 +315,10 @@ def test_file_mode_reads_the_kernel_log_directly(
     pair: NetnsPair, tmp_path: Path, kernel_log_all_netns: None
 ) -> None:
     """``logfile = /dev/kmsg``: no rsyslog, no journald, no copy in between."""
-    prepare(pair, log_prefix=f"akt{os.getpid()}x{next(_serial)}: ")
-    conf = daemon_conf(tmp_path, runmode="file", logfile="/dev/kmsg", log_format="kernel")
+    prefix = f"akt{os.getpid()}x{next(_serial)}: "
+    prepare(pair, log_prefix=prefix)
+    conf = daemon_conf(tmp_path, runmode="file", logfile="/dev/kmsg", log_format="kernel",
+                       log_prefix=f'"{prefix}"')  # fmt: skip
     daemon = Daemon(pair, tmp_path, conf)
     daemon.wait_log(r"reading the kernel log /dev/kmsg")
     assert not reach(pair)

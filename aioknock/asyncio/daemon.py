@@ -75,10 +75,11 @@ class KnockDaemon:
         tracker = make_tracker(settings)
         backend = make_backend(settings)
         reader = (
-            LineReader.for_format(settings.log_format, settings.fileformat)
+            LineReader.for_format(settings.log_format, settings.fileformat,
+                                  prefix=settings.log_prefix, anchored=settings.logfile == KMSG)
             if settings.runmode == "file"
             else None
-        )
+        )  # fmt: skip
         self.settings, self.tracker, self.backend, self.reader = settings, tracker, backend, reader
         self.keeper = DoorKeeper(settings.duration, settings.cooldown)
 

@@ -47,6 +47,12 @@ def _text(raw: object) -> str:
     return str(raw).strip()
 
 
+def _exact_text(raw: object) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ValueError
+    return str(raw)
+
+
 def integer(low: int, high: int | None = None) -> Kind:
     def convert(raw: object) -> int:
         if isinstance(raw, bool):
@@ -100,6 +106,8 @@ def choice(*names: str) -> Kind:
 
 BOOL = Kind("bool", "yes/no, on/off, true/false or 1/0", _bool)
 TEXT = Kind("text", "text", _text)
+# Spaces kept (quote the value in a config file): a log prefix ends in one, as a rule.
+EXACT_TEXT = Kind("text", "text (quote it to keep spaces)", _exact_text)
 FLAG = integer(0)  # taken mod 256 with a warning, as the prototype did
 
 
@@ -302,6 +310,11 @@ class DaemonSettings(KnockSettings):
         "kernel", TEXT,
         "kernel (iptables LOG / nftables log lines), client (our fileformat), or a regular "
         "expression with named groups src and dport (proto, sport optional)", metavar="FORMAT",
+    )  # fmt: skip
+    log_prefix: str = opt(
+        "", EXACT_TEXT,
+        "log_format = kernel: the firewall rule's log prefix; only lines with it right "
+        "before IN= count (with /dev/kmsg: lines that begin with it)", metavar="TEXT",
     )  # fmt: skip
     fileformat: str = opt(DEFAULT_FILEFORMAT, TEXT, "the client's template (log_format = client)",
                           metavar="TEMPLATE")  # fmt: skip

@@ -27,6 +27,11 @@ from .tracker import Packet, Proto
 KERNEL = re.compile(r"IN=\S*\s+OUT=")  # where a kernel line's fields begin
 
 
+# Between OUT= and SRC= the kernel writes only these: anything else means the IN=/OUT=
+# pair came from text quoted in some other message (a program's name, say).
+_LINK_FIELDS = ("PHYSIN=", "PHYSOUT=", "MAC=", "MACSRC=", "MACDST=", "MACPROTO=", "ARP")
+
+
 def _kernel_fields(line: str, start: int) -> dict[str, str] | None:
     """src, proto, sport, dport and the TCP flags of the line's first packet header."""
     tokens = line[start:].split()  # tokens[0] is IN=, tokens[1] OUT=
@@ -36,6 +41,8 @@ def _kernel_fields(line: str, start: int) -> dict[str, str] | None:
         if token.startswith("SRC="):
             fields["src"] = token[4:]
             break
+        if not token.startswith(_LINK_FIELDS):
+            return None
     else:
         return None
     if not next(it, "").startswith("DST="):
@@ -71,12 +78,23 @@ class LineReader:
 
     pattern: re.Pattern[str]
     kernel: bool = False
+    anchored: bool = False  # the match must start the line (/dev/kmsg messages)
 
     @classmethod
-    def for_format(cls, log_format: str, fileformat: str = "") -> LineReader:
-        """``kernel`` (iptables/nftables), ``client`` (our fileformat) or a regex."""
+    def for_format(
+        cls, log_format: str, fileformat: str = "", *, prefix: str = "", anchored: bool = False
+    ) -> LineReader:
+        """``kernel`` (iptables/nftables), ``client`` (our fileformat) or a regex.
+
+        ``prefix``: the firewall rule's log prefix; kernel lines count only with it right
+        before IN=. ``anchored``: the line is a bare kernel message, which must begin with
+        the prefix, so text the kernel quotes from user space later in a message of its
+        own (a crashing program's name) cannot pass for a firewall line.
+        """
         name = log_format.strip().lower()
         if name in ("kernel", "iptables", "nftables"):
+            if prefix or anchored:
+                return cls(re.compile(re.escape(prefix) + KERNEL.pattern), True, anchored)
             return cls(KERNEL, kernel=True)
         if name == "client":
             pattern = LogTemplate(fileformat).pattern()
@@ -99,10 +117,13 @@ class LineReader:
         return cls(pattern)
 
     def parse(self, line: str, now: float) -> Packet | None:
-        m = self.pattern.search(line)
+        m = self.pattern.match(line) if self.anchored else self.pattern.search(line)
         if m is None:
             return None
-        groups = m.groupdict() if not self.kernel else _kernel_fields(line, m.start())
+        if self.kernel:  # the fields start at the match's IN= (after any prefix)
+            groups = _kernel_fields(line, line.rfind("IN=", m.start(), m.end()))
+        else:
+            groups = m.groupdict()
         if groups is None:
             return None
         # The client's template names the source _CLIENT_ and the port _REMOTEPORT_.
