@@ -114,6 +114,63 @@ def test_replayed_knock_refused() -> None:
     assert [d.verdict for d in again] == ["refuse"] and "replay" in again[0].reason
 
 
+def test_replay_after_the_time_field_wraps_refused() -> None:
+    """THISMINUTE repeats every 256 minutes: the memory of accepted knocks is not timed."""
+    codec = make_codec()
+    tracker = Tracker(codec, TrackerConfig(time_tolerance=60))
+    ports = knock_ports(codec)
+    assert len(accepted(feed(tracker, ports))) == 1
+    again = feed(tracker, ports, now=NOW + 256 * 60, sport0=50000)
+    assert [d.verdict for d in again] == ["refuse"] and "replay" in again[0].reason
+
+
+def _altered_iv(codec: Codec, ports: list[int], old: bytes, new: bytes) -> list[int]:
+    """A recorded knock with its first plaintext block changed from ``old`` to ``new``
+    by flipping IV bits: possible without the key (CBC's IV travels in the clear)."""
+    payload = bytearray(codec.span.decode(ports, codec.payload_length))
+    for i in range(8):
+        payload[8 + i] ^= old[i] ^ new[i]
+    return codec.span.encode(bytes(payload))
+
+
+def test_knock_altered_through_its_iv_refused() -> None:
+    """The eavesdropper's forgery: another CLIENT, sum kept (so CHECKSUM still holds)."""
+    codec = make_codec()
+    tracker = Tracker(codec, TrackerConfig())
+    rng = random.Random(22)  # knock_ports' RAND for port 22
+    plan = codec.build(KnockInputs(SRC, 22, {0: 7}, rng.randrange(256)), NOW, rng.randbytes)
+    assert len(accepted(feed(tracker, plan.ports))) == 1
+    first = bytes(plan.values[:8])  # CLIENT(4) PORT(2) RAND THISMINUTE
+    forged = bytearray(first)
+    forged[3] += 1  # 198.18.0.1 -> 198.18.0.2 ...
+    forged[6] -= 1  # ... RAND one less: the byte sum, and so CHECKSUM, unchanged
+    ports = _altered_iv(codec, plan.ports, first, bytes(forged))
+    assert codec.parse(ports)["client"] == "198.18.0.2"  # it decodes, checksum and all
+    decisions = feed(tracker, ports, src="198.18.0.2", now=NOW + 5)
+    assert [d.verdict for d in decisions] == ["refuse"] and "replay" in decisions[0].reason
+
+
+def test_reload_keeps_the_memory_of_accepted_knocks() -> None:
+    codec = make_codec()
+    old = Tracker(codec, TrackerConfig())
+    ports = knock_ports(codec)
+    assert len(accepted(feed(old, ports))) == 1
+    new = Tracker(codec, TrackerConfig())
+    new.remember(old)
+    assert accepted(feed(new, ports, now=NOW + 5, sport0=50000)) == []
+
+
+def test_replay_memory_is_bounded() -> None:
+    codec = make_codec(cipher=None)
+    tracker = Tracker(codec, TrackerConfig(replay_memory=3))
+    knocks = [knock_ports(codec, port=p) for p in range(1, 6)]
+    for ports in knocks:
+        assert len(accepted(feed(tracker, ports))) == 1
+    assert len(tracker._replay) == 3
+    assert len(accepted(feed(tracker, knocks[0], now=NOW + 1, sport0=50000))) == 1  # forgotten
+    assert accepted(feed(tracker, knocks[4], now=NOW + 1, sport0=50000)) == []
+
+
 def test_spoofed_source_refused_unless_allow_nat() -> None:
     codec = make_codec()
     ports = knock_ports(codec, client="198.18.0.7")

@@ -67,6 +67,7 @@ class KnockDaemon:
         # Firewall commands wait here for the one worker that runs them in order. Only
         # accepted knocks (which need the key, and pass the cooldown) add to it.
         self._actions: asyncio.Queue[tuple[str, Grant, Backend, float]] = asyncio.Queue()
+        self._started = False
         self._configure(settings)
 
     def _configure(self, settings: DaemonSettings) -> None:
@@ -85,8 +86,9 @@ class KnockDaemon:
 
     def reload(self, settings: DaemonSettings) -> None:
         """New settings; knocks in progress are dropped, open doors keep their deadlines."""
-        keeper = self.keeper
+        keeper, tracker = self.keeper, self.tracker
         self._configure(settings)
+        self.tracker.remember(tracker)
         keeper.duration, keeper.cooldown = settings.duration, settings.cooldown
         self.keeper = keeper
         self._restart.set()
@@ -94,14 +96,17 @@ class KnockDaemon:
 
     async def packets(self) -> AsyncIterator[list[Packet]]:
         if self.settings.runmode == "file":
+            # from_start is for the first start: after a reload, reading the log again
+            # would judge every knock in it a second time.
+            from_start, self._started = self.settings.from_start and not self._started, True
             source: Follower | Kmsg
             if self.settings.logfile == KMSG:
-                source = Kmsg(from_start=self.settings.from_start)
+                source = Kmsg(from_start=from_start)
                 log.info("reading the kernel log %s (%s lines)", KMSG, self.settings.log_format)
             else:
                 hint = (f" (no syslog daemon? logfile = {KMSG} reads the kernel log directly)"
                         if self.settings.log_format == "kernel" else "")  # fmt: skip
-                source = Follower(self.settings.logfile, from_start=self.settings.from_start,
+                source = Follower(self.settings.logfile, from_start=from_start,
                                   missing_hint=hint)  # fmt: skip
                 log.info("following %s (%s lines)", self.settings.logfile,
                          self.settings.log_format)  # fmt: skip

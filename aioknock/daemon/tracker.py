@@ -75,6 +75,7 @@ class TrackerConfig:
     max_sources: int = 10_000
     time_tolerance: float = 120.0
     allow_nat: bool = False
+    replay_memory: int = 100_000  # accepted knocks remembered (16-byte digests)
 
 
 class Tracker:
@@ -90,13 +91,19 @@ class Tracker:
         self.config = config
         self.doors = tuple(doors)
         self._queues: OrderedDict[str, _Queue] = OrderedDict()
-        self._replay: OrderedDict[bytes, float] = OrderedDict()
+        # Knocks accepted, by their cipher's replay key; bounded by count, not by time: a
+        # time field repeats (mod 256), and an altered IV refreshes it (ciphers.py).
+        self._replay: OrderedDict[bytes, None] = OrderedDict()
         self._span = set(codec.span.ports) if codec else set()
         self._door_ports = {p for d in doors for p in d.sequence}
 
     @property
     def sources(self) -> int:
         return len(self._queues)
+
+    def remember(self, older: Tracker) -> None:
+        """Take over ``older``'s memory of accepted knocks (a reload must not forget)."""
+        self._replay = older._replay
 
     def wanted(self, dport: int, proto: Proto) -> bool:
         """Whether a packet could be part of any knock (the capture filter's question)."""
@@ -110,9 +117,6 @@ class Tracker:
             if queue.started >= limit:
                 break
             del self._queues[src]
-        horizon = now - 2 * self.config.time_tolerance - self.config.knock_timeout
-        while self._replay and next(iter(self._replay.values())) < horizon:
-            self._replay.popitem(last=False)
 
     def receive(self, packet: Packet) -> list[Decision]:
         if not self.wanted(packet.dport, packet.proto):
@@ -185,10 +189,13 @@ class Tracker:
                 "refuse", src, f"CLIENT {address} is not the source {src} (allow_nat = no)",
                 fields=fields,
             )  # fmt: skip
-        digest = hashlib.blake2b(payload, digest_size=16).digest()
+        assert self.codec is not None
+        digest = hashlib.blake2b(self.codec.cipher.replay_key(payload), digest_size=16).digest()
         if digest in self._replay:
             return Decision("refuse", src, "replayed knock", fields=fields)
-        self._replay[digest] = packet.now
+        self._replay[digest] = None
+        if len(self._replay) > self.config.replay_memory:
+            self._replay.popitem(last=False)
         port = int(fields.get("port", 0))
         return Decision("accept", src, "knock verified", "knock", address, port, fields=fields)
 
