@@ -170,7 +170,7 @@ def test_boolean_options(
     assert (sent.knocks == []) is expected
 
 
-@pytest.mark.parametrize("word", ["yes", "on", "False"])
+@pytest.mark.parametrize("word", ["yes", "on", "False", "1", "2"])
 def test_a_value_after_a_switch_is_not_taken_for_a_host(
     capsys: pytest.CaptureFixture[str], sent: Sent, word: str
 ) -> None:
@@ -492,6 +492,15 @@ def test_bad_config_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     code, out, err = run(capsys, "run", "-conf", str(conf), "-test")
     assert code == 2
     assert f"{conf}:2: remote: has no value" in one_error_line(err)
+
+
+def test_a_key_file_given_as_the_config_does_not_print_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keyfile = write(tmp_path / "knock.key", "mysecretpassphrase\n")
+    code, out, err = run(capsys, "run", "-conf", str(keyfile), "-test")
+    assert code == 2 and f"{keyfile}:1: " in one_error_line(err)
+    assert "mysecretpassphrase" not in out + err
 
 
 def test_an_unexpected_exception_is_one_line(

@@ -228,7 +228,8 @@ def _targets(ns: argparse.Namespace, settings: ClientSettings) -> tuple[Any, int
                               source="command line")  # fmt: skip
         return stdin_hosts(), None
     for word in ns.targets:
-        if word.lower() in BOOLEAN_WORDS:  # "-encrypt yes": would be knocked as a host
+        # "-encrypt yes", "-debug 2": would be knocked as hosts (2 is 0.0.0.2).
+        if word.lower() in BOOLEAN_WORDS or word.isdigit():
             i = ns.argv.index(word)
             switch = ns.argv[i - 1].lstrip("-") if i > 0 else "encrypt"
             raise ConfigError(f"{word!r} is not a host: switches take no value (write "

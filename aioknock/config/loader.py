@@ -111,7 +111,16 @@ def _check_key(key: str, known: set[str], where: str) -> None:
 def _read_general(path: Path, known: set[str], blocks: frozenset[str]) -> _Layer:
     layer = _Layer(str(path))
     first: dict[str, Entry] = {}
-    for entry in read_general(path):
+    try:
+        entries = read_general(path)
+    except ConfigError as exc:
+        if exc.key is None or _canonical(exc.key) in known:
+            raise
+        # Not a setting's name: it may be a passphrase (a key file given as the
+        # configuration, or included), so the line is not shown.
+        raise ConfigError("a line that is not 'key = value' (not shown: it may be a secret)",
+                          source=exc.source, line=exc.line) from None  # fmt: skip
+    for entry in entries:
         key = _canonical(entry.key)
         if isinstance(entry.value, Block) and entry.key.lower() in blocks:
             layer.blocks.append(entry)
