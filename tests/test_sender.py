@@ -17,6 +17,7 @@ Three kinds of port:
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import itertools
 import os
@@ -446,3 +447,26 @@ async def test_unwatched_long_timeout_closes_before_the_retransmission(
     attempts = await task
     assert len(made) == 2 and all(s.fileno() < 0 for s in made)
     assert [a.outcome for a in attempts] == ["sent", "sent"]
+
+
+@pytest.mark.parametrize("err", [errno.ENOBUFS, errno.EAGAIN, errno.EMFILE])
+async def test_a_datagram_that_did_not_leave_is_a_send_error(
+    monkeypatch: pytest.MonkeyPatch, err: int
+) -> None:
+    def sendto(self: socket.socket, data: bytes, address: object) -> int:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(socket.socket, "sendto", sendto)
+    target = Target(LOOPBACK, socket.AF_INET, LOOPBACK, (LOOPBACK, 0))
+    with pytest.raises(SendError, match=os.strerror(err)):
+        await send_knock(target, [(41999, "udp")], 0)
+
+
+@pytest.mark.parametrize("err", [errno.ENOBUFS, errno.EAGAIN])
+async def test_a_syn_that_did_not_leave_is_a_send_error(
+    monkeypatch: pytest.MonkeyPatch, err: int
+) -> None:
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: err)
+    target = Target(LOOPBACK, socket.AF_INET, LOOPBACK, (LOOPBACK, 0))
+    with pytest.raises(SendError, match=os.strerror(err)):
+        await send_knock(target, [41999], 0, watch=False)

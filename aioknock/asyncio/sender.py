@@ -146,22 +146,21 @@ def _syn(target: Target, port: int) -> tuple[socket.socket, int]:
     except BaseException:
         sock.close()
         raise
-    if err in LOCAL_ERRORS:
+    if err not in (0, errno.EINPROGRESS, errno.ECONNREFUSED):
+        # Everything else (no route, ENOBUFS, EAGAIN...) means no SYN left: not a knock.
         sock.close()
         raise _cannot(target, port, err)
     return sock, err
 
 
 def _udp(target: Target, port: int) -> str:
-    """One datagram; there is no answer to wait for."""
+    """One datagram; there is no answer to wait for. Any error means it did not leave."""
     try:
         with socket.socket(target.family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
             sock.sendto(UDP_PAYLOAD, _sockaddr(target, port))
     except OSError as exc:
-        if exc.errno in LOCAL_ERRORS:
-            raise _cannot(target, port, exc.errno or errno.EINVAL) from None
-        return (exc.strerror or str(exc)).lower()
+        raise _cannot(target, port, exc.errno or errno.EINVAL) from None
     return "sent"
 
 
