@@ -375,7 +375,8 @@ def test_boolean_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("\nport = twenty\n", 2, "port", "expected a whole number 0-65535, got 'twenty'"),
         ("port = 65536\n", 1, "port", "expected a whole number 0-65535, got '65536'"),
         ("port = -1\n", 1, "port", "expected a whole number 0-65535"),
-        ("timeout = soon\n", 1, "timeout", "expected a number of seconds >= 0"),
+        ("timeout = soon\n", 1, "timeout", "expected a number of seconds from 0 to 86400"),
+        ("timeout = 1e308\n", 1, "timeout", "expected a number of seconds from 0 to 86400"),
         ("portbytes = 3\n", 1, "portbytes", "expected a whole number 1-2"),
         ("flag0 = -3\n", 1, "flag0", "expected a whole number >= 0"),
         (
@@ -560,3 +561,8 @@ def test_decoding_needs_no_sender_values(tmp_path: Path) -> None:
     s = build_settings(ClientSettings, path=path, overrides={}, sending=False)
     assert s.flags == {} and s.port == 300
     assert "FLAG3" in error(path)  # but sending does
+
+
+def test_key_file_name_with_a_nul_is_a_config_error(tmp_path: Path) -> None:
+    path = conf(tmp_path, 'encrypt = yes\nkey_file = "a\\0b"\n'.replace("\\0", "\0"))
+    assert "key_file: " in error(path) and "not a usable file name" in error(path)

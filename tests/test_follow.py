@@ -365,3 +365,14 @@ async def test_cancel_during_a_slow_poll_leaks_no_file(
         await task
     await asyncio.sleep(0.2)  # a stray poll would have opened the file by now
     assert f._file is None
+
+
+@pytest.mark.parametrize("kind", ["directory", "loop"])
+def test_an_unreadable_path_is_one_clear_error(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "log"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(path)
+    with follow.Follower(str(path)) as f, pytest.raises(follow.FollowError, match="cannot read"):
+        f.poll_once()

@@ -10,7 +10,13 @@ import threading
 from collections.abc import AsyncGenerator
 from typing import BinaryIO
 
+from ..errors import AioknockError
+
 log = logging.getLogger("aioknock.follow")
+
+
+class FollowError(AioknockError):
+    """The followed file exists but cannot be read."""
 
 CHUNK = 1 << 16
 MAX_LINE = 1 << 16  # longer lines are dropped: no log line of interest comes close
@@ -74,6 +80,10 @@ class Follower:
                             self.missing_hint)  # fmt: skip
                 self._missing_logged = True
             return False
+        except OSError as exc:  # a directory, no permission, a link loop: not transient
+            raise FollowError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        except ValueError:  # a NUL in the name
+            raise FollowError(f"cannot read {self.path!r}: not a usable file name") from None
         skipping = False
         try:
             st = os.fstat(f.fileno())

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import resource
 import secrets
 import socket
 import sys
@@ -217,6 +218,7 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
     return ns, settings
 
 
+MIN_FILES = 32
 BOOLEAN_WORDS = frozenset({"yes", "no", "on", "off", "true", "false"})
 
 
@@ -486,6 +488,12 @@ def _main(args: list[str]) -> int:
         if command == "decode":
             assert isinstance(settings, ClientSettings)
             return _decode(ns, settings)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft != resource.RLIM_INFINITY and soft < MIN_FILES:
+            # The event loop itself needs a few (its self-pipe, signals): say so up front.
+            log.error("the open-files limit is %d; aioknock needs at least %d (ulimit -n)",
+                      soft, MIN_FILES)  # fmt: skip
+            return EXIT_FAILED
         with _event_loop_runner() as runner:
             if isinstance(settings, DaemonSettings):
                 from ..asyncio.daemon import serve

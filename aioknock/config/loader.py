@@ -283,6 +283,10 @@ def _read_key_file(value: str, where: str) -> tuple[str, Path]:
     key_path = _key_path(value, where)
     try:
         lines = key_path.read_text(encoding="utf-8").splitlines()
+    except ValueError:  # a NUL in the path
+        raise ConfigError(
+            f"{value!r} is not a usable file name", key="key_file", **_place(where)
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"cannot read {key_path}: {exc.strerror or exc}", key="key_file", **_place(where)

@@ -66,16 +66,22 @@ def integer(low: int, high: int | None = None) -> Kind:
     return Kind("int", f"a whole number {span}", convert)
 
 
-def seconds(low: float = 0.0) -> Kind:
+DAY = 86_400.0
+
+
+def seconds(low: float = 0.0, high: float = DAY) -> Kind:
+    """A duration; at most a day by default: larger ones are typing mistakes, and
+    overflow the arithmetic that uses them."""
+
     def convert(raw: object) -> float:
         if isinstance(raw, bool):
             raise ValueError
         value = float(raw) if isinstance(raw, int | float) else float(_text(raw))
-        if not math.isfinite(value) or value < low:
+        if not math.isfinite(value) or not low <= value <= high:
             raise ValueError
         return value
 
-    return Kind("seconds", f"a number of seconds >= {low:g}", convert)
+    return Kind("seconds", f"a number of seconds from {low:g} to {high:g}", convert)
 
 
 def level(high: int) -> Kind:
@@ -336,7 +342,7 @@ class DaemonSettings(KnockSettings):
     open: str = opt("", TEXT, "backend = command: argument list run to open, with %IP% %PORT% "
                     "%PROTO% %FLAGn% %DURATION%", metavar="COMMAND")  # fmt: skip
     close: str = opt("", TEXT, "backend = command: argument list run to close", metavar="COMMAND")
-    duration: float = opt(30.0, seconds(1), "seconds a door stays open")
+    duration: float = opt(30.0, seconds(1, 7 * DAY), "seconds a door stays open")
     cooldown: float = opt(2.0, seconds(), "seconds before the same source may trigger again")
     test: bool = opt(False, BOOL, "decode and log, run nothing")
     quiet: bool = opt(False, BOOL, "print nothing but errors")
