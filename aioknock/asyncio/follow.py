@@ -18,6 +18,7 @@ log = logging.getLogger("aioknock.follow")
 class FollowError(AioknockError):
     """The followed file exists but cannot be read."""
 
+
 CHUNK = 1 << 16
 MAX_LINE = 1 << 16  # longer lines are dropped: no log line of interest comes close
 # Bytes read per poll: a huge backlog is taken in bites of ~2,000 lines, so memory stays
