@@ -215,3 +215,16 @@ def test_cli_daemon_reload_and_stop(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "configuration reloaded" in err and "stopped:" in err
     assert "Traceback" not in err
+
+
+def test_local_addresses() -> None:
+    from aioknock.asyncio.daemon import LocalAddresses
+
+    local = LocalAddresses(ttl=10)
+    assert local("127.0.0.1", 0.0) and local("127.9.9.9", 0.0)  # all of 127/8 is local
+    assert not local("198.51.100.7", 0.0)  # documentation range: nobody's address
+    assert not local("224.0.0.1", 0.0)
+    assert local._known["198.51.100.7"] == (False, 0.0)
+    local._known["198.51.100.7"] = (True, 0.0)  # cached within ttl ...
+    assert local("198.51.100.7", 5.0)
+    assert not local("198.51.100.7", 11.0)  # ... asked again after it

@@ -26,6 +26,9 @@ T = TypeVar("T")
 # ------------------------------------------------------------------ builders
 
 
+V4_DST, V6_DST = "198.18.0.2", "2001:2::2"  # where the helpers below send
+
+
 def tcp(sport: int, dport: int, flags: int = SYN, options: bytes = b"") -> bytes:
     doff = (20 + len(options)) // 4
     return struct.pack(">HHIIBBHHH", sport, dport, 1, 0, doff << 4, flags, 64240, 0, 0) + options
@@ -82,20 +85,22 @@ def cooked(payload: bytes, ethertype: int) -> bytes:
 
 def test_ipv4_syn_over_ethernet() -> None:
     frame = ether(ipv4("198.18.0.1", tcp(50000, 40000)), 0x0800)
-    assert parse_frame(frame, 12.5) == Packet(12.5, "198.18.0.1", 40000, "tcp", 50000)
-    assert parse_frame(frame[14:], 1.0, link="ip") == Packet(1.0, "198.18.0.1", 40000, "tcp", 50000)
+    assert parse_frame(frame, 12.5) == Packet(12.5, "198.18.0.1", 40000, "tcp", 50000, V4_DST)
+    assert parse_frame(frame[14:], 1.0, link="ip") == Packet(
+        1.0, "198.18.0.1", 40000, "tcp", 50000, V4_DST
+    )
 
 
 def test_ipv4_options_and_tcp_options_honoured() -> None:
     opts = bytes([0x94, 4, 0, 0]) + bytes([1] * 8)  # router alert + NOPs: IHL 8
     segment = tcp(1234, 22, options=bytes.fromhex("020405b40402080a00000001000000000103030701"))
     packet = parse_frame(ipv4("198.18.0.1", segment, options=opts), 0.0, link="ip")
-    assert packet == Packet(0.0, "198.18.0.1", 22, "tcp", 1234)
+    assert packet == Packet(0.0, "198.18.0.1", 22, "tcp", 1234, V4_DST)
 
 
 def test_udp_and_ipv6() -> None:
     frame = ether(ipv6("2001:2::1", udp(5353, 7000, b"x"), 17), 0x86DD)
-    assert parse_frame(frame, 0.0) == Packet(0.0, "2001:2::1", 7000, "udp", 5353)
+    assert parse_frame(frame, 0.0) == Packet(0.0, "2001:2::1", 7000, "udp", 5353, V6_DST)
 
 
 @pytest.mark.parametrize("flags", [SYN | ACK, ACK, RST, FIN | ACK, 0])
@@ -103,13 +108,13 @@ def test_only_initial_syns(flags: int) -> None:
     assert parse_frame(ipv4("198.18.0.1", tcp(1, 2, flags)), 0.0, link="ip") is None
     # Other bits beside SYN (ECN, FIN, PSH...) do not matter; only ACK does.
     assert parse_frame(ipv4("198.18.0.1", tcp(1, 2, flags | SYN)), 0.0, link="ip") == (
-        None if flags & ACK else Packet(0.0, "198.18.0.1", 2, "tcp", 1)
+        None if flags & ACK else Packet(0.0, "198.18.0.1", 2, "tcp", 1, V4_DST)
     )
 
 
 def test_vlan_tags_skipped() -> None:
     ip = ipv4("198.18.0.9", tcp(3, 4))
-    want = Packet(0.0, "198.18.0.9", 4, "tcp", 3)
+    want = Packet(0.0, "198.18.0.9", 4, "tcp", 3, V4_DST)
     assert parse_frame(ether(ip, 0x0800, (0x8100,)), 0.0) == want
     assert parse_frame(ether(ip, 0x0800, (0x88A8, 0x8100)), 0.0) == want  # QinQ
     assert parse_frame(ether(ip, 0x0800, (0x8100,))[:17], 0.0) is None
@@ -117,7 +122,7 @@ def test_vlan_tags_skipped() -> None:
 
 def test_cooked_link() -> None:
     frame = cooked(ipv6("2001:2::1", tcp(3, 4)), 0x86DD)
-    assert parse_frame(frame, 0.0, link="cooked") == Packet(0.0, "2001:2::1", 4, "tcp", 3)
+    assert parse_frame(frame, 0.0, link="cooked") == Packet(0.0, "2001:2::1", 4, "tcp", 3, V6_DST)
 
 
 def test_ipv4_mapped_source_shown_as_ipv4() -> None:
@@ -134,7 +139,7 @@ def test_ipv6_extension_headers_walked() -> None:
         + tcp(999, 40001)
     )
     packet = parse_frame(ipv6("2001:2::1", chain, 0), 0.0, link="ip")
-    assert packet == Packet(0.0, "2001:2::1", 40001, "tcp", 999)
+    assert packet == Packet(0.0, "2001:2::1", 40001, "tcp", 999, V6_DST)
 
 
 def test_ipv6_extension_chain_is_bounded() -> None:
@@ -201,7 +206,7 @@ def test_not_a_knock(frame: bytes) -> None:
 def test_memoryview_input() -> None:
     buf = bytearray(ipv4("198.18.0.1", tcp(1, 2)) + bytes(100))
     assert parse_frame(memoryview(buf)[:40], 0.0, link="ip") == Packet(
-        0.0, "198.18.0.1", 2, "tcp", 1
+        0.0, "198.18.0.1", 2, "tcp", 1, V4_DST
     )
 
 

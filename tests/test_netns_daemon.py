@@ -453,3 +453,22 @@ def test_command_backend_repeated_knock_after_reload_does_not_stack(
     daemon.wait_log(r"closing tcp/22 for 198\.18\.0\.1")
     assert "could not" not in daemon.stderr, daemon.stderr
     assert daemon.terminate() == 0, daemon.stderr
+
+
+@requires_root
+def test_network_mode_ignores_knocks_for_other_hosts(pair: NetnsPair, tmp_path: Path) -> None:
+    """A gateway sees knocks for the hosts behind it: they open nothing here."""
+    prepare(pair)
+    behind = "198.19.99.99"  # routed through the server namespace, not one of its addresses
+    pair.run(pair.client, ["ip", "route", "add", f"{behind}/32", "via", pair.server_ip])
+    daemon = Daemon(pair, tmp_path, daemon_conf(tmp_path, interface=pair.server_if) +
+                    "debug = 1\n")  # fmt: skip
+    daemon.wait_log(r"capturing on veth-s")
+    knock(pair, tmp_path, "-remote", behind, "-client", "198.18.0.1")
+    daemon.wait_log(r"ignored \d+ packets not addressed to this host")
+    time.sleep(0.5)
+    assert "accepted" not in daemon.stderr
+    assert "198.18.0.1" not in elements(pair)
+    knock(pair, tmp_path)  # to the server itself: opens as always
+    daemon.wait_log(r"accepted knock from 198\.18\.0\.1")
+    assert daemon.terminate() == 0, daemon.stderr

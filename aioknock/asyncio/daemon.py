@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
+import socket
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 
 from ..config.settings import DaemonSettings
@@ -53,6 +56,37 @@ def make_backend(settings: DaemonSettings) -> Backend:
         raise ConfigError("backend = command needs an open command", key="open")
     close = Command.parse(settings.close, "close") if settings.close else None
     return CommandBackend(Command.parse(settings.open, "open"), close, test=settings.test)
+
+
+class LocalAddresses:
+    """Whether a packet was addressed to this host. A gateway also sees packets for the
+    hosts behind it, and a bridge or a promiscuous interface those for its neighbours: a
+    knock for them must not open a door here. The kernel decides (a socket may bind only
+    a local address); answers are kept ``ttl`` seconds, for at most ``size`` addresses."""
+
+    def __init__(self, ttl: float = 30.0, size: int = 4096) -> None:
+        self.ttl, self.size = ttl, size
+        self._known: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+
+    def __call__(self, address: str, now: float) -> bool:
+        known = self._known.get(address)
+        if known is not None and now - known[1] < self.ttl:
+            return known[0]
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        try:
+            if ipaddress.ip_address(address).is_multicast:  # bindable, yet nobody's own
+                raise OSError
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.bind((address, 0))
+        except (OSError, ValueError):
+            local = False
+        else:
+            local = True
+        self._known[address] = (local, now)
+        self._known.move_to_end(address)
+        if len(self._known) > self.size:
+            self._known.popitem(last=False)
+        return local
 
 
 class KnockDaemon:
@@ -124,9 +158,15 @@ class KnockDaemon:
             tcp += sorted({p for d in self.tracker.doors for p, pr in d.sequence if pr == "tcp"})
             sniffer = Sniffer(tcp, udp, interface=self.settings.interface or None, clock=self.clock)
             log.info("capturing on %s", self.settings.interface or "all interfaces")
+            local = LocalAddresses()
             try:
                 async for batch in sniffer.batches():
-                    yield batch
+                    ours = [p for p in batch if not p.dst or local(p.dst, p.now)]
+                    if len(ours) < len(batch):
+                        log.debug("ignored %d packets not addressed to this host",
+                                  len(batch) - len(ours))  # fmt: skip
+                    if ours:
+                        yield ours
             finally:
                 sniffer.close()
 

@@ -79,7 +79,8 @@ def _parse_ip(frame: Frame, start: int, now: float) -> Packet | None:
             return None  # a later fragment: no transport header
         proto = frame[start + 9]
         src = socket.inet_ntop(socket.AF_INET, bytes(frame[start + 12 : start + 16]))
-        return _parse_transport(frame, start + ihl, proto, src, now)
+        dst = socket.inet_ntop(socket.AF_INET, bytes(frame[start + 16 : start + 20]))
+        return _parse_transport(frame, start + ihl, proto, src, dst, now)
     if version != 6 or len(frame) < start + 40:
         return None
     proto, offset = frame[start + 6], start + 40
@@ -98,20 +99,23 @@ def _parse_ip(frame: Frame, start: int, now: float) -> Packet | None:
             break
     address = ipaddress.IPv6Address(bytes(frame[start + 8 : start + 24]))
     src = str(address.ipv4_mapped or address)
-    return _parse_transport(frame, offset, proto, src, now)
+    dst = str(ipaddress.IPv6Address(bytes(frame[start + 24 : start + 40])))
+    return _parse_transport(frame, offset, proto, src, dst, now)
 
 
-def _parse_transport(frame: Frame, offset: int, proto: int, src: str, now: float) -> Packet | None:
+def _parse_transport(
+    frame: Frame, offset: int, proto: int, src: str, dst: str, now: float
+) -> Packet | None:
     if proto == socket.IPPROTO_TCP:
         if len(frame) < offset + 20 or frame[offset + 13] & 0x12 != 0x02:
             return None
         sport, dport = struct.unpack_from(">HH", frame, offset)
-        return Packet(now, src, dport, "tcp", sport)
+        return Packet(now, src, dport, "tcp", sport, dst)
     if proto == socket.IPPROTO_UDP:
         if len(frame) < offset + 8:
             return None
         sport, dport = struct.unpack_from(">HH", frame, offset)
-        return Packet(now, src, dport, "udp", sport)
+        return Packet(now, src, dport, "udp", sport, dst)
     return None
 
 

@@ -31,6 +31,7 @@ class Packet:
     dport: int
     proto: Proto = "tcp"
     sport: int = 0  # 0 = unknown; with it, a retransmitted SYN is told from a new knock
+    dst: str = ""  # the address knocked, where known ("" in logs read by pattern)
 
 
 @dataclass(frozen=True, slots=True)
