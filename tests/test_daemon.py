@@ -159,6 +159,14 @@ def test_sequence_door_config_and_errors(tmp_path: Path) -> None:
     conf.write_text("<door ssh>\n  sequence = 7000,7001\n  colour = red\n</door>\n")
     with pytest.raises(ConfigError, match=r"knockdaemon.conf:3: colour: unknown door setting"):
         build_settings(DaemonSettings, path=conf, overrides={}, sending=False)
+    conf.write_text("encoded = no\n<door ssh>\n  sequence = 7000,7001\n</door>\n")
+    with pytest.raises(ConfigError, match=r"knockdaemon.conf:2: door 'ssh' needs the port to open"):
+        build_settings(DaemonSettings, path=conf, overrides={}, sending=False)
+    conf.write_text("knock = CLIENT,RAND,CHECKSUM\nbackend = command\nopen = true\n")
+    with pytest.raises(
+        ConfigError, match=r"knockdaemon.conf:1: knock: the daemon's knock needs a PORT"
+    ):
+        build_settings(DaemonSettings, path=conf, overrides={}, sending=False)
     conf.write_text("backend = command\n")
     with pytest.raises(ConfigError, match=r"open: backend = command needs an open command"):
         build_settings(DaemonSettings, path=conf, overrides={}, sending=False)
@@ -228,3 +236,23 @@ def test_local_addresses() -> None:
     local._known["198.51.100.7"] = (True, 0.0)  # cached within ttl ...
     assert local("198.51.100.7", 5.0)
     assert not local("198.51.100.7", 11.0)  # ... asked again after it
+
+
+async def test_counts_are_final_verdicts_and_the_command_queue_is_bounded(home: Path) -> None:
+    """A door in cooldown is a refusal, not an accept; knocks that need no key (sequence
+    doors) cannot queue firewall commands without end."""
+    from aioknock.asyncio import daemon as daemon_mod
+    from aioknock.daemon.tracker import Decision
+
+    settings = daemon_settings(home, cooldown=60, open="sleep 5")
+    daemon = KnockDaemon(settings)
+    accept = Decision("accept", "127.0.0.1", "sequence complete", "ssh", "127.0.0.1", 22)
+    await daemon._act(accept, 0.0)
+    await daemon._act(accept, 1.0)  # the same door again, within the cooldown
+    assert (daemon.counts["accept"], daemon.counts["refuse"]) == (1, 1)
+    for i in range(daemon_mod.MAX_PENDING + 10):
+        source = f"127.1.{i // 250}.{i % 250 + 1}"
+        await daemon._act(Decision("accept", source, "", "ssh", source, 22), 2.0)
+    assert daemon._actions.qsize() == daemon_mod.MAX_PENDING
+    assert daemon.counts["accept"] == daemon_mod.MAX_PENDING
+    assert daemon.counts["refuse"] == 1 + 11

@@ -402,6 +402,11 @@ def test_failed_reload_keeps_the_old_configuration(pair: NetnsPair, tmp_path: Pa
                                        duration="7"))  # fmt: skip
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_log(r"error: reload failed, keeping the old configuration: .*encoded")
+    # One that loads but whose firewall set-up fails (nft cannot take that table name).
+    daemon.conf.write_text(daemon_conf(tmp_path, interface=pair.server_if, nft_table="accept",
+                                       duration="7"))  # fmt: skip
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"error: reload failed, keeping the old configuration: nft_table: ")
     knock(pair, tmp_path)
     opened = time.monotonic()
     daemon.wait_log(r"accepted knock from 198\.18\.0\.1 \(knock\): opening tcp/22 for "

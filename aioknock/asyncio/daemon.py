@@ -28,6 +28,7 @@ from .follow import Follower
 from .kmsg import KMSG, Kmsg
 
 log = logging.getLogger("aioknock.daemon")
+MAX_PENDING = 256  # firewall commands waiting to run; more knocks are refused meanwhile
 
 
 def make_tracker(settings: DaemonSettings) -> Tracker:
@@ -102,6 +103,7 @@ class KnockDaemon:
         # accepted knocks (which need the key, and pass the cooldown) add to it.
         self._actions: asyncio.Queue[tuple[str, Grant, Backend, float]] = asyncio.Queue()
         self._started = False
+        self._previous: tuple[DaemonSettings, Tracker, Backend, LineReader | None] | None = None
         self._configure(settings)
 
     def _configure(self, settings: DaemonSettings) -> None:
@@ -121,12 +123,20 @@ class KnockDaemon:
     def reload(self, settings: DaemonSettings) -> None:
         """New settings; knocks in progress are dropped, open doors keep their deadlines."""
         keeper, tracker = self.keeper, self.tracker
+        self._previous = (self.settings, tracker, self.backend, self.reader)
         self._configure(settings)
         self.tracker.remember(tracker)
         keeper.duration, keeper.cooldown = settings.duration, settings.cooldown
         self.keeper = keeper
         self._restart.set()
         log.info("configuration reloaded")
+
+    def _revert(self, exc: AioknockError) -> None:
+        """The reloaded configuration's firewall set-up failed: go on with the old one."""
+        log.error("reload failed, keeping the old configuration: %s", exc)
+        assert self._previous is not None  # set by reload(), which precedes any set-up
+        self.settings, self.tracker, self.backend, self.reader = self._previous
+        self.keeper.duration, self.keeper.cooldown = self.settings.duration, self.settings.cooldown
 
     async def packets(self) -> AsyncIterator[list[Packet]]:
         if self.settings.runmode == "file":
@@ -173,28 +183,38 @@ class KnockDaemon:
     async def handle(self, packet: Packet) -> None:
         self.counts["packets"] += 1
         for decision in self.tracker.receive(packet):
-            self.counts[decision.verdict] += 1
             await self._act(decision, packet.now)
+
+    def _refuse(self, d: Decision, reason: str) -> None:
+        self.counts["refuse"] += 1
+        door = f" ({d.door})" if d.door else ""
+        log.warning("refused knock from %s%s: %s", d.source, door, reason)
 
     async def _act(self, d: Decision, now: float) -> None:
         if d.verdict == "ignore":
+            self.counts["ignore"] += 1
             log.info("ignored knock from %s: %s", d.source, d.reason)
             return
         if d.verdict == "refuse":
-            log.warning("refused knock from %s: %s", d.source, d.reason)
+            self._refuse(d, d.reason)
             return
         flags = {int(k[4:]): int(v) for k, v in d.fields.items() if k.startswith("flag")}
         try:
             grant = Grant.make(d.address, d.port, d.proto, flags)
         except ValueError as exc:
-            log.warning("refused knock from %s (%s): %s", d.source, d.door, exc)
+            self._refuse(d, str(exc))
+            return
+        if self._actions.qsize() >= MAX_PENDING:
+            # Sequence doors and unencrypted knocks need no key: a flood of them must
+            # neither grow this queue without end nor bury a real knock's command.
+            self._refuse(d, f"{MAX_PENDING} firewall commands already waiting")
             return
         verdict = self.keeper.request(grant, now)
         what = f"{grant.proto}/{grant.port} for {grant.address}"
         if verdict == "cooldown":
-            log.warning("refused knock from %s (%s): cooldown, %s was opened moments ago",
-                        d.source, d.door, what)  # fmt: skip
+            self._refuse(d, f"cooldown, {what} was opened moments ago")
             return
+        self.counts["accept"] += 1
         action = "opening" if verdict == "open" else "extending"
         log.info("accepted knock from %s (%s): %s %s for %g s",
                  d.source, d.door, action, what, self.settings.duration)  # fmt: skip
@@ -260,7 +280,10 @@ class KnockDaemon:
                 if stopper in done:
                     break
                 self._restart.clear()
-                await self.backend.setup()  # a reload may name another table
+                try:
+                    await self.backend.setup()  # a reload may name another table
+                except AioknockError as exc:
+                    self._revert(exc)
         finally:
             closer.cancel()
             stopper.cancel()

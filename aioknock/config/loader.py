@@ -429,6 +429,8 @@ def parse_doors(blocks: list[Entry]) -> tuple[DoorSpec, ...]:
                 raise ConfigError("unknown door setting; expected sequence, port, proto", **at)
         if len(sequence) < 2:
             raise ConfigError(f"door {block.label!r} needs a sequence of 2 or more ports", **place)
+        if not port:
+            raise ConfigError(f"door {block.label!r} needs the port to open: port = 22", **place)
         doors.append(DoorSpec(block.label, sequence, port, proto, block_entry.source))
     return tuple(doors)
 
@@ -483,6 +485,12 @@ def _validate_daemon(settings: DaemonSettings) -> None:
     if not settings.encoded and not settings.doors:
         raise ConfigError("nothing to listen for: encoded = no and no <door> blocks",
                           key="encoded")  # fmt: skip
+    from ..knock import codec_for
+
+    if settings.encoded and "PORT" not in codec_for(settings).format.fields:
+        # The knock names the port to open; without it no knock could open anything.
+        raise ConfigError("the daemon's knock needs a PORT field (or encoded = no)",
+                          key="knock", **_at(settings, "knock"))  # fmt: skip
 
 
 def _validate_client(settings: ClientSettings, portbytes: int) -> None:
