@@ -64,7 +64,10 @@ def client_address(settings: ClientSettings) -> str:
     return settings.client
 
 
-def knock_inputs(settings: ClientSettings, client: str | None = None) -> KnockInputs:
+def knock_inputs(
+    settings: ClientSettings, client: str | None = None, remote: str | None = None
+) -> KnockInputs:
+    """The knock's inputs; ``remote``: the host knocked (default ``settings.remote``)."""
     needs_client = "CLIENT" in codec_for(settings).format.fields
     address = (client or client_address(settings)) if needs_client else "0.0.0.0"
     try:
@@ -73,7 +76,8 @@ def knock_inputs(settings: ClientSettings, client: str | None = None) -> KnockIn
         ipv6 = False  # not an address at all: KnockFormat.pack rejects it with the reason
     if needs_client and ipv6:
         raise KnockError(
-            f"CLIENT holds an IPv4 address, but the route to {settings.remote} uses {address}; "
+            f"CLIENT holds an IPv4 address, but the route to {remote or settings.remote} uses "
+            f"{address}; "
             "set client = x.x.x.x"
         )
     return KnockInputs(address, settings.port, settings.flags, secrets.randbelow(256))

@@ -375,6 +375,46 @@ def test_hosts_file_errors_name_file_line_and_key(
         assert f": {key}: " in msg
 
 
+@pytest.mark.parametrize(
+    ("line", "key", "needle"),
+    [
+        ("127.0.0.1 client=garbage", "client", "expected an IPv4 address"),
+        ("127.0.0.1 portbytes=1 port=300", "port", "expected a whole number 0-255"),
+        ("127.0.0.1 knock=CLIENT,FLAG5", "knock", "flag5 is not set"),
+        ("127.0.0.1 key_file=k.key", "key_file", "not a setting a host line can override"),
+        ("127.0.0.1 remote=127.0.0.2", "remote", "not a setting a host line can override"),
+    ],
+)
+def test_hosts_lines_checked_whole_before_anything_is_sent(
+    tmp_path: Path, line: str, key: str, needle: str
+) -> None:
+    path = tmp_path / "fleet.txt"
+    path.write_text(f"127.0.0.2\n{line}\n")
+    with pytest.raises(ConfigError) as info:
+        read_hosts_file(str(path), settings())
+    msg = str(info.value)
+    assert msg.startswith(f"{path}:2: {key}: ") and needle in msg, msg
+
+
+def test_an_empty_hosts_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.txt"
+    path.write_text("# nothing yet\n\n")
+    with pytest.raises(ConfigError, match="no hosts in the hosts file"):
+        read_hosts_file(str(path))
+
+
+def test_log_to_file_honours_per_host_settings(
+    cli: list[str], env: dict[str, str], tmp_path: Path
+) -> None:
+    hosts = tmp_path / "fleet.txt"
+    hosts.write_text("127.0.0.1 port=2222\n127.0.0.2\n")
+    res = run_cli([*cli, "--hosts", str(hosts), "-logtofile", "-logfile",
+                   str(tmp_path / "fw.log"), "-timeout", "0", "--json"], env)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    ports = {o["host"]: o["values"][4:6] for o in json_lines(res)}
+    assert ports == {"127.0.0.1": [8, 174], "127.0.0.2": [0, 22]}  # 2222 = 8 * 256 + 174
+
+
 def test_hosts_file_unreadable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read hosts file"):
         read_hosts_file(str(tmp_path / "missing"))

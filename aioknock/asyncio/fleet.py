@@ -166,7 +166,8 @@ async def _knock(host: str, what: ClientSettings | Ports, options: Options) -> K
             timeout = what.timeout if options.timeout is None else options.timeout
             codec = codec_for(what)
             client = _client_for(what, target) if "CLIENT" in codec.format.fields else ""
-            plan = codec.build(knock_inputs(what, client), time.time(), secrets.token_bytes)
+            inputs = knock_inputs(what, client, host)
+            plan = codec.build(inputs, time.time(), secrets.token_bytes)
             result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports
             ports: Ports = plan.ports
         else:

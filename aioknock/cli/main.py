@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..asyncio.fleet import KnockResult, knock_many, raise_fd_limit
+from ..asyncio.fleet import KnockResult, knock_many, raise_fd_limit, with_overrides
 from ..asyncio.logfile import write_knock
 from ..config.loader import build_settings, find_config, search_path
 from ..config.settings import ClientSettings, DaemonSettings, KnockSettings, parse_sequence
@@ -228,7 +228,7 @@ def _targets(ns: argparse.Namespace, settings: ClientSettings) -> tuple[Any, int
         if ns.targets:
             raise ConfigError("give hosts as arguments or with --hosts, not both",
                               source="command line")  # fmt: skip
-        return stdin_hosts(), None
+        return stdin_hosts(settings), None
     for word in ns.targets:
         # "-encrypt yes", "-debug 2": would be knocked as hosts (2 is 0.0.0.2).
         if word.lower() in BOOLEAN_WORDS or word.isdigit():
@@ -236,9 +236,9 @@ def _targets(ns: argparse.Namespace, settings: ClientSettings) -> tuple[Any, int
             switch = ns.argv[i - 1].lstrip("-") if i > 0 else "encrypt"
             raise ConfigError(f"{word!r} is not a host: switches take no value (write "
                               f"-{switch} or -no{switch})", source="command line")  # fmt: skip
-    listed: list[Any] = [parse_line(t, "command line") for t in ns.targets]
+    listed: list[Any] = [parse_line(t, "command line", settings) for t in ns.targets]
     if ns.hosts:
-        listed += read_hosts_file(ns.hosts)
+        listed += read_hosts_file(ns.hosts, settings)
     if not listed:
         listed = [settings.remote]
     return listed, len(listed)
@@ -352,16 +352,18 @@ def _report(result: KnockResult, settings: ClientSettings, *, single: bool) -> N
 async def _log_to_file(settings: ClientSettings, targets: Any, *, json_out: bool) -> int:
     """``logtofile``: each host's knock as faked log lines, hosts one after another."""
     loop = asyncio.get_running_loop()
-    codec = codec_for(settings)
-    hosts: list[str] = []
+    hosts: list[tuple[str, ClientSettings]] = []
     async for target in _aiter(targets):
-        hosts.append(target if isinstance(target, str) else target[0])
-    for host in hosts:
-        client = settings.client
+        if isinstance(target, str):
+            hosts.append((target, settings))
+        else:
+            hosts.append((target[0], with_overrides(settings, target[1])))
+    for host, own in hosts:
+        client = own.client
         if client.lower() in ("", "auto"):
             client = await loop.run_in_executor(None, local_address_for, host)
         result = KnockResult(host, host, started=time.time(), ok=True)
-        plan = codec.build(knock_inputs(settings, client), time.time(), secrets.token_bytes)
+        plan = codec_for(own).build(knock_inputs(own, client), time.time(), secrets.token_bytes)
         result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports
         log.info("knock for %s: %s", host, " ".join(map(str, plan.ports)))
         if not settings.test:

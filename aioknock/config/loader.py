@@ -513,6 +513,12 @@ def _validate_client(settings: ClientSettings, portbytes: int) -> None:
             ) from None
 
 
+def check_sendable(settings: ClientSettings) -> None:
+    """Everything building a knock from ``settings`` needs (format, span, cipher, flags,
+    port width, client); raises ConfigError naming the key."""
+    _validate(settings, sending=True)
+
+
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> ClientSettings:
     """Client settings from ``path`` (or the first file on the search path) plus overrides."""
     found = Path(path) if path is not None else find_config("knockclient.conf")
