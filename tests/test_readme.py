@@ -56,3 +56,14 @@ def test_hosts_file_example_parses() -> None:
     assert db.port == 5432 and db.flags[0] == 3
     legacy = with_overrides(base, legacy_line[1])
     assert legacy.knock == "CLIENT,PORT,CHECKSUM" and legacy.portbytes == 1
+
+
+def test_quick_tour_decode(tmp_path: Path) -> None:
+    line = next(ln for ln in README.splitlines() if ln.startswith("$ aioknock decode 872"))
+    args = line.removeprefix("$ aioknock ").split("#")[0].split()
+    expected = README.split(line + "\n", 1)[1].splitlines()[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOKNOCK_")}
+    env["HOME"] = str(tmp_path)
+    res = subprocess.run([sys.executable, "-m", "aioknock", *args], cwd=tmp_path, env=env,
+                         text=True, capture_output=True, timeout=30)  # fmt: skip
+    assert res.returncode == 0 and res.stdout.strip() == expected, res.stderr

@@ -311,8 +311,9 @@ async def _run(ns: argparse.Namespace, settings: ClientSettings) -> int:
             progress.close()
         done = counts["ok"] + counts["failed"]
         left = f" of {total}" if total else ""
-        log.error("interrupted: %d%s hosts done (%d failed); the rest were not knocked, "
-                  "every socket is closed", done, left, counts["failed"])  # fmt: skip
+        log.error("interrupted: %d%s hosts done (%d failed); the others were stopped "
+                  "mid-knock or not started; every socket is closed", done, left,
+                  counts["failed"])  # fmt: skip
         # The top-level task: the summary above is the whole report, so the runner
         # returns 130 instead of raising KeyboardInterrupt for a second line.
         return EXIT_INTERRUPTED
