@@ -187,7 +187,7 @@ class KnockDaemon:
 
     def _refuse(self, d: Decision, reason: str) -> None:
         self.counts["refuse"] += 1
-        door = f" ({d.door})" if d.door else ""
+        door = f" ({d.door})" if d.door and d.verdict == "accept" else ""
         log.warning("refused knock from %s%s: %s", d.source, door, reason)
 
     async def _act(self, d: Decision, now: float) -> None:
