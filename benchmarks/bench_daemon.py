@@ -73,6 +73,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _procs import fmt, run, stop, verdict
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 NET = ipaddress.ip_network("198.18.0.0/15")
@@ -407,24 +409,6 @@ def driver_main(conf: str, out: str, profile: str) -> int:
 # ------------------------------------------------------------- host side helpers
 
 
-def run(cmd: list[str], *, timeout: float = 10.0, input: str | None = None) -> str:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()}")
-    return res.stdout
-
-
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
-    """Stop a process we started (by its own pid), then reap it."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(wait)
-
-
 @dataclass(frozen=True)
 class Pair:
     server: str
@@ -726,14 +710,6 @@ def run_file(pair: Pair, tmp: Path, stream: Stream, profile: bool) -> Result:
 
 
 # ---------------------------------------------------------------------- report
-
-
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def print_table(rows: list[Result]) -> None:

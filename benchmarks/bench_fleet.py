@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _procs import fmt, run, stop, verdict
 from bench_encode import measure
 
 from aioknock.codec.ciphers import CryptCBC
@@ -121,24 +122,6 @@ LINE = re.compile(r"^(\d+\.\d+) IP (\S+)\.(\d+) > (\S+)\.(\d+): Flags \[S\], seq
 
 def host(i: int) -> str:
     return f"127.0.{i // 250}.{i % 250 + 1}"
-
-
-def run(cmd: list[str], *, timeout: float = 10.0, input: str | None = None) -> str:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()}")
-    return res.stdout
-
-
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
-    """Stop a process we started (by its own pid), then reap it."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(wait)
 
 
 @contextlib.contextmanager
@@ -313,10 +296,6 @@ def run_knock(ns: str, tmp: Path, timeout: float, ports: dict[str, list[int]]) -
     return row
 
 
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_table(rows: list[Row]) -> None:
     head = (f"{'sender':<20} {'hosts':>6} {'timeout':>7} {'wall s':>7} {'cpu s':>6} "
             f"{'RSS MB':>6} {'SYNs':>6} {'SYN/s':>8} {'complete':>13} {'dup':>4} {'late':>4} "
@@ -334,10 +313,6 @@ def print_table(rows: list[Row]) -> None:
             print(f"    gap p99 ms by knock (1st gap first): {by_knock}")
         for error, count in r.errors.items():
             print(f"    {count} hosts failed: {error}")
-
-
-def verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else "PASS" if ok else "FAIL"
 
 
 def targets(rows: list[Row]) -> None:
