@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
 from pathlib import Path
 
@@ -53,3 +54,16 @@ def test_systemd_unit_starts_after_the_network() -> None:
     start = unit["Service"]["ExecStart"].split()
     assert start[1:3] == ["daemon", "-conf"]
     assert unit["Service"]["ExecReload"].endswith("-HUP $MAINPID")
+
+
+def test_systemd_unit_provides_the_example_replay_folder(tmp_path: Path) -> None:
+    unit = configparser.ConfigParser(strict=True, interpolation=None)
+    unit.read(CONF / "aioknock-daemon.service")
+    key = tmp_path / "key"
+    key.write_text("example passphrase\n")
+    key.chmod(0o600)
+    s = build_settings(DaemonSettings, path=CONF / "knockdaemon.conf",
+                       overrides={"key_file": str(key)}, sending=False)  # fmt: skip
+    state = "/var/lib/" + unit["Service"]["StateDirectory"]
+    assert os.path.dirname(s.replay_file) == state
+    assert "PrivateTmp" in unit["Service"] and unit["Service"]["ProtectSystem"] == "strict"

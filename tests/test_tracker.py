@@ -11,7 +11,15 @@ from aioknock.codec.ciphers import CryptCBC, Plain
 from aioknock.codec.fields import KnockFormat, KnockInputs
 from aioknock.codec.knock import Codec
 from aioknock.codec.portspan import PortSpan
-from aioknock.daemon.tracker import Decision, Packet, Proto, SequenceDoor, Tracker, TrackerConfig
+from aioknock.daemon.tracker import (
+    DIGEST_SIZE,
+    Decision,
+    Packet,
+    Proto,
+    SequenceDoor,
+    Tracker,
+    TrackerConfig,
+)
 
 NOW = 1_764_000_000.0
 SRC = "198.18.0.1"
@@ -169,6 +177,20 @@ def test_replay_memory_is_bounded() -> None:
     assert len(tracker._replay) == 3
     assert len(accepted(feed(tracker, knocks[0], now=NOW + 1, sport0=50000))) == 1  # forgotten
     assert accepted(feed(tracker, knocks[4], now=NOW + 1, sport0=50000)) == []
+
+
+def test_accepted_digests_restore_the_memory_in_a_new_tracker() -> None:
+    """What the daemon writes to its replay file makes a restarted tracker refuse."""
+    codec = make_codec()
+    ports = knock_ports(codec)
+    first = accepted(feed(Tracker(codec, TrackerConfig()), ports))
+    assert len(first) == 1 and len(first[0].digest) == DIGEST_SIZE
+    restarted = Tracker(codec, TrackerConfig(replay_memory=2))
+    restarted.load_replays([b"a" * DIGEST_SIZE, first[0].digest, b"b" * DIGEST_SIZE])
+    assert restarted.replays() == [first[0].digest, b"b" * DIGEST_SIZE]  # newest kept
+    again = feed(restarted, ports, now=NOW + 5, sport0=50000)
+    assert [d.verdict for d in again] == ["refuse"] and "replay" in again[0].reason
+    assert again[0].digest == b""  # a refusal adds nothing to the file
 
 
 def test_spoofed_source_refused_unless_allow_nat() -> None:

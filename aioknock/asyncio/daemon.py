@@ -26,6 +26,7 @@ from ..knock import codec_for
 from .actions import ActionError, Backend, CommandBackend, NftBackend
 from .follow import Follower
 from .kmsg import KMSG, Kmsg
+from .replayfile import ReplayFile
 
 log = logging.getLogger("aioknock.daemon")
 MAX_PENDING = 256  # firewall commands waiting to run; more knocks are refused meanwhile
@@ -90,6 +91,9 @@ class LocalAddresses:
         return local
 
 
+_Configuration = tuple[DaemonSettings, Tracker, Backend, LineReader | None, ReplayFile | None]
+
+
 class KnockDaemon:
     def __init__(self, settings: DaemonSettings, *, clock: Callable[[], float] = time.time):
         self.clock = clock
@@ -103,8 +107,11 @@ class KnockDaemon:
         # accepted knocks (which need the key, and pass the cooldown) add to it.
         self._actions: asyncio.Queue[tuple[str, Grant, Backend, float]] = asyncio.Queue()
         self._started = False
-        self._previous: tuple[DaemonSettings, Tracker, Backend, LineReader | None] | None = None
+        self._previous: _Configuration | None = None
+        self.replay: ReplayFile | None = None
         self._configure(settings)
+        if self.replay is not None:
+            self.tracker.load_replays(self.replay.digests)
 
     def _configure(self, settings: DaemonSettings) -> None:
         # Everything is built before anything is replaced: a reload that fails half-way
@@ -117,15 +124,27 @@ class KnockDaemon:
             if settings.runmode == "file"
             else None
         )  # fmt: skip
+        replay, write = self.replay, not settings.test
+        if not settings.replay_file:
+            replay = None
+        elif replay is None or replay.path != settings.replay_file or replay.write != write:
+            # -test judges knocks but must not use them up for the real daemon.
+            replay = ReplayFile.load(settings.replay_file, tracker.config.replay_memory,
+                                     write=write)  # fmt: skip
         self.settings, self.tracker, self.backend, self.reader = settings, tracker, backend, reader
+        self.replay = replay
         self.keeper = DoorKeeper(settings.duration, settings.cooldown)
 
     def reload(self, settings: DaemonSettings) -> None:
         """New settings; knocks in progress are dropped, open doors keep their deadlines."""
-        keeper, tracker = self.keeper, self.tracker
-        self._previous = (self.settings, tracker, self.backend, self.reader)
+        keeper, tracker, replay = self.keeper, self.tracker, self.replay
+        self._previous = (self.settings, tracker, self.backend, self.reader, replay)
         self._configure(settings)
         self.tracker.remember(tracker)
+        if self.replay is not None and self.replay is not replay:
+            # Another file: it learns what this daemon remembers, and the reverse.
+            self.tracker.load_replays(self.replay.digests)
+            self.replay.replace(self.tracker.replays())
         keeper.duration, keeper.cooldown = settings.duration, settings.cooldown
         self.keeper = keeper
         self._restart.set()
@@ -135,7 +154,7 @@ class KnockDaemon:
         """The reloaded configuration's firewall set-up failed: go on with the old one."""
         log.error("reload failed, keeping the old configuration: %s", exc)
         assert self._previous is not None  # set by reload(), which precedes any set-up
-        self.settings, self.tracker, self.backend, self.reader = self._previous
+        self.settings, self.tracker, self.backend, self.reader, self.replay = self._previous
         self.keeper.duration, self.keeper.cooldown = self.settings.duration, self.settings.cooldown
 
     async def packets(self) -> AsyncIterator[list[Packet]]:
@@ -198,6 +217,8 @@ class KnockDaemon:
         if d.verdict == "refuse":
             self._refuse(d, d.reason)
             return
+        if d.digest and self.replay is not None:
+            self.replay.add(d.digest)  # used up now, whether or not a door opens below
         flags = {int(k[4:]): int(v) for k, v in d.fields.items() if k.startswith("flag")}
         try:
             grant = Grant.make(d.address, d.port, d.proto, flags)

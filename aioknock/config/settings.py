@@ -335,6 +335,11 @@ class DaemonSettings(KnockSettings):
                                 "how far time fields may be from the daemon's clock")  # fmt: skip
     allow_nat: bool = opt(False, BOOL,
                           "open for CLIENT even when it is not the packet's source")  # fmt: skip
+    replay_file: str = opt(
+        "", TEXT,
+        "file that keeps the knocks already used across restarts (empty: memory only, so a "
+        "knock used before a restart could be replayed within time_tolerance)", metavar="PATH",
+    )  # fmt: skip
     backend: str = opt("nftables", choice("nftables", "command"),
                        "nftables (built-in set with timeouts) or command (open/close)")  # fmt: skip
     nft_table: str = opt("aioknock", TEXT, "the daemon's own nftables table", metavar="NAME")

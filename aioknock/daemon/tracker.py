@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +20,7 @@ from ..codec.knock import Codec
 from ..errors import KnockError
 
 Proto = Literal["tcp", "udp"]
+DIGEST_SIZE = 16  # bytes that stand for one used knock in the replay memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class Decision:
     port: int = 0
     proto: Proto = "tcp"
     fields: dict[str, int | str] = field(default_factory=dict)
+    digest: bytes = b""  # an encoded knock newly remembered as used (for a replay file)
 
 
 @dataclass(slots=True)
@@ -105,6 +107,18 @@ class Tracker:
     def remember(self, older: Tracker) -> None:
         """Take over ``older``'s memory of accepted knocks (a reload must not forget)."""
         self._replay = older._replay
+
+    def load_replays(self, digests: Iterable[bytes]) -> None:
+        """Add knocks used before (a replay file), oldest first."""
+        for digest in digests:
+            self._replay[digest] = None
+            self._replay.move_to_end(digest)
+        while len(self._replay) > self.config.replay_memory:
+            self._replay.popitem(last=False)
+
+    def replays(self) -> list[bytes]:
+        """The remembered knocks' digests, oldest first."""
+        return list(self._replay)
 
     def wanted(self, dport: int, proto: Proto) -> bool:
         """Whether a packet could be part of any knock (the capture filter's question)."""
@@ -191,14 +205,16 @@ class Tracker:
                 fields=fields,
             )  # fmt: skip
         assert self.codec is not None
-        digest = hashlib.blake2b(self.codec.cipher.replay_key(payload), digest_size=16).digest()
+        key = self.codec.cipher.replay_key(payload)
+        digest = hashlib.blake2b(key, digest_size=DIGEST_SIZE).digest()
         if digest in self._replay:
             return Decision("refuse", src, "replayed knock", fields=fields)
         self._replay[digest] = None
         if len(self._replay) > self.config.replay_memory:
             self._replay.popitem(last=False)
         port = int(fields.get("port", 0))
-        return Decision("accept", src, "knock verified", "knock", address, port, fields=fields)
+        return Decision("accept", src, "knock verified", "knock", address, port, fields=fields,
+                        digest=digest)  # fmt: skip
 
     def _stale_field(self, fields: dict[str, int | str], now: float) -> str:
         present = [name for name in TIME_FIELDS if name.lower() in fields]

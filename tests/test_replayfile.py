@@ -1,0 +1,192 @@
+"""The replay file: what the daemon writes, it reads back; what is not ours, it leaves alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_daemon import client, daemon_settings, home, running, wait_for  # noqa: F401
+
+from aioknock.asyncio.daemon import KnockDaemon
+from aioknock.asyncio.replayfile import MAGIC, ReplayFile
+from aioknock.daemon.tracker import DIGEST_SIZE
+from aioknock.errors import ConfigError
+
+digests = st.binary(min_size=DIGEST_SIZE, max_size=DIGEST_SIZE)
+
+
+def d(i: int) -> bytes:
+    return i.to_bytes(DIGEST_SIZE, "big")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(digests, max_size=40), st.integers(1, 12))
+def test_what_is_added_is_read_back_newest_kept(
+    tmp_path_factory: pytest.TempPathFactory, added: list[bytes], limit: int
+) -> None:
+    path = str(tmp_path_factory.mktemp("r") / "replay")
+    store = ReplayFile.load(path, limit)
+    for digest in added:
+        store.add(digest)
+    again = ReplayFile.load(path, limit)
+    assert list(again.digests) == added[-limit:]
+    # The file never holds more than twice the memory (plus the header).
+    assert os.path.getsize(path) <= len(MAGIC) + 2 * limit * DIGEST_SIZE
+
+
+def test_a_new_file_is_created_at_start_private(tmp_path: Path) -> None:
+    path = tmp_path / "replay"
+    store = ReplayFile.load(str(path), 10)
+    assert path.read_bytes() == MAGIC and not store.digests
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not (tmp_path / "replay.tmp").exists()
+
+
+def test_a_partial_record_from_a_crash_is_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "replay"
+    path.write_bytes(MAGIC + d(1) + d(2) + d(3)[:5])
+    with caplog.at_level(logging.WARNING):
+        store = ReplayFile.load(str(path), 10)
+    assert list(store.digests) == [d(1), d(2)]
+    assert "partial record" in caplog.text
+    assert path.read_bytes() == MAGIC + d(1) + d(2)
+    store.add(d(4))
+    assert list(ReplayFile.load(str(path), 10).digests) == [d(1), d(2), d(4)]
+
+
+def test_only_the_newest_records_are_read_from_a_long_file(tmp_path: Path) -> None:
+    path = tmp_path / "replay"
+    path.write_bytes(MAGIC + b"".join(d(i) for i in range(50)))
+    store = ReplayFile.load(str(path), 8)
+    assert list(store.digests) == [d(i) for i in range(42, 50)]
+    assert path.read_bytes() == MAGIC + b"".join(d(i) for i in range(42, 50))
+
+
+@pytest.mark.parametrize(
+    "content", [b"root:x:0:0:root:/root:/bin/bash\n", b"aioknock", MAGIC[:-1] + b"?" + d(1)]
+)
+def test_a_file_that_is_not_ours_is_refused_and_left_alone(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "passwd"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"^replay_file: .*passwd is not an aioknock replay file"):
+        ReplayFile.load(str(path), 10)
+    assert path.read_bytes() == content
+
+
+def test_an_empty_file_is_taken_as_new(tmp_path: Path) -> None:
+    path = tmp_path / "replay"
+    path.touch()
+    assert not ReplayFile.load(str(path), 10).digests
+    assert path.read_bytes() == MAGIC
+
+
+def test_unusable_paths_fail_at_start_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"^replay_file: cannot read .*/file/replay: Not a dir"):
+        ReplayFile.load(str(tmp_path / "file" / "replay"), 10)
+    with pytest.raises(ConfigError, match=r"^replay_file: cannot write .*/no/replay: No such file"):
+        ReplayFile.load(str(tmp_path / "no" / "replay"), 10)
+    with pytest.raises(ConfigError, match=r"^replay_file: cannot read .*: not a regular file$"):
+        ReplayFile.load(str(tmp_path), 10)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):  # and does not block
+        ReplayFile.load(str(fifo), 10)
+    target = tmp_path / "target"
+    target.write_bytes(MAGIC)
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(ConfigError, match=r"/link: a symbolic link, which is not followed$"):
+        ReplayFile.load(str(tmp_path / "link"), 10)
+
+
+def test_read_only_mode_neither_creates_nor_writes(tmp_path: Path) -> None:
+    path = tmp_path / "replay"
+    store = ReplayFile.load(str(path), 10, write=False)
+    store.add(d(1))
+    assert not path.exists()
+    path.write_bytes(MAGIC + d(1))
+    store = ReplayFile.load(str(path), 10, write=False)
+    store.add(d(2))
+    store.replace([d(3)])
+    assert path.read_bytes() == MAGIC + d(1)
+
+
+def test_a_failed_append_is_logged_and_the_memory_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    store = ReplayFile.load(str(folder / "replay"), 10)
+    (folder / "replay").unlink()
+    folder.rmdir()
+    (tmp_path / "state").write_text("now a file")
+    with caplog.at_level(logging.ERROR):
+        store.add(d(7))
+    assert "cannot record a used knock" in caplog.text and "Traceback" not in caplog.text
+    assert list(store.digests) == [d(7)]
+
+
+# --------------------------------------------------------------- in the daemon
+
+
+def replays_in(path: Path) -> int:
+    return (path.stat().st_size - len(MAGIC)) // DIGEST_SIZE
+
+
+async def test_a_used_knock_stays_used_across_a_restart(home: Path) -> None:  # noqa: F811
+    replay = home / "replay"
+    await asyncio.to_thread(client, home / "fw.log")
+    async with running(daemon_settings(home, from_start=True, replay_file=str(replay))) as first:
+        assert await wait_for(lambda: first.counts["accept"] == 1)
+    assert replays_in(replay) == 1
+    for marker in home.glob("open-*"):
+        marker.unlink()
+
+    # The same log read again after a restart: the knock in it is a replay now.
+    async with running(daemon_settings(home, from_start=True, replay_file=str(replay))) as again:
+        assert await wait_for(lambda: again.counts["refuse"] == 1)
+        assert again.counts["accept"] == 0
+    assert not list(home.glob("open-*"))
+
+    # -test judges with the file but leaves it as it is.
+    before = replay.read_bytes()
+    test = daemon_settings(home, from_start=True, replay_file=str(replay), test=True)
+    async with running(test) as dry:
+        assert await wait_for(lambda: dry.counts["refuse"] == 1)
+    assert replay.read_bytes() == before
+
+    # Without the file, a restart forgets: the gap the file closes.
+    async with running(daemon_settings(home, from_start=True)) as forgetful:
+        assert await wait_for(lambda: forgetful.counts["accept"] == 1)
+
+
+async def test_a_reload_to_another_file_carries_the_memory(home: Path) -> None:  # noqa: F811
+    first, second = home / "first", home / "second"
+    await asyncio.to_thread(client, home / "fw.log")
+    async with running(daemon_settings(home, from_start=True, replay_file=str(first))) as daemon:
+        assert await wait_for(lambda: daemon.counts["accept"] == 1)
+        daemon.reload(daemon_settings(home, replay_file=str(second)))
+        assert second.read_bytes() == first.read_bytes()
+        daemon.reload(daemon_settings(home))
+        assert daemon.replay is None
+    assert replays_in(second) == 1
+
+
+def test_a_bad_replay_file_stops_the_start_and_a_reload_keeps_the_old(home: Path) -> None:  # noqa: F811
+    bad = daemon_settings(home, replay_file=str(home / "missing" / "replay"))
+    with pytest.raises(ConfigError, match="replay_file: cannot write"):
+        KnockDaemon(bad)
+    good = daemon_settings(home, replay_file=str(home / "replay"))
+    daemon = KnockDaemon(good)
+    with pytest.raises(ConfigError, match="replay_file: cannot write"):
+        daemon.reload(bad)
+    assert daemon.settings is good and daemon.replay is not None
+    assert daemon.replay.path == str(home / "replay")
