@@ -15,6 +15,8 @@ from test_daemon import client, daemon_settings, home, running, wait_for  # noqa
 
 from aioknock.asyncio.daemon import KnockDaemon
 from aioknock.asyncio.replayfile import MAGIC, ReplayFile
+from aioknock.config.loader import build_settings
+from aioknock.config.settings import DaemonSettings
 from aioknock.daemon.tracker import DIGEST_SIZE
 from aioknock.errors import ConfigError
 
@@ -134,6 +136,43 @@ def test_a_failed_append_is_logged_and_the_memory_kept(
     assert list(store.digests) == [d(7)]
 
 
+def test_no_other_file_is_ever_written_through_it(tmp_path: Path) -> None:
+    """The daemon runs as root: links and a planted temporary name must not steer it."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    path = tmp_path / "replay"
+    os.link(victim, path)  # a hard link at the replay path: refused at start
+    with pytest.raises(ConfigError, match=r"replay: it has other hard links$"):
+        ReplayFile.load(str(path), 10)
+    path.unlink()
+    os.link(victim, tmp_path / "replay.tmp")  # an old fixed temporary name: not reused
+    store = ReplayFile.load(str(path), 2)
+    for i in range(8):  # appends and two rewrites
+        store.add(d(i))
+    assert victim.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replay", "replay.tmp", "victim"]
+
+
+def test_a_file_changed_behind_its_back_is_written_anew(tmp_path: Path) -> None:
+    path = tmp_path / "replay"
+    store = ReplayFile.load(str(path), 10)
+    store.add(d(1))
+    path.unlink()  # deleted while the daemon runs: recreated whole, with its header
+    store.add(d(2))
+    assert path.read_bytes() == MAGIC + d(1) + d(2)
+    with path.open("ab") as f:  # cut short or grown (a full disk, another writer)
+        f.write(b"xyz")
+    store.add(d(3))
+    assert path.read_bytes() == MAGIC + d(1) + d(2) + d(3)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    path.unlink()
+    os.link(victim, path)  # swapped for a link to another file: ours put back beside it
+    store.add(d(4))
+    assert victim.read_bytes() == b"precious"
+    assert list(ReplayFile.load(str(path), 10).digests) == [d(1), d(2), d(3), d(4)]
+
+
 # --------------------------------------------------------------- in the daemon
 
 
@@ -166,6 +205,28 @@ async def test_a_used_knock_stays_used_across_a_restart(home: Path) -> None:  # 
     # Without the file, a restart forgets: the gap the file closes.
     async with running(daemon_settings(home, from_start=True)) as forgetful:
         assert await wait_for(lambda: forgetful.counts["accept"] == 1)
+
+
+def test_a_reload_to_a_full_file_keeps_what_this_daemon_accepted(home: Path) -> None:  # noqa: F811
+    full = home / "full"
+    full.write_bytes(MAGIC + b"".join(d(i) for i in range(100_000)))
+    daemon = KnockDaemon(daemon_settings(home, replay_file=str(home / "first")))
+    mine = b"m" * DIGEST_SIZE
+    daemon.tracker.load_replays([mine])  # as if accepted here
+    daemon.reload(daemon_settings(home, replay_file=str(full)))
+    kept = daemon.tracker.replays()
+    assert len(kept) == 100_000 and kept[-1] == mine and d(0) not in kept
+    assert full.read_bytes()[-DIGEST_SIZE:] == mine
+
+
+def test_replay_file_setting_is_checked_and_resolved(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^command line: replay_file: expected a file name"):
+        daemon_settings(tmp_path, replay_file="a\0b")
+    conf = tmp_path / "etc" / "knockdaemon.conf"
+    conf.parent.mkdir()
+    conf.write_text("replay_file = state/replay\nkey = k\n")
+    s = build_settings(DaemonSettings, path=conf, overrides={}, sending=False)
+    assert s.replay_file == str(tmp_path / "etc" / "state" / "replay")
 
 
 async def test_a_reload_to_another_file_carries_the_memory(home: Path) -> None:  # noqa: F811

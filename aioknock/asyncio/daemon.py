@@ -142,8 +142,9 @@ class KnockDaemon:
         self._configure(settings)
         self.tracker.remember(tracker)
         if self.replay is not None and self.replay is not replay:
-            # Another file: it learns what this daemon remembers, and the reverse.
-            self.tracker.load_replays(self.replay.digests)
+            # Another file: it learns what this daemon remembers, and the reverse; what
+            # this daemon accepted stays the newest (the first forgotten when full).
+            self.tracker.load_replays([*self.replay.digests, *self.tracker.replays()])
             self.replay.replace(self.tracker.replays())
         keeper.duration, keeper.cooldown = settings.duration, settings.cooldown
         self.keeper = keeper

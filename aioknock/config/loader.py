@@ -270,8 +270,9 @@ def _warn_readable(path: Path, where: str) -> None:
         )  # fmt: skip
 
 
-def _key_path(value: str, where: str) -> Path:
-    """``key_file`` as given; a relative one in a config file is relative to that file."""
+def _config_relative(value: str, where: str) -> Path:
+    """A file name as given; a relative one in a config file is relative to that file
+    (a daemon's working folder is ``/``)."""
     path = Path(value).expanduser()
     source = _place(where)
     if not path.is_absolute() and "line" in source:
@@ -280,7 +281,7 @@ def _key_path(value: str, where: str) -> Path:
 
 
 def _read_key_file(value: str, where: str) -> tuple[str, Path]:
-    key_path = _key_path(value, where)
+    key_path = _config_relative(value, where)
     try:
         lines = key_path.read_text(encoding="utf-8").splitlines()
     except ValueError:  # a NUL in the path
@@ -377,6 +378,8 @@ def build_settings(
             values[key] = value
 
     _resolve_key(values, origins, rank)
+    if values.get("replay_file"):
+        values["replay_file"] = str(_config_relative(values["replay_file"], origins["replay_file"]))
     blocks = [entry for layer in layers for entry in layer.blocks]
     if blocks:
         values["doors"] = parse_doors(blocks)

@@ -117,6 +117,16 @@ EXACT_TEXT = Kind("text", "text (quote it to keep spaces)", _exact_text)
 FLAG = integer(0)  # taken mod 256 with a warning, as the prototype did
 
 
+def _path(raw: object) -> str:
+    value = _text(raw)
+    if "\0" in value:
+        raise ValueError
+    return value
+
+
+PATH = Kind("path", "a file name (relative: to the config file)", _path)
+
+
 def parse_sequence(text: str) -> tuple[tuple[int, str], ...]:
     """knockd's spelling ``7000,8000:udp,9000`` as (port, proto) pairs; ValueError if bad."""
     out: list[tuple[int, str]] = []
@@ -336,7 +346,7 @@ class DaemonSettings(KnockSettings):
     allow_nat: bool = opt(False, BOOL,
                           "open for CLIENT even when it is not the packet's source")  # fmt: skip
     replay_file: str = opt(
-        "", TEXT,
+        "", PATH,
         "file that keeps the knocks already used across restarts (empty: memory only, so a "
         "knock used before a restart could be replayed within time_tolerance)", metavar="PATH",
     )  # fmt: skip
