@@ -31,3 +31,13 @@ def fmt(value: float | None, spec: str) -> str:
 
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else "PASS" if ok else "FAIL"
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGHUP end a run like Ctrl-C, so its namespaces are deleted."""
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)

@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _procs import fmt, run, stop, verdict
+from _procs import fmt, interrupt_on_signals, run, stop, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -837,11 +837,7 @@ def main() -> int:
     if missing := [c for c in ("ip", "nft", "sysctl") if shutil.which(c) is None]:
         parser.error(f"missing commands: {', '.join(missing)}")
 
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
+    interrupt_on_signals()
     print(f"aioknock daemon (CLI, uvloop), knock = {KNOCK}, Blowfish iv=yes, portspan {SPAN}: "
           f"{KNOCK_PORTS} ports per knock; max_sources 10000; {os.cpu_count()} CPUs, "
           f"kernel {os.uname().release}\n", flush=True)  # fmt: skip

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _procs import fmt, run, stop, verdict
+from _procs import fmt, interrupt_on_signals, run, stop, verdict
 from bench_encode import measure
 
 from aioknock.codec.ciphers import CryptCBC
@@ -390,11 +390,7 @@ def main() -> int:
     if missing := [c for c in need if shutil.which(c) is None]:
         parser.error(f"missing commands: {', '.join(missing)}")
 
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
+    interrupt_on_signals()
     print(f"aioknock.knock_many on uvloop, watch=False; knock = {FORMAT} unencrypted, portspan "
           f"{PORTSPAN} (256 ports): 8 SYNs per host; {os.cpu_count()} CPUs, "
           f"kernel {os.uname().release}\n", flush=True)  # fmt: skip
