@@ -77,8 +77,7 @@ def knock_inputs(
     if needs_client and ipv6:
         raise KnockError(
             f"CLIENT holds an IPv4 address, but the route to {remote or settings.remote} uses "
-            f"{address}; "
-            "set client = x.x.x.x"
+            f"{address}; set client = x.x.x.x"
         )
     return KnockInputs(address, settings.port, settings.flags, secrets.randbelow(256))
 

@@ -25,7 +25,13 @@ from typing import Any, NoReturn
 from ..asyncio.fleet import KnockResult, knock_many, raise_fd_limit, with_overrides
 from ..asyncio.logfile import write_knock
 from ..config.loader import build_settings, find_config, search_path
-from ..config.settings import ClientSettings, DaemonSettings, KnockSettings, parse_sequence
+from ..config.settings import (
+    BOOL_WORDS,
+    ClientSettings,
+    DaemonSettings,
+    KnockSettings,
+    parse_sequence,
+)
 from ..errors import AioknockError, ConfigError, KnockError
 from ..knock import codec_for, knock_inputs, local_address_for
 from .hosts import parse_line, read_hosts_file, stdin_hosts
@@ -219,7 +225,6 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
 
 
 MIN_FILES = 32
-BOOLEAN_WORDS = frozenset({"yes", "no", "on", "off", "true", "false"})
 
 
 def _targets(ns: argparse.Namespace, settings: ClientSettings) -> tuple[Any, int | None]:
@@ -231,7 +236,7 @@ def _targets(ns: argparse.Namespace, settings: ClientSettings) -> tuple[Any, int
         return stdin_hosts(settings), None
     for word in ns.targets:
         # "-encrypt yes", "-debug 2": would be knocked as hosts (2 is 0.0.0.2).
-        if word.lower() in BOOLEAN_WORDS or word.isdigit():
+        if word.lower() in BOOL_WORDS or word.isdigit():
             i = ns.argv.index(word)
             switch = ns.argv[i - 1].lstrip("-") if i > 0 else "encrypt"
             raise ConfigError(f"{word!r} is not a host: switches take no value (write "

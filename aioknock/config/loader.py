@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from .general import Block, Entry, read_general
 from .settings import (
     FLAG,
+    PATH,
     ClientSettings,
     DaemonSettings,
     DoorSpec,
@@ -378,8 +379,9 @@ def build_settings(
             values[key] = value
 
     _resolve_key(values, origins, rank)
-    if values.get("replay_file"):
-        values["replay_file"] = str(_config_relative(values["replay_file"], origins["replay_file"]))
+    for key, value in values.items():
+        if table[key].kind is PATH and value:
+            values[key] = str(_config_relative(value, origins[key]))
     blocks = [entry for layer in layers for entry in layer.blocks]
     if blocks:
         values["doors"] = parse_doors(blocks)
