@@ -25,7 +25,6 @@ import pytest
 from aioknock.asyncio import fleet
 from aioknock.asyncio.sender import Attempt, Target
 from aioknock.cli import main as cli
-from aioknock.config import loader
 from aioknock.config.settings import ClientSettings
 
 PLAIN = ["-client", "10.1.1.1", "-knock", "CLIENT,PORT,FLAG0,CHECKSUM", "-flag0", "15"]
@@ -33,20 +32,8 @@ PLAIN = ["-client", "10.1.1.1", "-knock", "CLIENT,PORT,FLAG0,CHECKSUM", "-flag0"
 KNOCK = ["755", "746", "746", "746", "745", "767", "760", "795"]
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No real config file is found, and no AIOKNOCK_* variable leaks in."""
-    home, xdg, bin_dir = tmp_path / "home", tmp_path / "xdg", tmp_path / "bin"
-    for d in (home, xdg, bin_dir):
-        d.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
-    monkeypatch.setattr(sys, "argv", [str(bin_dir / "aioknock")])
-    monkeypatch.setattr(loader, "SYSTEM_DIR", tmp_path / "etc")
-    for name in list(os.environ):
-        if name.upper().startswith("AIOKNOCK_"):
-            monkeypatch.delenv(name)
-    return tmp_path
+# No real config file is found, and no AIOKNOCK_* variable leaks in (conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 class Sent:

@@ -7,15 +7,12 @@ environment variable, or the command line), the key, and what was expected.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import aioknock
-from aioknock.config import loader
 from aioknock.config.loader import build_settings, find_config, search_path
 from aioknock.config.settings import ClientSettings, KnockSettings
 from aioknock.errors import ConfigError
@@ -23,20 +20,9 @@ from aioknock.errors import ConfigError
 NAME = "knockclient.conf"
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No real ~/.knockclient.conf, XDG or /etc file, and no AIOKNOCK_* from the caller."""
-    home, xdg, bin_dir, etc = (tmp_path / d for d in ("home", "xdg", "prefix/bin", "etc"))
-    for d in (home, xdg, bin_dir, etc):
-        d.mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
-    monkeypatch.setattr(sys, "argv", [str(bin_dir / "aioknock"), *sys.argv[1:]])
-    monkeypatch.setattr(loader, "SYSTEM_DIR", etc / "aioknock")
-    for name in list(os.environ):
-        if name.upper().startswith("AIOKNOCK_"):
-            monkeypatch.delenv(name)
-    return tmp_path
+# No real ~/.knockclient.conf, XDG or /etc file, and no AIOKNOCK_* from the caller: the
+# layout under tmp_path that locations() below spells out is conftest.py's ``isolated``.
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def write(path: Path, text: str, mode: int | None = None) -> Path:

@@ -75,15 +75,6 @@ async def running(settings: DaemonSettings) -> AsyncIterator[KnockDaemon]:
         await asyncio.wait_for(task, 5)
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for name in list(os.environ):
-        if name.startswith("AIOKNOCK_"):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
 async def test_open_then_close_through_log_file(home: Path) -> None:
     settings = daemon_settings(home)
     marker = home / "open-127.0.0.1-tcp-2222"

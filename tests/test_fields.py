@@ -5,7 +5,6 @@ from __future__ import annotations
 import calendar
 import ipaddress
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,11 +22,8 @@ Loader = Callable[..., aioknock.Settings]
 
 
 @pytest.fixture
-def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Loader:
+def load(tmp_path: Path, clean_env: None) -> Loader:
     """load_config on an empty file, with no AIOKNOCK_* variables in the way."""
-    for name in list(os.environ):
-        if name.startswith("AIOKNOCK_"):
-            monkeypatch.delenv(name)
     conf = tmp_path / "knockclient.conf"
     conf.write_text("")
 

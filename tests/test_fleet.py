@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import needs_ipv6
+from helpers.loopback import needs_ipv6
 
 import aioknock
 from aioknock import ClientSettings, KnockResult, knock, knock_many, parse_knock

@@ -16,9 +16,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from helpers.netns import NetnsPair, requires_root
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from netns import NetnsPair, netns_pair, requires_root
 
 from aioknock.codec.logline import LogTemplate
 from aioknock.config.settings import DEFAULT_FILEFORMAT
@@ -469,9 +469,8 @@ def _kmsg_messages(fd: int, prefixes: tuple[str, ...], want: int, timeout: float
 
 
 @requires_root
-def test_real_kernel_lines(pair_for_log: NetnsPair) -> None:
+def test_real_kernel_lines(pair: NetnsPair) -> None:
     """nftables ``log`` output for IPv4 and IPv6 SYN, UDP, flags all, a flow, ICMP errors."""
-    pair = pair_for_log
     tag = f"ak{os.getpid() % 100000}"
     rules = textwrap.dedent(
         f"""
@@ -535,12 +534,6 @@ def test_real_kernel_lines(pair_for_log: NetnsPair) -> None:
     assert any("PROTO=ICMP " in m and "DPT=40005" in m for m in icmp), text
     assert any("PROTO=ICMPv6 " in m and "DPT=40005" in m for m in icmp), text
     assert parsed("icmp") == [None] * len(icmp), text
-
-
-@pytest.fixture
-def pair_for_log() -> Iterator[NetnsPair]:
-    with netns_pair() as p:
-        yield p
 
 
 # --------------------------------------------------------------- forged kernel lines

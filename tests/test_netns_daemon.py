@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import NetnsPair, check_root, netns_pair, requires_root
+from helpers.netns import NetnsPair, check_root, requires_root
 
 from aioknock.daemon import nftables
 
@@ -241,12 +241,6 @@ def assert_opens_then_closes(pair: NetnsPair, daemon: Daemon, opened_at: float) 
     assert closed is not None, f"the door never closed: {daemon.stderr}"
     elapsed = time.monotonic() - opened_at
     assert DURATION - 0.6 < elapsed < DURATION + 3.0, elapsed
-
-
-@pytest.fixture
-def pair() -> Iterator[NetnsPair]:
-    with netns_pair() as p:
-        yield p
 
 
 @requires_root

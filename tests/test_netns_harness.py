@@ -6,10 +6,9 @@ import itertools
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import pytest
-from netns import NetnsPair, netns_exists, netns_pair, requires_root
+from helpers.netns import NetnsPair, netns_exists, netns_pair, requires_root
 
 PORTS = list(range(40000, 40010))
 
@@ -53,12 +52,6 @@ CONNECT = textwrap.dedent(
         print(s.recv(16).decode())
     """
 )
-
-
-@pytest.fixture
-def pair() -> Iterator[NetnsPair]:
-    with netns_pair() as p:
-        yield p
 
 
 @requires_root

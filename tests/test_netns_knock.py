@@ -22,11 +22,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import NetnsPair, Packet, netns_pair, requires_root
+from helpers.netns import NetnsPair, Packet, requires_root
 
 import aioknock
 
@@ -59,12 +58,6 @@ CONNECT_SCRIPT = textwrap.dedent(
         runner.run(main())
     """
 )
-
-
-@pytest.fixture
-def pair() -> Iterator[NetnsPair]:
-    with netns_pair() as p:
-        yield p
 
 
 @pytest.fixture

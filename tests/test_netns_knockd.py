@@ -24,11 +24,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import NetnsPair, netns_pair, requires_root
+from helpers.netns import NetnsPair, requires_root
 
 import aioknock
 
@@ -50,11 +49,11 @@ pytestmark = pytest.mark.skipif(shutil.which("knockd") is None, reason="knockd n
 
 
 @pytest.fixture
-def pair() -> Iterator[NetnsPair]:
-    with netns_pair() as p:
-        p.nft_drop(TCP_PORTS)
-        p.nft_drop(UDP_PORTS, "udp")
-        yield p
+def pair(pair: NetnsPair) -> NetnsPair:
+    """conftest.py's namespace pair, with every knock port dropped in the server."""
+    pair.nft_drop(TCP_PORTS)
+    pair.nft_drop(UDP_PORTS, "udp")
+    return pair
 
 
 @pytest.fixture

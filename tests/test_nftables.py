@@ -19,14 +19,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.netns import NetnsPair, requires_root
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from netns import NetnsPair, netns_pair, requires_root
 
 from aioknock.asyncio import actions
 from aioknock.asyncio.actions import ActionError, CommandBackend, NftBackend, run_argv
@@ -439,12 +438,6 @@ def _elements(pair: NetnsPair, name: str, table: str = "aioknock") -> dict[tuple
 def _seconds(text: str) -> float:
     units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
     return sum(float(n) * units[u] for n, u in re.findall(r"(\d+)(ms|d|h|m|s)", text))
-
-
-@pytest.fixture
-def pair() -> Iterator[NetnsPair]:
-    with netns_pair() as p:
-        yield p
 
 
 def _user_table(mark: int = MARK) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_daemon import client, daemon_settings, home, running, wait_for  # noqa: F401
+from test_daemon import client, daemon_settings, running, wait_for
 
 from aioknock.asyncio.daemon import KnockDaemon
 from aioknock.asyncio.replayfile import MAGIC, ReplayFile
@@ -180,7 +180,7 @@ def replays_in(path: Path) -> int:
     return (path.stat().st_size - len(MAGIC)) // DIGEST_SIZE
 
 
-async def test_a_used_knock_stays_used_across_a_restart(home: Path) -> None:  # noqa: F811
+async def test_a_used_knock_stays_used_across_a_restart(home: Path) -> None:
     replay = home / "replay"
     await asyncio.to_thread(client, home / "fw.log")
     async with running(daemon_settings(home, from_start=True, replay_file=str(replay))) as first:
@@ -207,7 +207,7 @@ async def test_a_used_knock_stays_used_across_a_restart(home: Path) -> None:  # 
         assert await wait_for(lambda: forgetful.counts["accept"] == 1)
 
 
-def test_a_reload_to_a_full_file_keeps_what_this_daemon_accepted(home: Path) -> None:  # noqa: F811
+def test_a_reload_to_a_full_file_keeps_what_this_daemon_accepted(home: Path) -> None:
     full = home / "full"
     full.write_bytes(MAGIC + b"".join(d(i) for i in range(100_000)))
     daemon = KnockDaemon(daemon_settings(home, replay_file=str(home / "first")))
@@ -229,7 +229,7 @@ def test_replay_file_setting_is_checked_and_resolved(tmp_path: Path) -> None:
     assert s.replay_file == str(tmp_path / "etc" / "state" / "replay")
 
 
-async def test_a_reload_to_another_file_carries_the_memory(home: Path) -> None:  # noqa: F811
+async def test_a_reload_to_another_file_carries_the_memory(home: Path) -> None:
     first, second = home / "first", home / "second"
     await asyncio.to_thread(client, home / "fw.log")
     async with running(daemon_settings(home, from_start=True, replay_file=str(first))) as daemon:
@@ -241,7 +241,7 @@ async def test_a_reload_to_another_file_carries_the_memory(home: Path) -> None: 
     assert replays_in(second) == 1
 
 
-def test_a_bad_replay_file_stops_the_start_and_a_reload_keeps_the_old(home: Path) -> None:  # noqa: F811
+def test_a_bad_replay_file_stops_the_start_and_a_reload_keeps_the_old(home: Path) -> None:
     bad = daemon_settings(home, replay_file=str(home / "missing" / "replay"))
     with pytest.raises(ConfigError, match="replay_file: cannot write"):
         KnockDaemon(bad)

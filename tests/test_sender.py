@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from loopback import HAVE_IPV6, needs_ipv6
+from helpers.loopback import HAVE_IPV6, needs_ipv6
 
 from aioknock.asyncio.sender import HOLD_MAX, HOLD_MIN, Attempt, Mode, Target, resolve, send_knock
 from aioknock.errors import SendError

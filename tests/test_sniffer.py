@@ -17,12 +17,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import NetnsPair, netns_pair, requires_root
+from helpers.netns import NetnsPair, requires_root
 
 from aioknock.asyncio.sniffer import CaptureError, Sniffer
 from aioknock.errors import AioknockError
@@ -171,12 +171,6 @@ class SniffProc:
         *lines, last = [json.loads(line) for line in (self._buf + rest).decode().splitlines()]
         self.received, self.dropped = last["stats"]
         return lines
-
-
-@pytest.fixture
-def pair() -> Iterator[NetnsPair]:
-    with netns_pair() as p:
-        yield p
 
 
 def send(pair: NetnsPair, events: list[list[Any]], ns: str | None = None) -> None:

@@ -5,14 +5,15 @@ long-running processes inside them, loads an nftables drop ruleset and captures
 packets with tcpdump.  Everything created is removed again, even on failure.
 
 Safety: addresses are restricted to 198.18.0.0/15 and 2001:2::/48 and only exist
-inside the namespaces created here; nothing touches the host's interfaces.
+inside the namespaces created here; nothing touches the host's interfaces.  Nothing
+here creates a namespace when it is imported or when ``requires_root`` is applied:
+the root check runs when a test is set up (conftest.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import ipaddress
 import itertools
 import os
@@ -22,7 +23,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
@@ -94,39 +95,14 @@ def check_root() -> None:
     pytest.skip(ROOT_REASON)
 
 
-def _failing(fn: Callable[..., Any]) -> Callable[..., Any]:
-    if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def awrapper(*args: Any, **kwargs: Any) -> None:
-            check_root()
-
-        return awrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        check_root()
-
-    return wrapper
-
-
 def requires_root(obj: T) -> T:
     """Decorate a test function or class that needs root and network namespaces.
 
-    Adds the ``root`` mark.  Without root/netns the test is skipped with
-    ``ROOT_REASON``, except under ``CI=true`` where it fails instead.
+    Only adds the ``root`` mark; nothing is checked here, so importing a test module
+    creates no namespace.  conftest.py calls ``check_root()`` when a marked test is set
+    up: without root/netns it is skipped with ``ROOT_REASON``, under ``CI=true`` it fails.
     """
-    marked: Any = pytest.mark.root(obj)
-    if netns_available():
-        return cast(T, marked)
-    if not in_ci():
-        return cast(T, pytest.mark.skip(reason=ROOT_REASON)(marked))
-    if inspect.isclass(marked):
-        for name, attr in list(vars(marked).items()):
-            if name.startswith("test") and callable(attr):
-                setattr(marked, name, _failing(attr))
-        return cast(T, marked)
-    return cast(T, _failing(marked))
+    return cast(T, pytest.mark.root(obj))
 
 
 # ---------------------------------------------------------- running commands

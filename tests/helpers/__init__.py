@@ -1,0 +1,1 @@
+"""Test helpers: ``netns`` (the network-namespace harness) and ``loopback`` (this host's ::1)."""
