@@ -1,16 +1,50 @@
-"""Shared fixtures and the run-time root check."""
+"""Shared fixtures, the run-time root check, and keeping the source tree clean.
+
+Nothing the suite does writes into the source tree: this process writes no bytecode,
+the Python subprocesses tests start write theirs to a temporary directory of this run
+(``PYTHONPYCACHEPREFIX``), and so do Hypothesis, mypy and ruff (test_quality.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.netns import NetnsPair, check_root, netns_pair
+from hypothesis.configuration import set_hypothesis_home_dir
 
-from aioknock.config import loader
+# ------------------------------------------------------- nothing into the source tree
+
+# Before anything from the tree is imported: no bytecode from this process.  This
+# module's own was written before it could say so (assertion rewriting); remove it.
+sys.dont_write_bytecode = True
+_PYCACHE = Path(__file__).parent / "__pycache__"
+for _pyc in _PYCACHE.glob("conftest.*.pyc"):
+    _pyc.unlink(missing_ok=True)
+with contextlib.suppress(OSError):
+    _PYCACHE.rmdir()  # only if empty
+
+#: This run's scratch directory for caches; removed again in ``pytest_unconfigure``.
+SCRATCH = Path(tempfile.mkdtemp(prefix="aioknock-tests-"))
+os.environ.setdefault("PYTHONPYCACHEPREFIX", str(SCRATCH / "pycache"))  # subprocesses
+os.environ.setdefault("MYPY_CACHE_DIR", str(SCRATCH / "mypy"))
+os.environ.setdefault("RUFF_CACHE_DIR", str(SCRATCH / "ruff"))
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    set_hypothesis_home_dir(SCRATCH / "hypothesis")  # example database, constants cache
+
+from helpers.netns import NetnsPair, check_root, netns_pair  # noqa: E402
+
+from aioknock.config import loader  # noqa: E402
+
+
+def pytest_unconfigure() -> None:
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+
 
 # ------------------------------------------------------------------- root, at run time
 

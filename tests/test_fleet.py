@@ -447,6 +447,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "HOME": str(tmp_path),
         "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
         "PYTHONPATH": str(REPO),
+        "PYTHONPYCACHEPREFIX": os.environ["PYTHONPYCACHEPREFIX"],  # conftest.py: not the tree
     }
 
 

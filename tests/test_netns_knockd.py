@@ -64,6 +64,7 @@ def aioknock_run(tmp_path: Path) -> list[str]:
     return [
         "env", "-i", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}", f"HOME={tmp_path}",
         f"XDG_CONFIG_HOME={tmp_path / 'xdg'}", f"PYTHONPATH={REPO}",
+        f"PYTHONPYCACHEPREFIX={os.environ['PYTHONPYCACHEPREFIX']}",  # conftest.py: not the tree
         sys.executable, "-m", "aioknock", "run", "-conf", str(empty),
     ]  # fmt: skip
 
