@@ -523,7 +523,7 @@ def test_real_kernel_lines(pair: NetnsPair) -> None:
             (client6, port, proto),
         ], text
         assert all(p is not None and 1024 <= p.sport < 65536 for p in packets)
-    assert any(" SRC=2001:0002:0000:0000:0000:0000:0000:0001 " in m for m in messages), text
+    assert any(" SRC=fd00:0198:0018:0000:0000:0000:0000:0001 " in m for m in messages), text
     assert any(" ACK=0 " in m for m in messages if m.startswith(f"{tag}-all: ")), text
 
     flow = parsed("flow")

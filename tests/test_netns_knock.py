@@ -7,8 +7,8 @@ on the server's veth shows exactly one SYN per knock, in the order of the
 1.2 s after the last knock: Linux would retransmit an unanswered SYN after 1 s,
 so an empty tail proves every knock was closed in time.
 
-Addresses: 198.18.0.0/15 and 2001:2::/48, which exist only inside the
-namespaces created here; 198.19.0.1 and 2001:2:ffff::1 have no route at all.
+Addresses: 198.18.0.0/15 and fd00:198:18::/48, which exist only inside the
+namespaces created here; 198.19.0.1 and fd00:198:18:ffff::1 have no route at all.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def test_connect_mode_one_syn_per_port(
     [
         ("198.19.0.1", []),  # the route lookup for CLIENT fails
         ("198.19.0.1", ["-client", "198.18.0.1"]),  # connect() itself fails
-        ("2001:2:ffff::1", ["-knock", "PORT,RAND,CHECKSUM"]),
+        ("fd00:198:18:ffff::1", ["-knock", "PORT,RAND,CHECKSUM"]),
     ],
 )
 def test_no_route_is_one_line_error(

@@ -36,7 +36,7 @@ from aioknock.errors import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 MARK = nftables.DEFAULT_MARK
 V4 = Grant.make("198.18.0.1", 22, "tcp")
-V6 = Grant.make("2001:2::1", 22, "udp")
+V6 = Grant.make("fd00:198:18::1", 22, "udp")
 
 # ------------------------------------------------------------------ script text
 
@@ -71,8 +71,8 @@ def test_open_and_close_script_text() -> None:
         "add element inet aioknock allow4 { 198.18.0.1 . tcp . 22 timeout 30s }\n"
     )
     assert nftables.close_script("kd", V6) == (
-        "add element inet kd allow6 { 2001:2::1 . udp . 22 timeout 1s }\n"
-        "delete element inet kd allow6 { 2001:2::1 . udp . 22 }\n"
+        "add element inet kd allow6 { fd00:198:18::1 . udp . 22 timeout 1s }\n"
+        "delete element inet kd allow6 { fd00:198:18::1 . udp . 22 }\n"
     )
 
 
@@ -259,10 +259,10 @@ async def test_command_backend_opens_once_and_closes(tmp_path: Path) -> None:
     await backend.close(V6)
     assert _calls(tmp_path) == [
         ["open", "198.18.0.1", "22", "tcp", "30"],
-        ["open", "2001:2::1", "22", "udp", "6"],
+        ["open", "fd00:198:18::1", "22", "udp", "6"],
         ["close", "198.18.0.1", "22", "tcp", "30"],
         ["open", "198.18.0.1", "22", "tcp", "30"],
-        ["close", "2001:2::1", "22", "udp", "6"],
+        ["close", "fd00:198:18::1", "22", "udp", "6"],
     ]
 
 
@@ -465,7 +465,7 @@ def test_setup_idempotent_keeps_elements_and_other_tables(pair: NetnsPair) -> No
     nft = Driver(pair, pair.server, NFT_DRIVER, "aioknock")
     assert nft.ask("setup") == "ok"
     assert nft.ask("open 198.18.0.1 22 tcp 30") == "ok"
-    assert nft.ask("open 2001:2::1 22 udp 30") == "ok"
+    assert nft.ask("open fd00:198:18::1 22 udp 30") == "ok"
     ruleset = _nft(pair, "list", "ruleset")
     assert nft.ask("setup") == "ok"
     assert nft.ask("setup") == "ok"
@@ -475,7 +475,7 @@ def test_setup_idempotent_keeps_elements_and_other_tables(pair: NetnsPair) -> No
 
     assert steady(_nft(pair, "list", "ruleset")) == steady(ruleset)
     assert set(_elements(pair, "allow4")) == {("198.18.0.1", "tcp", 22)}
-    assert set(_elements(pair, "allow6")) == {("2001:2::1", "udp", 22)}
+    assert set(_elements(pair, "allow6")) == {("fd00:198:18::1", "udp", 22)}
     chain = _nft(pair, "list", "chain", "inet", "aioknock", "doors")
     assert chain.count("meta mark set") == 2, chain  # flushed, not stacked
     assert "priority mangle" in chain
@@ -490,12 +490,12 @@ def test_open_refresh_close_and_expiry(pair: NetnsPair) -> None:
     assert nft.ask("setup") == "ok"
     assert nft.ask("open 198.18.0.1 22 tcp 10") == "ok"
     assert nft.ask("open ::ffff:198.18.0.1 23 udp 100") == "ok"
-    assert nft.ask("open 2001:0002::0001 22 tcp 10") == "ok"
+    assert nft.ask("open fd00:0198:0018::0001 22 tcp 10") == "ok"
     four, six = _elements(pair, "allow4"), _elements(pair, "allow6")
     assert set(four) == {("198.18.0.1", "tcp", 22), ("198.18.0.1", "udp", 23)}
     assert 9 < four[("198.18.0.1", "tcp", 22)] <= 10
     assert 99 < four[("198.18.0.1", "udp", 23)] <= 100
-    assert set(six) == {("2001:2::1", "tcp", 22)}
+    assert set(six) == {("fd00:198:18::1", "tcp", 22)}
 
     time.sleep(0.6)
     before = _elements(pair, "allow4")[("198.18.0.1", "tcp", 22)]
@@ -508,7 +508,7 @@ def test_open_refresh_close_and_expiry(pair: NetnsPair) -> None:
     assert nft.ask("close 198.18.0.1 22 tcp") == "ok"
     assert set(_elements(pair, "allow4")) == {("198.18.0.1", "udp", 23)}
     assert nft.ask("close 198.18.0.1 22 tcp") == "ok"  # already closed
-    assert nft.ask("close 2001:2::1 22 tcp") == "ok"
+    assert nft.ask("close fd00:198:18::1 22 tcp") == "ok"
     assert _elements(pair, "allow6") == {}
 
     assert nft.ask("open 198.18.0.7 22 tcp 1") == "ok"

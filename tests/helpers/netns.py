@@ -4,10 +4,10 @@ Creates a client/server namespace pair joined by a veth pair, runs commands and
 long-running processes inside them, loads an nftables drop ruleset and captures
 packets with tcpdump.  Everything created is removed again, even on failure.
 
-Safety: addresses are restricted to 198.18.0.0/15 and 2001:2::/48 and only exist
-inside the namespaces created here; nothing touches the host's interfaces.  Nothing
-here creates a namespace when it is imported or when ``requires_root`` is applied:
-the root check runs when a test is set up (conftest.py).
+Safety: addresses are restricted to 198.18.0.0/15 and fd00:198:18::/48 (inside
+fd00::/8) and only exist inside the namespaces created here; nothing touches the
+host's interfaces.  Nothing here creates a namespace when it is imported or when
+``requires_root`` is applied: the root check runs when a test is set up (conftest.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ SYN_FILTER = (
 )
 
 _V4_NET = ipaddress.ip_network("198.18.0.0/15")
-_V6_NET = ipaddress.ip_network("2001:2::/48")
+_V6_NET = ipaddress.ip_network("fd00:198:18::/48")
 _counter = itertools.count()
 
 T = TypeVar("T")
@@ -296,8 +296,8 @@ class NetnsPair:
     server: str
     client_ip: str = "198.18.0.1"
     server_ip: str = "198.18.0.2"
-    client_ip6: str = "2001:2::1"
-    server_ip6: str = "2001:2::2"
+    client_ip6: str = "fd00:198:18::1"
+    server_ip6: str = "fd00:198:18::2"
     client_if: str = "veth-c"
     server_if: str = "veth-s"
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
@@ -347,13 +347,13 @@ def netns_pair(
     client_ip: str = "198.18.0.1",
     server_ip: str = "198.18.0.2",
     prefix: int = 24,
-    client_ip6: str = "2001:2::1",
-    server_ip6: str = "2001:2::2",
+    client_ip6: str = "fd00:198:18::1",
+    server_ip6: str = "fd00:198:18::2",
     prefix6: int = 64,
 ) -> Iterator[NetnsPair]:
     """Create namespaces ``akc-<pid>-<n>`` / ``aks-<pid>-<n>`` joined by a veth pair.
 
-    Addresses must lie in 198.18.0.0/15 and 2001:2::/48 (IPv6 added ``nodad``);
+    Addresses must lie in 198.18.0.0/15 and fd00:198:18::/48 (IPv6 added ``nodad``);
     ``lo`` and the veths are up.  On exit (also on error) registered captures are
     stopped, registered processes and anything else left in the namespaces are
     killed, and both namespaces are deleted.  Calls ``check_root()`` first.
