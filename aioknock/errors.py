@@ -33,6 +33,11 @@ class ConfigError(AioknockError):
         return f"{where}{what}{self.message}"
 
 
+class InvalidValue(AioknockError, ValueError):
+    """A value the codec or the daemon cannot use, with the reason. It knows nothing of
+    configuration keys: the config loader adds where the value came from."""
+
+
 class KnockError(AioknockError):
     """A knock could not be built, or a received knock is invalid; ``reason`` says why."""
 

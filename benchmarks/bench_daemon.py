@@ -68,7 +68,7 @@ import tempfile
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,8 +139,7 @@ class Stream:
 
 
 def build_stream(packets: int, sources: int, knocks: int, forged: int, seed: int) -> Stream:
-    from aioknock import ClientSettings
-    from aioknock.knock import build_knock
+    from aioknock import ClientSettings, build_knock
 
     rng = random.Random(seed)
     span_size = SPAN_HIGH - SPAN_LOW + 1
@@ -165,7 +164,7 @@ def build_stream(packets: int, sources: int, knocks: int, forged: int, seed: int
     genuine: list[tuple[str, list[int]]] = []
     for j in range(knocks):
         src = genuine_source(j)
-        settings = ClientSettings(knock=KNOCK, portspan=SPAN, encrypt=True, cipher="Blowfish",
+        settings = ClientSettings.of(knock=KNOCK, portspan=SPAN, encrypt=True, cipher="Blowfish",
                                   key=KEY, iv=True, remote=SERVER, client=src,
                                   port=DOOR_PORT)  # fmt: skip
         ports = build_knock(settings).ports
@@ -207,7 +206,7 @@ def syn_packet(src: str, dst: str, sport: int, dport: int, seq: int, ident: int)
 
 def kernel_line(src: str, sport: int, dport: int, ident: int, when: float) -> str:
     """One SYN as iptables LOG / nftables log writes it to kern.log."""
-    from aioknock.codec.logline import syslog_date
+    from aioknock.codec.logtemplate import syslog_date
 
     return (
         f"{syslog_date(when)} server kernel: [{when % 100000:12.6f}] akbench: IN={SERVER_IF} "
@@ -291,7 +290,9 @@ def driver_main(conf: str, out: str, profile: str) -> int:
     import aioknock.asyncio.sniffer as sniffer_mod
     from aioknock.asyncio.follow import Follower
     from aioknock.cli.main import main as cli_main
-    from aioknock.daemon.tracker import Decision, Packet
+    from aioknock.daemon.encoded import EncodedKnocks
+    from aioknock.daemon.packet import Packet
+    from aioknock.daemon.recognizer import Grant, Verdict
 
     state: dict[str, Any] = {"kernel": None, "burst": None, "bursts": [], "burst_count": 0,
                              "decisions": [], "rss_ready_kb": 0, "poll": None,
@@ -330,47 +331,68 @@ def driver_main(conf: str, out: str, profile: str) -> int:
     class WatchedQueues(OrderedDict[str, Any]):
         def popitem(self, last: bool = True) -> tuple[str, Any]:
             key, value = super().popitem(last)
-            if not last:  # the tracker pops the oldest only to stay within max_sources
+            if not last:  # the source table pops the oldest only to stay within max_sources
                 state["evictions"] += 1
                 if kind_of(key) != "flood" and len(state["evicted"]) < MAX_DECISIONS:
                     state["evicted"].append([key, time.time()])
             return key, value
 
+    def record(verdict: Verdict, now: float) -> None:
+        if verdict.verdict != "ignore" and len(state["decisions"]) < MAX_DECISIONS:
+            address, port = "", 0
+            if isinstance(verdict, Grant):
+                address, port = verdict.address, verdict.ports[0][0]
+            state["decisions"].append([verdict.verdict, verdict.source, address, port, now,
+                                       getattr(verdict, "reason", "")])  # fmt: skip
+
     class WatchedDaemon(daemon_mod.KnockDaemon):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.tracker._queues = WatchedQueues(self.tracker._queues)
+            engine = self.engine
+            judge = type(engine)._judge
+
+            def judged(verdict: Verdict, now: float) -> None:
+                record(verdict, now)
+                judge(engine, verdict, now)
+
+            engine._judge = judged  # type: ignore[method-assign]
+            self._watch_queues()
             daemons.append(self)
+
+        def reload(self, settings: Any) -> None:
+            super().reload(settings)
+            self._watch_queues()
+
+        def _watch_queues(self) -> None:
+            for r in self.engine.recognizers:
+                if isinstance(r, EncodedKnocks) and not isinstance(
+                    r._queues._states, WatchedQueues
+                ):
+                    r._queues._states = WatchedQueues(r._queues._states)
 
         async def run(self, stop: asyncio.Event) -> None:
             state["rss_ready_kb"] = _proc_status("VmRSS")["VmRSS"]
             await super().run(stop)
 
-        async def packets(self) -> AsyncIterator[list[Packet]]:
-            async for batch in super().packets():
-                t0, c0 = state["poll"] or (time.perf_counter(), time.process_time())
-                state["poll"] = None
-                b = state["burst"]
-                if b is None or t0 - b["end"] > BURST_GAP:
-                    end_burst()
-                    b = state["burst"] = {
-                        "start": t0,
-                        "end": t0,
-                        "epoch": time.time(),
-                        "cpu0": c0,
-                        "cpu1": c0,
-                        "packets": 0,
-                        "batches": 0,
-                    }
-                yield batch
-                b["end"], b["cpu1"] = time.perf_counter(), time.process_time()
-                b["packets"] += len(batch)
-                b["batches"] += 1
-
-        async def _act(self, d: Decision, now: float) -> None:
-            if d.verdict != "ignore" and len(state["decisions"]) < MAX_DECISIONS:
-                state["decisions"].append([d.verdict, d.source, d.address, d.port, now, d.reason])
-            await super()._act(d, now)
+        def _receive(self, packets: list[Packet], seen: int) -> None:
+            t0, c0 = state["poll"] or (time.perf_counter(), time.process_time())
+            state["poll"] = None
+            b = state["burst"]
+            if b is None or t0 - b["end"] > BURST_GAP:
+                end_burst()
+                b = state["burst"] = {
+                    "start": t0,
+                    "end": t0,
+                    "epoch": time.time(),
+                    "cpu0": c0,
+                    "cpu1": c0,
+                    "packets": 0,
+                    "batches": 0,
+                }
+            super()._receive(packets, seen)
+            b["end"], b["cpu1"] = time.perf_counter(), time.process_time()
+            b["packets"] += len(packets)
+            b["batches"] += 1
 
     setattr(sniffer_mod, "Sniffer", WatchedSniffer)  # noqa: B010 - module attribute
     setattr(daemon_mod, "KnockDaemon", WatchedDaemon)  # noqa: B010
@@ -394,7 +416,7 @@ def driver_main(conf: str, out: str, profile: str) -> int:
     result = {
         "rc": rc,
         "counts": d.counts if d else {},
-        "sources": d.tracker.sources if d else -1,
+        "sources": sum(r.sources for r in d.engine.recognizers) if d else -1,
         "max_sources": d.settings.max_sources if d else -1,
         "cpu_total": time.process_time(),
         "rss_end_kb": status["VmRSS"],

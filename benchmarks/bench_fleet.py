@@ -76,12 +76,13 @@ m, timeout = int(m), float(timeout)
 profile = sys.argv[6] if len(sys.argv) > 6 else ""
 gc.freeze()  # as the CLI does before a run
 fd_limit = raise_fd_limit()
-settings = ClientSettings(knock=FORMAT, portspan=PORTSPAN, timeout=timeout)
+settings = ClientSettings.of(knock=FORMAT, portspan=PORTSPAN, timeout=timeout,
+                             connect=mode == "connect")
 hosts = [f"127.0.{i // 250}.{i % 250 + 1}" for i in range(m)]
 results = []
 
 async def run():
-    async for result in knock_many(hosts, settings, mode=mode, watch=False):
+    async for result in knock_many(hosts, settings, watch=False):
         results.append(result)
 
 def measured():

@@ -14,7 +14,7 @@ from Crypto.Cipher import CAST, DES, DES3, Blowfish
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aioknock import ConfigError, KnockError
+from aioknock import ClientSettings, ConfigError, InvalidValue, KnockError
 from aioknock.codec.ciphers import (
     ALGORITHMS,
     RANDOMIV_HEADER,
@@ -173,18 +173,24 @@ def test_cipher_aliases(alias: str, name: str) -> None:
 
 
 def test_config_errors() -> None:
-    with pytest.raises(ConfigError, match=r"unknown cipher 'AES'.*Blowfish") as info:
+    with pytest.raises(InvalidValue, match=r"unknown cipher 'AES'.*Blowfish"):
         CryptCBC("AES", b"k", iv=True)
+    with pytest.raises(ConfigError, match=r"unknown cipher 'AES'.*Blowfish") as info:
+        ClientSettings.of(cipher="AES")  # the setting names its key
     assert info.value.key == "cipher"
-    with pytest.raises(ConfigError, match="non-empty key") as info:
+    with pytest.raises(InvalidValue, match="non-empty key"):
         CryptCBC("DES", b"", iv=True)
-    assert info.value.key == "key"
+    with pytest.raises(ConfigError, match="needs a passphrase") as info:
+        ClientSettings.of(encrypt=True, cipher="DES", key="")
+    assert info.value.key == "encrypt"
 
 
 def test_idea_missing_names_the_alternatives(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cryptography.hazmat.decrepit.ciphers.algorithms", None)
-    with pytest.raises(ConfigError, match=r"IDEA needs the 'cryptography' package.*Blowfish"):
+    with pytest.raises(InvalidValue, match=r"IDEA needs the 'cryptography' package.*Blowfish"):
         CryptCBC("IDEA", b"k", iv=True)
+    with pytest.raises(ConfigError, match=r"cipher: IDEA needs the 'cryptography' package"):
+        ClientSettings.of(encrypt=True, cipher="IDEA", key="a key no other test uses")
 
 
 # --- strict rejection --------------------------------------------------------------------

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from aioknock.asyncio import fleet
-from aioknock.asyncio.sender import Attempt, Target
+from aioknock.asyncio.sender import Attempt, Resolved
 from aioknock.cli import main as cli
+from aioknock.codec.logtemplate import LogTemplate
 from aioknock.config.settings import ClientSettings
 
 PLAIN = ["-client", "10.1.1.1", "-knock", "CLIENT,PORT,FLAG0,CHECKSUM", "-flag0", "15"]
@@ -44,12 +45,12 @@ class Sent:
         self.lines: list[tuple[str, list[int]]] = []
 
     async def send_knock(
-        self, target: Target, ports: Sequence[int], timeout: float, **_: Any
+        self, target: Resolved, ports: Sequence[int], timeout: float, **_: Any
     ) -> list[Attempt]:
         self.knocks.append((target.address, list(ports)))
         return [Attempt(p, 0.0, "refused") for p in ports]
 
-    async def write_knock(self, path: str, template: str, **kw: Any) -> list[str]:
+    async def write_knock(self, path: str, template: LogTemplate, **kw: Any) -> list[str]:
         self.lines.append((path, list(kw["ports"])))
         return []
 
@@ -496,7 +497,7 @@ def test_an_unexpected_exception_is_one_line(
     def boom(*_: Any) -> None:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(fleet, "knock_inputs", boom)
+    monkeypatch.setattr(fleet, "plan_knock", boom)
     code, out, err = run(capsys, "run", "-test", *PLAIN)
     assert (code, out) == (1, "")
     assert "internal error: RuntimeError: simulated bug" in one_error_line(err)

@@ -227,23 +227,3 @@ def test_local_addresses() -> None:
     local._known["198.51.100.7"] = (True, 0.0)  # cached within ttl ...
     assert local("198.51.100.7", 5.0)
     assert not local("198.51.100.7", 11.0)  # ... asked again after it
-
-
-async def test_counts_are_final_verdicts_and_the_command_queue_is_bounded(home: Path) -> None:
-    """A door in cooldown is a refusal, not an accept; knocks that need no key (sequence
-    doors) cannot queue firewall commands without end."""
-    from aioknock.asyncio import daemon as daemon_mod
-    from aioknock.daemon.tracker import Decision
-
-    settings = daemon_settings(home, cooldown=60, open="sleep 5")
-    daemon = KnockDaemon(settings)
-    accept = Decision("accept", "127.0.0.1", "sequence complete", "ssh", "127.0.0.1", 22)
-    await daemon._act(accept, 0.0)
-    await daemon._act(accept, 1.0)  # the same door again, within the cooldown
-    assert (daemon.counts["accept"], daemon.counts["refuse"]) == (1, 1)
-    for i in range(daemon_mod.MAX_PENDING + 10):
-        source = f"127.1.{i // 250}.{i % 250 + 1}"
-        await daemon._act(Decision("accept", source, "", "ssh", source, 22), 2.0)
-    assert daemon._actions.qsize() == daemon_mod.MAX_PENDING
-    assert daemon.counts["accept"] == daemon_mod.MAX_PENDING
-    assert daemon.counts["refuse"] == 1 + 11

@@ -1,4 +1,4 @@
-"""``Grant``, ``DoorKeeper`` and ``Command``: validation, open windows, cooldown, rendering."""
+"""``Door``, ``DoorTable`` and ``Command``: validation, open windows, cooldown, rendering."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aioknock.daemon.doors import Command, DoorKeeper, Grant
-from aioknock.errors import ConfigError
+from aioknock.config.loader import build_settings
+from aioknock.config.settings import DaemonSettings
+from aioknock.daemon.doors import Command, Door, DoorTable, Key
+from aioknock.errors import ConfigError, InvalidValue
 
-# ------------------------------------------------------------------------- Grant
+# -------------------------------------------------------------------------- Door
 
 
 @pytest.mark.parametrize(
@@ -27,7 +29,7 @@ from aioknock.errors import ConfigError
     ],
 )
 def test_grant_normalises_addresses(address: str, expected: str, family: int) -> None:
-    grant = Grant.make(address, 22, "tcp")
+    grant = Door.make(address, 22, "tcp")
     assert grant.address == expected
     assert grant.family == family
     assert grant.key == (expected, 22, "tcp")
@@ -43,77 +45,82 @@ def test_grant_normalises_addresses(address: str, expected: str, family: int) ->
 )  # fmt: skip
 def test_grant_rejects_non_addresses(address: Any) -> None:
     with pytest.raises(ValueError):
-        Grant.make(address, 22, "tcp")
+        Door.make(address, 22, "tcp")
 
 
 @pytest.mark.parametrize("port", [0, -1, 65536, 1 << 40, True, "22", 22.0, None])
 def test_grant_rejects_bad_ports(port: Any) -> None:
     with pytest.raises(ValueError):
-        Grant.make("198.18.0.1", port, "tcp")
+        Door.make("198.18.0.1", port, "tcp")
 
 
 @pytest.mark.parametrize("proto", ["", "TCP", "icmp", "sctp", " tcp", "tcp\n", None, 6])
 def test_grant_rejects_bad_protocols(proto: Any) -> None:
     with pytest.raises(ValueError):
-        Grant.make("198.18.0.1", 22, proto)
+        Door.make("198.18.0.1", 22, proto)
 
 
 def test_grant_ports_and_flags() -> None:
-    assert Grant.make("198.18.0.1", 1, "udp").key == ("198.18.0.1", 1, "udp")
-    assert Grant.make("198.18.0.1", 65535, "tcp").port == 65535
-    grant = Grant.make("198.18.0.1", 22, "tcp", {3: 255, 1: 0})
+    assert Door.make("198.18.0.1", 1, "udp").key == ("198.18.0.1", 1, "udp")
+    assert Door.make("198.18.0.1", 65535, "tcp").port == 65535
+    grant = Door.make("198.18.0.1", 22, "tcp", {3: 255, 1: 0})
     assert grant.flags == ((1, 0), (3, 255))
     for bad in ({1: 256}, {1: -1}, {-1: 1}, {1: True}, {"1": 1}, {1: "7"}):
         with pytest.raises(ValueError):
-            Grant.make("198.18.0.1", 22, "tcp", bad)  # type: ignore[arg-type]
+            Door.make("198.18.0.1", 22, "tcp", bad)  # type: ignore[arg-type]
 
 
-# -------------------------------------------------------------------- DoorKeeper
+# --------------------------------------------------------------------- DoorTable
 
-A = Grant.make("198.18.0.1", 22, "tcp")
-B = Grant.make("198.18.0.9", 22, "tcp")
+
+def due(keeper: DoorTable, now: float) -> list[Key]:
+    return [held.door.key for held in keeper.due(now)]
+
+
+A = Door.make("198.18.0.1", 22, "tcp")
+B = Door.make("198.18.0.9", 22, "tcp")
 
 
 def test_open_then_due_at_the_deadline_then_forgotten() -> None:
-    keeper = DoorKeeper(duration=30, cooldown=2)
+    keeper = DoorTable(duration=30, cooldown=2)
     assert keeper.next_deadline() is None
     assert keeper.request(A, 100.0) == "open"
-    assert keeper.is_open(A.key)
+    assert A.key in keeper
     assert keeper.next_deadline() == 130.0
-    assert keeper.due(129.999) == []
-    assert keeper.due(130.0) == [A.key]
-    assert not keeper.is_open(A.key)
-    assert keeper.due(131.0) == []
+    assert due(keeper, 129.999) == []
+    assert due(keeper, 130.0) == [A.key]
+    assert A.key not in keeper
+    assert due(keeper, 131.0) == []
     assert keeper.next_deadline() is None
     assert keeper.request(A, 131.0) == "open"
 
 
 def test_repeat_within_window_extends() -> None:
-    keeper = DoorKeeper(duration=30, cooldown=2)
+    keeper = DoorTable(duration=30, cooldown=2)
     assert keeper.request(A, 100.0) == "open"
     assert keeper.request(A, 110.0) == "extend"
     assert keeper.next_deadline() == 140.0
-    assert keeper.due(130.0) == []
+    assert due(keeper, 130.0) == []
     assert keeper.request(A, 139.0) == "extend"
-    assert keeper.due(168.9) == []
-    assert keeper.due(169.0) == [A.key]
+    assert due(keeper, 168.9) == []
+    assert due(keeper, 169.0) == [A.key]
 
 
 def test_cooldown_refuses_and_does_not_extend() -> None:
-    keeper = DoorKeeper(duration=30, cooldown=5)
+    keeper = DoorTable(duration=30, cooldown=5)
     assert keeper.request(A, 100.0) == "open"
     assert keeper.request(A, 104.9) == "cooldown"
     assert keeper.next_deadline() == 130.0  # unchanged by the refused knock
     assert keeper.request(A, 105.0) == "extend"
     assert keeper.request(B, 105.0) == "open"  # another address is not held back
-    assert keeper.request(Grant.make("198.18.0.1", 23, "tcp"), 105.0) == "open"
+    assert keeper.request(Door.make("198.18.0.1", 23, "tcp"), 105.0) == "open"
 
 
 def test_cooldown_outlives_a_short_door() -> None:
     """cooldown > duration: a door that already closed still cannot be re-triggered."""
-    keeper = DoorKeeper(duration=1, cooldown=10)
+    keeper = DoorTable(duration=1, cooldown=10)
     assert keeper.request(A, 100.0) == "open"
-    assert keeper.due(101.0) == [A.key]
+    assert due(keeper, 101.0) == [A.key]
     assert keeper.request(A, 102.0) == "cooldown"
     assert keeper.request(A, 109.9) == "cooldown"
     assert keeper.request(A, 110.0) == "open"
@@ -121,33 +128,33 @@ def test_cooldown_outlives_a_short_door() -> None:
 
 def test_past_deadline_but_not_yet_closed_is_an_extension() -> None:
     """Until ``due`` handed it to the closer, the rule is still there: no second open."""
-    keeper = DoorKeeper(duration=30, cooldown=2)
+    keeper = DoorTable(duration=30, cooldown=2)
     assert keeper.request(A, 100.0) == "open"
     assert keeper.request(A, 130.5) == "extend"
-    assert keeper.due(131.0) == []
-    assert keeper.due(160.5) == [A.key]
+    assert due(keeper, 131.0) == []
+    assert due(keeper, 160.5) == [A.key]
 
 
 def test_zero_cooldown() -> None:
-    keeper = DoorKeeper(duration=30, cooldown=0)
+    keeper = DoorTable(duration=30, cooldown=0)
     assert keeper.request(A, 100.0) == "open"
     assert keeper.request(A, 100.0) == "extend"
 
 
 def test_several_doors_deadlines() -> None:
-    keeper = DoorKeeper(duration=10, cooldown=1)
+    keeper = DoorTable(duration=10, cooldown=1)
     keeper.request(A, 100.0)
     keeper.request(B, 103.0)
     assert keeper.next_deadline() == 110.0
-    assert keeper.due(110.0) == [A.key]
+    assert due(keeper, 110.0) == [A.key]
     assert keeper.next_deadline() == 113.0
-    assert keeper.due(200.0) == [B.key]
+    assert due(keeper, 200.0) == [B.key]
 
 
 def test_memory_bounded_after_many_doors() -> None:
-    keeper = DoorKeeper(duration=1, cooldown=5)
+    keeper = DoorTable(duration=1, cooldown=5)
     for i in range(5000):
-        grant = Grant.make(str(ipaddress.ip_address("198.18.0.0") + i), 22, "tcp")
+        grant = Door.make(str(ipaddress.ip_address("198.18.0.0") + i), 22, "tcp")
         assert keeper.request(grant, float(i)) == "open"
         keeper.due(float(i))
     assert len(keeper._open) <= 2
@@ -157,9 +164,9 @@ def test_memory_bounded_after_many_doors() -> None:
 
 
 def test_memory_bounded_without_due_calls() -> None:
-    keeper = DoorKeeper(duration=1e6, cooldown=1)
+    keeper = DoorTable(duration=1e6, cooldown=1)
     for i in range(3000):
-        grant = Grant.make(str(ipaddress.ip_address("198.18.0.0") + i), 22, "tcp")
+        grant = Door.make(str(ipaddress.ip_address("198.18.0.0") + i), 22, "tcp")
         keeper.request(grant, float(i))
     assert len(keeper._last) <= 1024 + 2 * len(keeper._open) + 1
 
@@ -168,11 +175,11 @@ def test_memory_bounded_without_due_calls() -> None:
 
 
 def test_parse_splits_like_a_shell_but_runs_none() -> None:
-    cmd = Command.parse("iptables -I INPUT -s %IP% -m comment --comment 'aioknock door'", "open")
+    cmd = Command.parse("iptables -I INPUT -s %IP% -m comment --comment 'aioknock door'")
     assert cmd.argv == (
         "iptables", "-I", "INPUT", "-s", "%IP%", "-m", "comment", "--comment", "aioknock door",
     )  # fmt: skip
-    assert Command.parse("a;b|c $(d) `e` > f", "open").argv == ("a;b|c", "$(d)", "`e`", ">", "f")
+    assert Command.parse("a;b|c $(d) `e` > f").argv == ("a;b|c", "$(d)", "`e`", ">", "f")
 
 
 @pytest.mark.parametrize(
@@ -180,18 +187,22 @@ def test_parse_splits_like_a_shell_but_runs_none() -> None:
     [("", "empty"), ("   ", "empty"), ("nft 'unclosed", "cannot split"), ("a\0b", "NUL")],
 )
 def test_parse_errors(text: str, needle: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        Command.parse(text, "close")
-    assert err.value.key == "close"
+    with pytest.raises(InvalidValue) as err:
+        Command.parse(text)
     assert needle in str(err.value)
+    if text.strip():  # an empty close command in the settings is no close command
+        with pytest.raises(ConfigError) as named:
+            overrides = {"backend": "command", "open": "true", "close": text}
+            build_settings(DaemonSettings, path=None, overrides=overrides, sending=False)
+        assert named.value.key == "close"
+        assert needle in str(named.value)
 
 
 def test_render_all_placeholders() -> None:
     cmd = Command.parse(
         "fw --src=%IP% --port %PORT%/%PROTO% -t %DURATION%s %FLAG1%:%FLAG3% %FLAG2% %IP%%PORT%",
-        "open",
     )
-    grant = Grant.make("2001:2::1", 22, "udp", {1: 7, 3: 255})
+    grant = Door.make("2001:2::1", 22, "udp", {1: 7, 3: 255})
     assert cmd.render(grant, 30.0) == [
         "fw", "--src=2001:2::1", "--port", "22/udp", "-t", "30s", "7:255", "%FLAG2%",
         "2001:2::122",
@@ -203,7 +214,7 @@ def test_render_all_placeholders() -> None:
 def test_render_is_a_single_pass() -> None:
     """A substituted value is never searched for placeholders again."""
     cmd = Command(("%IP%%PORT%%", "%%IP%%", "%PORT", "%ip%", "%FLAG01%"))
-    grant = Grant.make("198.18.0.1", 22, "tcp", {1: 4})
+    grant = Door.make("198.18.0.1", 22, "tcp", {1: 4})
     assert cmd.render(grant, 5) == ["198.18.0.122%", "%198.18.0.1%", "%PORT", "%ip%", "4"]
 
 
@@ -216,7 +227,7 @@ _VALUE = {
 _PLACEHOLDER = re.compile(r"%(IP|PORT|PROTO|DURATION|FLAG[0-9]{1,9})%")
 
 grants = st.builds(
-    Grant.make,
+    Door.make,
     st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).map(str),
     st.integers(1, 65535),
     st.sampled_from(["tcp", "udp"]),
@@ -234,7 +245,7 @@ template_args = st.lists(
 @settings(max_examples=500, deadline=None)
 @given(st.lists(template_args, min_size=1, max_size=8), grants, st.floats(0, 1e7))
 def test_render_never_adds_splits_or_interprets(
-    argv: list[str], grant: Grant, duration: float
+    argv: list[str], grant: Door, duration: float
 ) -> None:
     rendered = Command(tuple(argv)).render(grant, duration)
     assert len(rendered) == len(argv)
@@ -263,7 +274,7 @@ def test_render_never_adds_splits_or_interprets(
 
 @settings(max_examples=200, deadline=None)
 @given(grants)
-def test_render_values_are_exactly_the_grant(grant: Grant) -> None:
+def test_render_values_are_exactly_the_grant(grant: Door) -> None:
     cmd = Command(("%IP%", "%PORT%", "%PROTO%", "%DURATION%"))
     assert cmd.render(grant, 30) == [grant.address, str(grant.port), grant.proto, "30"]
     ipaddress.ip_address(grant.address)  # always a plain address: no scope id, no spaces

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aioknock
-from aioknock import ConfigError, KnockError
+from aioknock import ClientSettings, ConfigError, InvalidValue, KnockError
 from aioknock.codec.fields import TIME_FIELDS, KnockFormat, KnockInputs, time_values
 
 Loader = Callable[..., aioknock.Settings]
@@ -58,8 +58,8 @@ def test_manual_knock_lines(load: Loader, knock: str, portbytes: int, values: li
     plan = aioknock.build_knock(settings, now=0)
     assert plan.values == values
     assert plan.payload == bytes(values)  # encrypt = no: the payload is the values
-    assert plan.ports == aioknock.PortSpan.parse(settings.portspan).encode(bytes(values))
-    fields = aioknock.parse_knock(settings, plan.ports)
+    assert plan.ports == settings.portspan.encode(bytes(values))
+    fields = aioknock.decode_knock(settings, plan.ports)
     assert fields["client"] == "10.1.1.1"
     if "PORT" in knock:
         assert fields["port"] == 22
@@ -94,7 +94,7 @@ def test_port_beyond_one_byte(load: Loader) -> None:
     settings = load(knock="PORT,CHECKSUM", **{**MANUAL, "port": 8022})
     plan = aioknock.build_knock(settings, now=0)
     assert plan.values == [0x1F, 0x56, (0x1F + 0x56) % 256]
-    assert aioknock.parse_knock(settings, plan.ports)["port"] == 8022
+    assert aioknock.decode_knock(settings, plan.ports)["port"] == 8022
     with pytest.raises(ConfigError, match="portbytes"):
         load(knock="PORT", portbytes=1, **{**MANUAL, "port": 8022})
 
@@ -119,7 +119,7 @@ def test_time_fields_utc() -> None:
         "THISSECOND": int(now) % 256,  # epoch seconds
     }
     fmt = KnockFormat.parse(",".join(TIME_FIELDS))
-    assert fmt.unpack(fmt.pack(KnockInputs(), now)) == {
+    assert fmt.unpack(fmt.pack(KnockInputs(), now)).shown == {
         k.lower(): v for k, v in time_values(now).items()
     }
 
@@ -168,14 +168,18 @@ def test_parse_names() -> None:
      ("FLAG\u0661", "unknown field")],
 )  # fmt: skip
 def test_parse_errors(text: str, needle: str) -> None:
-    with pytest.raises(ConfigError, match=needle) as info:
+    with pytest.raises(InvalidValue, match=needle):
         KnockFormat.parse(text)
+    with pytest.raises(ConfigError, match=needle) as info:  # the setting names its key
+        ClientSettings.of(knock=text)
     assert info.value.key == "knock"
 
 
 def test_portbytes_must_be_1_or_2() -> None:
-    with pytest.raises(ConfigError, match="portbytes") as info:
+    with pytest.raises(InvalidValue, match="portbytes"):
         KnockFormat.parse("PORT", portbytes=3)
+    with pytest.raises(ConfigError, match="portbytes") as info:
+        ClientSettings.of(portbytes=3)
     assert info.value.key == "portbytes"
 
 
@@ -195,7 +199,7 @@ def test_unpack_errors() -> None:
     fmt = KnockFormat.parse("CLIENT,PORT,CHECKSUM,CHECKSUM")
     good = fmt.pack(KnockInputs("10.1.1.1", 22), 0)
     assert list(good) == [10, 1, 1, 1, 0, 22, 35, 35]
-    assert fmt.unpack(good) == {"client": "10.1.1.1", "port": 22, "checksum": 35}
+    assert fmt.unpack(good).shown == {"client": "10.1.1.1", "port": 22, "checksum": 35}
     with pytest.raises(KnockError, match="7 bytes, the format needs 8"):
         fmt.unpack(good[:-1])
     with pytest.raises(KnockError, match="checksum"):
@@ -203,10 +207,10 @@ def test_unpack_errors() -> None:
     with pytest.raises(KnockError, match="checksum"):
         fmt.unpack(b"\x0b" + good[1:])
     twice = KnockFormat.parse("FLAG0,PORT,FLAG0")
-    assert twice.unpack(bytes([7, 0, 1, 7])) == {"flag0": 7, "port": 1}
+    assert twice.unpack(bytes([7, 0, 1, 7])).shown == {"flag0": 7, "port": 1}
     with pytest.raises(KnockError, match="FLAG0 appears twice with different values"):
         twice.unpack(bytes([7, 0, 1, 8]))
-    assert KnockFormat.parse("RAND,RAND").unpack(b"\x01\x02") == {"rand": 2}
+    assert KnockFormat.parse("RAND,RAND").unpack(b"\x01\x02").shown == {"rand": 2}
 
 
 # --- pack/unpack round trips -------------------------------------------------------------
@@ -257,7 +261,11 @@ def test_pack_unpack_round_trip(case: tuple[KnockFormat, KnockInputs, float], lo
     if positions:
         expected["checksum"] = others % 256
         assert {packed[i] for i in positions} == {others % 256}
-    assert fmt.unpack(packed) == expected
+    fields = fmt.unpack(packed)
+    assert fields.shown == expected
+    assert (fields.client, fields.port) == (expected.get("client"), expected.get("port"))
+    assert dict(fields.flags) == {m: inputs.flags[m] % 256 for m in fmt.flag_numbers()}
+    assert dict(fields.times) == {n: times[n] for n in TIME_FIELDS if n in fmt.fields}
 
 
 def _byte_names(fmt: KnockFormat) -> list[str]:

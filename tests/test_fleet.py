@@ -28,7 +28,7 @@ import pytest
 from helpers.loopback import needs_ipv6
 
 import aioknock
-from aioknock import ClientSettings, KnockResult, knock, knock_many, parse_knock
+from aioknock import ClientSettings, KnockResult, decode_knock, knock, knock_many
 from aioknock.asyncio import fleet
 from aioknock.cli.hosts import from_lines, parse_line, read_hosts_file, stdin_hosts
 from aioknock.errors import ConfigError
@@ -48,7 +48,7 @@ def settings(**kw: Any) -> ClientSettings:
         "iv": True,
         "timeout": 0.01,
     }
-    return ClientSettings(**(base | kw))
+    return ClientSettings.of(**(base | kw))
 
 
 def open_fds() -> int:
@@ -137,7 +137,7 @@ async def test_many_hosts_one_result_each_own_knock_in_order() -> None:
         r = by_host[host]
         assert len(r.ports) == len(r.attempts) == 24
         assert [a.port for a in r.attempts] == r.ports
-        assert parse_knock(s, r.ports)["port"] == (2222 if i % 10 == 0 else 22)
+        assert decode_knock(s, r.ports)["port"] == (2222 if i % 10 == 0 else 22)
     for host in watched:
         assert listeners.order[host] == by_host[host].ports, host
         assert {a.outcome for a in by_host[host].attempts} == {"open"}
@@ -151,7 +151,7 @@ async def test_single_knock_api_settings_and_ports() -> None:
     assert r.ok and r.ports == [41003, 41001, 41002, 41001]
     assert listeners.order["127.0.0.1"] == [41003, 41001, 41002, 41001]
     r2 = await knock("127.0.0.1", settings(port=8022))
-    assert r2.ok and parse_knock(settings(), r2.ports)["port"] == 8022
+    assert r2.ok and decode_knock(settings(), r2.ports)["port"] == 8022
 
 
 async def test_failing_hosts_fail_alone() -> None:
@@ -487,9 +487,9 @@ def test_cli_hosts_file_and_stdin(cli: list[str], env: dict[str, str], tmp_path:
     assert res.returncode == 0, res.stderr
     by_host = {o["host"]: o for o in json_lines(res)}
     assert set(by_host) == {"127.0.0.1", "127.0.0.2", "127.0.0.3"}
-    plain = ClientSettings(knock="PORT,RAND,CHECKSUM")
-    assert parse_knock(plain, by_host["127.0.0.2"]["ports"])["port"] == 2222
-    assert parse_knock(plain, by_host["127.0.0.1"]["ports"])["port"] == 22
+    plain = ClientSettings.of(knock="PORT,RAND,CHECKSUM")
+    assert decode_knock(plain, by_host["127.0.0.2"]["ports"])["port"] == 2222
+    assert decode_knock(plain, by_host["127.0.0.1"]["ports"])["port"] == 22
 
     res = run_cli([*cli, "--hosts", "-", *args], env, stdin=hosts.read_text())
     assert res.returncode == 0, res.stderr

@@ -2,7 +2,7 @@
 
 The filter is run here by a small classic-BPF interpreter (it belongs to the tests,
 not the package) and held to the parser's answer on random packets: the kernel lets
-a packet through exactly when ``parse_frame`` sees a knock to a wanted port.
+a packet through exactly when ``decode_frame`` sees a knock to a wanted port.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from aioknock.daemon import frames
-from aioknock.daemon.frames import build_filter, parse_frame, port_ranges
-from aioknock.daemon.tracker import Packet
+from aioknock.daemon.frames import build_filter, decode_frame, port_ranges
+from aioknock.daemon.packet import Packet
 
 SYN, ACK, RST, FIN = 0x02, 0x10, 0x04, 0x01
 PACKET_HOST = 0
@@ -85,8 +85,8 @@ def cooked(payload: bytes, ethertype: int) -> bytes:
 
 def test_ipv4_syn_over_ethernet() -> None:
     frame = ether(ipv4("198.18.0.1", tcp(50000, 40000)), 0x0800)
-    assert parse_frame(frame, 12.5) == Packet(12.5, "198.18.0.1", 40000, "tcp", 50000, V4_DST)
-    assert parse_frame(frame[14:], 1.0, link="ip") == Packet(
+    assert decode_frame(frame, 12.5) == Packet(12.5, "198.18.0.1", 40000, "tcp", 50000, V4_DST)
+    assert decode_frame(frame[14:], 1.0, link="ip") == Packet(
         1.0, "198.18.0.1", 40000, "tcp", 50000, V4_DST
     )
 
@@ -94,20 +94,20 @@ def test_ipv4_syn_over_ethernet() -> None:
 def test_ipv4_options_and_tcp_options_honoured() -> None:
     opts = bytes([0x94, 4, 0, 0]) + bytes([1] * 8)  # router alert + NOPs: IHL 8
     segment = tcp(1234, 22, options=bytes.fromhex("020405b40402080a00000001000000000103030701"))
-    packet = parse_frame(ipv4("198.18.0.1", segment, options=opts), 0.0, link="ip")
+    packet = decode_frame(ipv4("198.18.0.1", segment, options=opts), 0.0, link="ip")
     assert packet == Packet(0.0, "198.18.0.1", 22, "tcp", 1234, V4_DST)
 
 
 def test_udp_and_ipv6() -> None:
     frame = ether(ipv6("2001:2::1", udp(5353, 7000, b"x"), 17), 0x86DD)
-    assert parse_frame(frame, 0.0) == Packet(0.0, "2001:2::1", 7000, "udp", 5353, V6_DST)
+    assert decode_frame(frame, 0.0) == Packet(0.0, "2001:2::1", 7000, "udp", 5353, V6_DST)
 
 
 @pytest.mark.parametrize("flags", [SYN | ACK, ACK, RST, FIN | ACK, 0])
 def test_only_initial_syns(flags: int) -> None:
-    assert parse_frame(ipv4("198.18.0.1", tcp(1, 2, flags)), 0.0, link="ip") is None
+    assert decode_frame(ipv4("198.18.0.1", tcp(1, 2, flags)), 0.0, link="ip") is None
     # Other bits beside SYN (ECN, FIN, PSH...) do not matter; only ACK does.
-    assert parse_frame(ipv4("198.18.0.1", tcp(1, 2, flags | SYN)), 0.0, link="ip") == (
+    assert decode_frame(ipv4("198.18.0.1", tcp(1, 2, flags | SYN)), 0.0, link="ip") == (
         None if flags & ACK else Packet(0.0, "198.18.0.1", 2, "tcp", 1, V4_DST)
     )
 
@@ -115,18 +115,18 @@ def test_only_initial_syns(flags: int) -> None:
 def test_vlan_tags_skipped() -> None:
     ip = ipv4("198.18.0.9", tcp(3, 4))
     want = Packet(0.0, "198.18.0.9", 4, "tcp", 3, V4_DST)
-    assert parse_frame(ether(ip, 0x0800, (0x8100,)), 0.0) == want
-    assert parse_frame(ether(ip, 0x0800, (0x88A8, 0x8100)), 0.0) == want  # QinQ
-    assert parse_frame(ether(ip, 0x0800, (0x8100,))[:17], 0.0) is None
+    assert decode_frame(ether(ip, 0x0800, (0x8100,)), 0.0) == want
+    assert decode_frame(ether(ip, 0x0800, (0x88A8, 0x8100)), 0.0) == want  # QinQ
+    assert decode_frame(ether(ip, 0x0800, (0x8100,))[:17], 0.0) is None
 
 
 def test_cooked_link() -> None:
     frame = cooked(ipv6("2001:2::1", tcp(3, 4)), 0x86DD)
-    assert parse_frame(frame, 0.0, link="cooked") == Packet(0.0, "2001:2::1", 4, "tcp", 3, V6_DST)
+    assert decode_frame(frame, 0.0, link="cooked") == Packet(0.0, "2001:2::1", 4, "tcp", 3, V6_DST)
 
 
 def test_ipv4_mapped_source_shown_as_ipv4() -> None:
-    packet = parse_frame(ipv6("::ffff:198.18.0.7", tcp(3, 4)), 0.0, link="ip")
+    packet = decode_frame(ipv6("::ffff:198.18.0.7", tcp(3, 4)), 0.0, link="ip")
     assert packet is not None and packet.src == "198.18.0.7"
 
 
@@ -138,7 +138,7 @@ def test_ipv6_extension_headers_walked() -> None:
         + ext_header(6, 2)  # destination options, 24 bytes
         + tcp(999, 40001)
     )
-    packet = parse_frame(ipv6("2001:2::1", chain, 0), 0.0, link="ip")
+    packet = decode_frame(ipv6("2001:2::1", chain, 0), 0.0, link="ip")
     assert packet == Packet(0.0, "2001:2::1", 40001, "tcp", 999, V6_DST)
 
 
@@ -151,8 +151,8 @@ def test_ipv6_extension_chain_is_bounded() -> None:
             nh = 60
         return ipv6("2001:2::1", payload, nh)
 
-    assert parse_frame(build(frames.MAX_IPV6_EXTENSIONS), 0.0, link="ip") is not None
-    assert parse_frame(build(frames.MAX_IPV6_EXTENSIONS + 1), 0.0, link="ip") is None
+    assert decode_frame(build(frames.MAX_IPV6_EXTENSIONS), 0.0, link="ip") is not None
+    assert decode_frame(build(frames.MAX_IPV6_EXTENSIONS + 1), 0.0, link="ip") is None
     program = build_filter([2], [])
     assert accepts(program, build(frames.MAX_IPV6_EXTENSIONS))
     assert not accepts(program, build(frames.MAX_IPV6_EXTENSIONS + 1))
@@ -161,10 +161,10 @@ def test_ipv6_extension_chain_is_bounded() -> None:
 def test_fragments() -> None:
     first = ipv4("198.18.0.1", tcp(1, 2), more=True)
     later = ipv4("198.18.0.1", tcp(1, 2), frag=185)
-    assert parse_frame(first, 0.0, link="ip") is not None
-    assert parse_frame(later, 0.0, link="ip") is None
+    assert decode_frame(first, 0.0, link="ip") is not None
+    assert decode_frame(later, 0.0, link="ip") is None
     later6 = ipv6("2001:2::1", frag_header(6, 185) + tcp(1, 2), 44)
-    assert parse_frame(later6, 0.0, link="ip") is None
+    assert decode_frame(later6, 0.0, link="ip") is None
 
 
 KNOCKS = [
@@ -179,12 +179,12 @@ KNOCKS = [
 
 @pytest.mark.parametrize("packet", KNOCKS, ids=range(len(KNOCKS)))
 def test_truncated_is_none(packet: bytes) -> None:
-    assert parse_frame(packet, 0.0, link="ip") is not None
+    assert decode_frame(packet, 0.0, link="ip") is not None
     for size in range(len(packet)):
-        assert parse_frame(packet[:size], 0.0, link="ip") is None, size
+        assert decode_frame(packet[:size], 0.0, link="ip") is None, size
     frame = ether(packet, 0x0800 if packet[0] >> 4 == 4 else 0x86DD)
     for size in range(14 + 1):
-        assert parse_frame(frame[:size], 0.0) is None
+        assert decode_frame(frame[:size], 0.0) is None
 
 
 @pytest.mark.parametrize(
@@ -200,12 +200,12 @@ def test_truncated_is_none(packet: bytes) -> None:
 )
 def test_not_a_knock(frame: bytes) -> None:
     link: frames.Link = "ethernet" if frame[0] == 2 else "ip"
-    assert parse_frame(frame, 0.0, link=link) is None
+    assert decode_frame(frame, 0.0, link=link) is None
 
 
 def test_memoryview_input() -> None:
     buf = bytearray(ipv4("198.18.0.1", tcp(1, 2)) + bytes(100))
-    assert parse_frame(memoryview(buf)[:40], 0.0, link="ip") == Packet(
+    assert decode_frame(memoryview(buf)[:40], 0.0, link="ip") == Packet(
         0.0, "198.18.0.1", 2, "tcp", 1, V4_DST
     )
 
@@ -454,7 +454,7 @@ def filter_cases(draw: st.DrawFn) -> tuple[bytes, frozenset[int], frozenset[int]
 def test_filter_agrees_with_parser_on_structure(packet: bytes) -> None:
     """With every port wanted, only the packet's shape decides: the sharpest check."""
     program = ALL_KNOCKS
-    parsed = parse_frame(packet, 0.0, link="ip")
+    parsed = decode_frame(packet, 0.0, link="ip")
     assert accepts(program, packet) == (parsed is not None and parsed.dport != 0)
 
 
@@ -463,7 +463,7 @@ def test_filter_agrees_with_parser_on_structure(packet: bytes) -> None:
 def test_filter_agrees_with_parser(case: tuple[bytes, frozenset[int], frozenset[int]]) -> None:
     packet, tcp_ports, udp_ports = case
     program = build_filter(tcp_ports, udp_ports)
-    parsed = parse_frame(packet, 0.0, link="ip")
+    parsed = decode_frame(packet, 0.0, link="ip")
     wanted = parsed is not None and parsed.dport in (
         tcp_ports if parsed.proto == "tcp" else udp_ports
     )
@@ -475,7 +475,7 @@ def test_filter_agrees_with_parser(case: tuple[bytes, frozenset[int], frozenset[
 def test_link_headers_agree(packet: bytes) -> None:
     assume(packet[:1] and packet[0] >> 4 in (4, 6))
     ethertype = 0x0800 if packet[0] >> 4 == 4 else 0x86DD
-    direct = parse_frame(packet, 3.0, link="ip")
-    assert parse_frame(ether(packet, ethertype), 3.0) == direct
-    assert parse_frame(ether(packet, ethertype, (0x8100,)), 3.0) == direct
-    assert parse_frame(cooked(packet, ethertype), 3.0, link="cooked") == direct
+    direct = decode_frame(packet, 3.0, link="ip")
+    assert decode_frame(ether(packet, ethertype), 3.0) == direct
+    assert decode_frame(ether(packet, ethertype, (0x8100,)), 3.0) == direct
+    assert decode_frame(cooked(packet, ethertype), 3.0, link="cooked") == direct

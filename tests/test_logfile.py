@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aioknock.asyncio.logfile import append_line, write_knock
-from aioknock.codec.logline import LogRecord, LogTemplate
+from aioknock.codec.logtemplate import LogRecord, LogTemplate
 from aioknock.config.settings import DEFAULT_FILEFORMAT
 from aioknock.errors import SendError
 
@@ -39,9 +39,10 @@ def _read(path: Path, template: str = DEFAULT_FILEFORMAT) -> list[LogRecord]:
 
 
 async def _write(path: Path, ports: list[int] = PORTS, timeout: float = 0, **kw: str) -> list[str]:
+    template = LogTemplate(kw.get("template", DEFAULT_FILEFORMAT))
     return await write_knock(
-        str(path), kw.get("template", DEFAULT_FILEFORMAT), client=kw.get("client", CLIENT),
-        remote=kw.get("remote", REMOTE), ports=ports, timeout=timeout,
+        str(path), template, client=kw.get("client", CLIENT), remote=kw.get("remote", REMOTE),
+        ports=ports, timeout=timeout,
     )  # fmt: skip
 
 

@@ -23,20 +23,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.engine import Stub, feed, grant, perform
 from helpers.netns import NetnsPair, requires_root
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aioknock.asyncio import actions
 from aioknock.asyncio.actions import ActionError, CommandBackend, NftBackend, run_argv
+from aioknock.config.settings import DaemonSettings
 from aioknock.daemon import nftables
-from aioknock.daemon.doors import Command, Grant
-from aioknock.errors import ConfigError
+from aioknock.daemon.doors import Command, Door
+from aioknock.daemon.engine import Engine, Policy
+from aioknock.errors import ConfigError, InvalidValue
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = nftables.DEFAULT_MARK
-V4 = Grant.make("198.18.0.1", 22, "tcp")
-V6 = Grant.make("fd00:198:18::1", 22, "udp")
+V4 = Door.make("198.18.0.1", 22, "tcp")
+V6 = Door.make("fd00:198:18::1", 22, "udp")
 
 # ------------------------------------------------------------------ script text
 
@@ -92,9 +95,11 @@ def test_bad_table_names(name: str) -> None:
         lambda: nftables.close_script(name, V4),
         lambda: NftBackend(name),
     ):
-        with pytest.raises(ConfigError) as err:
+        with pytest.raises(InvalidValue):
             call()
-        assert err.value.key == "nft_table"
+    with pytest.raises(ConfigError) as err:  # the setting says which key
+        DaemonSettings.of(nft_table=name)
+    assert err.value.key == "nft_table"
 
 
 @pytest.mark.parametrize("mark", [0, -1, 1 << 32, True])
@@ -105,9 +110,11 @@ def test_bad_marks(mark: int) -> None:
         lambda: nftables.setup_script("t", mark),
         lambda: NftBackend("t", mark),
     ):
-        with pytest.raises(ConfigError) as err:
+        with pytest.raises(InvalidValue):
             call()
-        assert err.value.key == "nft_mark"
+    with pytest.raises(ConfigError) as err:
+        DaemonSettings.of(nft_mark=mark)
+    assert err.value.key == "nft_mark"
 
 
 def test_user_rules_text() -> None:
@@ -129,17 +136,17 @@ _ELEMENT = re.compile(r"\{ ([0-9a-f.:]+) \. (tcp|udp) \. ([0-9]{1,5})(?: timeout
     st.floats(0, 1e6),
 )
 def test_scripts_hold_only_the_grant(address: str, port: int, proto: str, duration: float) -> None:
-    grant = Grant.make(address, port, proto)
+    door = Door.make(address, port, proto)
     for script in (
-        nftables.open_script("aioknock", grant, duration),
-        nftables.close_script("aioknock", grant),
+        nftables.open_script("aioknock", door, duration),
+        nftables.close_script("aioknock", door),
     ):
         for line in script.splitlines():
             m = _ELEMENT.search(line)
             assert m is not None, line
-            assert m.groups() == (grant.address, grant.proto, str(grant.port))
+            assert m.groups() == (door.address, door.proto, str(door.port))
             assert line.startswith(("add element inet aioknock allow", "delete element inet "))
-            assert f" allow{grant.family} " in line
+            assert f" allow{door.family} " in line
 
 
 # ---------------------------------------------------------------------- run_argv
@@ -248,15 +255,27 @@ def _calls(tmp_path: Path) -> list[list[str]]:
 
 
 async def test_command_backend_opens_once_and_closes(tmp_path: Path) -> None:
+    """The engine (on a fake clock) decides, the backend runs what it is handed."""
     backend = CommandBackend(_recorder(tmp_path, "open"), _recorder(tmp_path, "close"))
     assert not backend.closes_itself
     await backend.setup()
-    await backend.open(V4, 30)
-    await backend.open(V4, 30)  # an extension: a second rule would outlive the close
-    await backend.open(V6, 5.5)
-    await backend.close(V4)
-    await backend.open(V4, 30)
-    await backend.close(V6)
+    stub = Stub()
+    engine = Engine(Policy(30, 0), [stub])
+
+    async def knock(door: Door, now: float, duration: float | None = None) -> None:
+        verdict = grant(door.address, door.port, proto=door.proto, duration=duration)
+        await perform(engine, backend, feed(engine, stub, verdict, now=now))
+
+    async def timer(now: float) -> None:
+        engine.handle_timer(now)
+        await perform(engine, backend, engine.actions())
+
+    await knock(V4, 0)
+    await knock(V4, 1)  # an extension: a second rule would outlive the close
+    await knock(V6, 28, 5.5)
+    await timer(31)
+    await knock(V4, 32)
+    await timer(33.5)
     assert _calls(tmp_path) == [
         ["open", "198.18.0.1", "22", "tcp", "30"],
         ["open", "fd00:198:18::1", "22", "udp", "6"],
@@ -272,7 +291,7 @@ async def test_command_backend_failed_open_is_retried(tmp_path: Path) -> None:
     for _ in range(2):
         with pytest.raises(ActionError, match="Resource temporarily unavailable"):
             await backend.open(V4, 30)
-    await backend.close(V4)  # no close command: nothing to run
+    await backend.close(V4, 30)  # no close command: nothing to run
 
 
 async def test_test_mode_runs_nothing(
@@ -289,7 +308,7 @@ async def test_test_mode_runs_nothing(
         for backend in (cmd, nft):
             await backend.setup()
             await backend.open(V4, 30)
-            await backend.close(V4)
+            await backend.close(V4, 30)
     assert _calls(tmp_path) == []
     assert caplog.text.count("test mode, not running") == 5  # nft: setup, open, close
     assert "198.18.0.1 . tcp . 22 timeout 30s" in caplog.text
@@ -307,7 +326,7 @@ async def test_nft_backend_runs_nft_with_the_scripts(monkeypatch: pytest.MonkeyP
     assert backend.closes_itself
     await backend.setup()
     await backend.open(V6, 7)
-    await backend.close(V6)
+    await backend.close(V6, 7)
     assert calls == [
         (["nft", "-f", "-"], nftables.setup_script("kd", 0x10)),
         (["nft", "-f", "-"], nftables.open_script("kd", V6, 7)),
@@ -321,7 +340,7 @@ NFT_DRIVER = textwrap.dedent(
     """
     import asyncio, sys
     from aioknock.asyncio.actions import ActionError, NftBackend
-    from aioknock.daemon.doors import Grant
+    from aioknock.daemon.doors import Door
     from aioknock.errors import ConfigError
     backend = NftBackend(sys.argv[1])
     for line in sys.stdin:
@@ -330,11 +349,11 @@ NFT_DRIVER = textwrap.dedent(
             if cmd == "setup":
                 asyncio.run(backend.setup())
             else:
-                grant = Grant.make(args[0], int(args[1]), args[2])
+                grant = Door.make(args[0], int(args[1]), args[2])
                 if cmd == "open":
                     asyncio.run(backend.open(grant, float(args[3])))
                 else:
-                    asyncio.run(backend.close(grant))
+                    asyncio.run(backend.close(grant, 0))
             print("ok", flush=True)
         except (ActionError, ConfigError) as exc:
             print("error", exc, flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import aioknock
-from aioknock.asyncio.fleet import with_overrides
+from aioknock.asyncio.fleet import host_settings
 from aioknock.cli.hosts import from_lines
 from aioknock.config.settings import ClientSettings, DaemonSettings
 
@@ -52,10 +52,10 @@ def test_hosts_file_example_parses() -> None:
     base = ClientSettings()
     db_line, legacy_line = targets[2], targets[3]
     assert isinstance(db_line, tuple) and isinstance(legacy_line, tuple)
-    db = with_overrides(base, db_line[1])
+    _, db = host_settings(db_line, base)
     assert db.port == 5432 and db.flags[0] == 3
-    legacy = with_overrides(base, legacy_line[1])
-    assert legacy.knock == "CLIENT,PORT,CHECKSUM" and legacy.portbytes == 1
+    _, legacy = host_settings(legacy_line, base)
+    assert ",".join(legacy.knock) == "CLIENT,PORT,CHECKSUM" and legacy.portbytes == 1
 
 
 def test_quick_tour_decode(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from aioknock.asyncio.daemon import KnockDaemon
 from aioknock.asyncio.replayfile import MAGIC, ReplayFile
 from aioknock.config.loader import build_settings
 from aioknock.config.settings import DaemonSettings
-from aioknock.daemon.tracker import DIGEST_SIZE
+from aioknock.daemon.replay import DIGEST_SIZE
 from aioknock.errors import ConfigError
 
 digests = st.binary(min_size=DIGEST_SIZE, max_size=DIGEST_SIZE)
@@ -212,9 +212,9 @@ def test_a_reload_to_a_full_file_keeps_what_this_daemon_accepted(home: Path) -> 
     full.write_bytes(MAGIC + b"".join(d(i) for i in range(100_000)))
     daemon = KnockDaemon(daemon_settings(home, replay_file=str(home / "first")))
     mine = b"m" * DIGEST_SIZE
-    daemon.tracker.load_replays([mine])  # as if accepted here
+    daemon.engine.replays.load([mine])  # as if accepted here
     daemon.reload(daemon_settings(home, replay_file=str(full)))
-    kept = daemon.tracker.replays()
+    kept = daemon.engine.replays.items()
     assert len(kept) == 100_000 and kept[-1] == mine and d(0) not in kept
     assert full.read_bytes()[-DIGEST_SIZE:] == mine
 

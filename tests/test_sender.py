@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import pytest
 from helpers.loopback import HAVE_IPV6, needs_ipv6
 
-from aioknock.asyncio.sender import HOLD_MAX, HOLD_MIN, Attempt, Mode, Target, resolve, send_knock
+from aioknock.asyncio.sender import HOLD_MAX, HOLD_MIN, Attempt, Mode, Resolved, resolve, send_knock
 from aioknock.errors import SendError
 
 LOOPBACK = "127.0.0.1"
@@ -76,8 +76,8 @@ class Ports:
     silent: int
 
     @property
-    def target(self) -> Target:
-        return Target(self.host, self.family, self.host, (self.host, 0))
+    def target(self) -> Resolved:
+        return Resolved(self.host, self.family, self.host, (self.host, 0))
 
 
 @pytest.fixture
@@ -406,7 +406,7 @@ def _recording_syn(monkeypatch: pytest.MonkeyPatch) -> tuple[list[socket.socket]
     open_before: list[int] = []
     real = sender._syn
 
-    def syn(target: Target, port: int) -> tuple[socket.socket, int]:
+    def syn(target: Resolved, port: int) -> tuple[socket.socket, int]:
         open_before.append(sum(s.fileno() >= 0 for s in made))
         sock, err = real(target, port)
         made.append(sock)
@@ -457,7 +457,7 @@ async def test_a_datagram_that_did_not_leave_is_a_send_error(
         raise OSError(err, os.strerror(err))
 
     monkeypatch.setattr(socket.socket, "sendto", sendto)
-    target = Target(LOOPBACK, socket.AF_INET, LOOPBACK, (LOOPBACK, 0))
+    target = Resolved(LOOPBACK, socket.AF_INET, LOOPBACK, (LOOPBACK, 0))
     with pytest.raises(SendError, match=os.strerror(err)):
         await send_knock(target, [(41999, "udp")], 0)
 
@@ -467,6 +467,6 @@ async def test_a_syn_that_did_not_leave_is_a_send_error(
     monkeypatch: pytest.MonkeyPatch, err: int
 ) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: err)
-    target = Target(LOOPBACK, socket.AF_INET, LOOPBACK, (LOOPBACK, 0))
+    target = Resolved(LOOPBACK, socket.AF_INET, LOOPBACK, (LOOPBACK, 0))
     with pytest.raises(SendError, match=os.strerror(err)):
         await send_knock(target, [41999], 0, watch=False)

@@ -8,7 +8,7 @@ import logging
 import shlex
 
 from ..daemon import nftables
-from ..daemon.doors import Command, Grant, Key
+from ..daemon.doors import Command, Door
 from ..errors import AioknockError, ConfigError
 
 log = logging.getLogger("aioknock.daemon")
@@ -71,9 +71,13 @@ async def run_argv(argv: list[str], stdin: str | None = None, timeout: float | N
 
 
 class Backend:
-    """Opens and closes doors; ``test`` mode logs what it would run and runs nothing."""
+    """Opens and closes doors; ``test`` mode logs what it would run and runs nothing.
 
-    closes_itself = False
+    It keeps no state of its own: the engine knows which doors are open, and hands
+    each action the duration it needs.
+    """
+
+    closes_itself = False  # its doors expire by themselves (no close needed)
 
     def __init__(self, *, test: bool = False) -> None:
         self.test = test
@@ -81,11 +85,12 @@ class Backend:
     async def setup(self) -> None:
         return None
 
-    async def open(self, grant: Grant, duration: float) -> None:
-        """Open the door; for one already open, keep it open ``duration`` more if needed."""
+    async def open(self, door: Door, duration: float) -> None:
+        """Open the door; for one already open, keep it open ``duration`` more."""
         raise NotImplementedError
 
-    async def close(self, grant: Grant) -> None:
+    async def close(self, door: Door, duration: float) -> None:
+        """Close the door (``duration``: what it was opened for)."""
         raise NotImplementedError
 
 
@@ -115,24 +120,23 @@ class NftBackend(Backend):
                                   "table name", key="nft_table") from None  # fmt: skip
             raise
 
-    async def open(self, grant: Grant, duration: float) -> None:
-        await self._nft(nftables.open_script(self.table, grant, duration))  # also refreshes
+    async def open(self, door: Door, duration: float) -> None:
+        await self._nft(nftables.open_script(self.table, door, duration))  # also refreshes
 
-    async def close(self, grant: Grant) -> None:
-        await self._nft(nftables.close_script(self.table, grant))
+    async def close(self, door: Door, duration: float) -> None:
+        await self._nft(nftables.close_script(self.table, door))
 
 
 class CommandBackend(Backend):
     """``open``/``close`` argument-list templates, e.g. an iptables command set.
 
-    A door already open is not opened again (that would stack a second rule,
-    and ``close`` removes only one); ``close`` gets the duration it was opened for.
+    The engine runs ``open`` once per door (a second rule would outlive the close,
+    which removes one) and ``close`` with the duration the door was opened for.
     """
 
     def __init__(self, open_cmd: Command, close_cmd: Command | None, *, test: bool = False):
         super().__init__(test=test)
         self.open_cmd, self.close_cmd = open_cmd, close_cmd
-        self._opened: dict[Key, float] = {}  # open doors -> their duration
 
     async def _run(self, argv: list[str]) -> None:
         if self.test:
@@ -140,13 +144,9 @@ class CommandBackend(Backend):
             return
         await run_argv(argv)
 
-    async def open(self, grant: Grant, duration: float) -> None:
-        if grant.key in self._opened:
-            return
-        await self._run(self.open_cmd.render(grant, duration))
-        self._opened[grant.key] = duration
+    async def open(self, door: Door, duration: float) -> None:
+        await self._run(self.open_cmd.render(door, duration))
 
-    async def close(self, grant: Grant) -> None:
-        duration = self._opened.pop(grant.key, 0.0)
+    async def close(self, door: Door, duration: float) -> None:
         if self.close_cmd is not None:
-            await self._run(self.close_cmd.render(grant, duration))
+            await self._run(self.close_cmd.render(door, duration))

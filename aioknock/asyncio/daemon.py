@@ -1,8 +1,9 @@
-"""``aioknock daemon``: the asyncio shell around the sans-I/O tracker and door keeper.
+"""``aioknock daemon``: the asyncio shell around the sans-I/O engine.
 
-It only moves data: packets from a followed log or a capture into the
-tracker, decisions out to the log and the firewall backend, and a timer that
-closes doors the backend cannot close by itself.
+It only moves data: packets from a followed log or a capture into the engine, the
+engine's actions out (log lines, records of used knocks, firewall commands run one
+at a time by a worker), results back in, and a timer for the engine's deadlines.
+What any of it means is decided in ``aioknock.daemon.engine``.
 """
 
 from __future__ import annotations
@@ -10,54 +11,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import logging
 import signal
 import socket
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from ..config.settings import DaemonSettings
-from ..daemon.doors import Command, DoorKeeper, Grant
-from ..daemon.loglines import LineReader
-from ..daemon.tracker import Decision, Packet, SequenceDoor, Tracker, TrackerConfig
-from ..errors import AioknockError, ConfigError
-from ..knock import codec_for
+from ..daemon.encoded import EncodedKnocks
+from ..daemon.engine import Engine, FirewallAction, Log, Open, Policy, Record
+from ..daemon.knockd import SequenceDoors
+from ..daemon.logreader import KMSG
+from ..daemon.packet import Packet
+from ..daemon.recognizer import Recognizer
+from ..daemon.replay import ReplayMemory
+from ..errors import AioknockError
 from .actions import ActionError, Backend, CommandBackend, NftBackend
 from .follow import Follower
-from .kmsg import KMSG, Kmsg
+from .kmsg import Kmsg
 from .replayfile import ReplayFile
+from .sniffer import Sniffer
 
 log = logging.getLogger("aioknock.daemon")
-MAX_PENDING = 256  # firewall commands waiting to run; more knocks are refused meanwhile
 
 
-def make_tracker(settings: DaemonSettings) -> Tracker:
-    doors = [
-        SequenceDoor(d.name, tuple((p, "udp" if pr == "udp" else "tcp") for p, pr in d.sequence),
-                     d.port, "udp" if d.proto == "udp" else "tcp")
-        for d in settings.doors
-    ]  # fmt: skip
-    config = TrackerConfig(
-        knock_timeout=settings.knock_timeout,
-        max_sources=settings.max_sources,
-        time_tolerance=settings.time_tolerance,
-        allow_nat=settings.allow_nat,
-    )
-    codec = codec_for(settings) if settings.encoded else None
-    if codec is None and not doors:
-        raise ConfigError("nothing to listen for: encoded = no and no <door> blocks",
-                          key="encoded")  # fmt: skip
-    return Tracker(codec, config, doors)
+def make_recognizers(settings: DaemonSettings, replays: ReplayMemory) -> list[Recognizer]:
+    """One recognizer per kind of knock the settings ask for."""
+    timeout, limit = settings.knock_timeout, settings.max_sources
+    recognizers: list[Recognizer] = []
+    if settings.encoded:
+        recognizers.append(EncodedKnocks(
+            settings.codec, knock_timeout=timeout, max_sources=limit, replays=replays,
+            time_tolerance=settings.time_tolerance, allow_nat=settings.allow_nat,
+        ))  # fmt: skip
+    if settings.doors:
+        recognizers.append(SequenceDoors(settings.doors, knock_timeout=timeout, max_sources=limit))
+    return recognizers
 
 
 def make_backend(settings: DaemonSettings) -> Backend:
     if settings.backend == "nftables":
         return NftBackend(settings.nft_table, settings.nft_mark, test=settings.test)
-    if not settings.open:
-        raise ConfigError("backend = command needs an open command", key="open")
-    close = Command.parse(settings.close, "close") if settings.close else None
-    return CommandBackend(Command.parse(settings.open, "open"), close, test=settings.test)
+    assert settings.open is not None  # the settings refuse backend = command without it
+    return CommandBackend(settings.open, settings.close, test=settings.test)
 
 
 class LocalAddresses:
@@ -91,63 +90,93 @@ class LocalAddresses:
         return local
 
 
-_Configuration = tuple[DaemonSettings, Tracker, Backend, LineReader | None, ReplayFile | None]
+@dataclass(frozen=True, slots=True)
+class _Configuration:
+    """Everything one set of settings needs, built before any of it is used."""
+
+    settings: DaemonSettings
+    recognizers: list[Recognizer]
+    backend: Backend
+    backend_id: int
+    replay: ReplayFile | None
+
+    @property
+    def policy(self) -> Policy:
+        s = self.settings
+        return Policy(s.duration, s.cooldown, self.backend_id, self.backend.closes_itself)
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """Which stream of packets it reads: a reload to the same one keeps reading it."""
+        if self.settings.runmode == "file":
+            return ("file", self.settings.logfile)
+        return ("network", self.settings.interface)
 
 
 class KnockDaemon:
     def __init__(self, settings: DaemonSettings, *, clock: Callable[[], float] = time.time):
         self.clock = clock
-        self.counts = {"accept": 0, "refuse": 0, "ignore": 0, "packets": 0}
-        self._closer_wake = asyncio.Event()
-        self._restart = asyncio.Event()
-        # Open doors and the backend that opened them: after a reload, that backend
-        # (its commands, its state) extends and closes them, not the new one.
-        self._grants: dict[tuple[str, int, str], tuple[Grant, Backend]] = {}
-        # Firewall commands wait here for the one worker that runs them in order. Only
-        # accepted knocks (which need the key, and pass the cooldown) add to it.
-        self._actions: asyncio.Queue[tuple[str, Grant, Backend, float]] = asyncio.Queue()
-        self._started = False
-        self._previous: _Configuration | None = None
+        self._ids = itertools.count()
+        self._backends: dict[int, Backend] = {}
+        self._inflight: Counter[int] = Counter()  # firewall actions queued, per backend
         self.replay: ReplayFile | None = None
-        self._configure(settings)
+        replays = ReplayMemory()
+        self._current = self._prepare(settings, replays)
+        self._previous: _Configuration | None = None
+        self.engine = Engine(self._current.policy, self._current.recognizers, replays)
+        self._use(self._current)
         if self.replay is not None:
-            self.tracker.load_replays(self.replay.digests)
+            replays.load(self.replay.digests)
+        # Firewall actions wait here for the one worker that runs them in order.
+        self._queue: asyncio.Queue[FirewallAction] = asyncio.Queue()
+        self._timer_wake = asyncio.Event()
+        self._restart = asyncio.Event()
+        self._started = False
+        self._sniffer: Sniffer | None = None
+        self._feeding: tuple[tuple[str, str], asyncio.Task[None]] | None = None
 
-    def _configure(self, settings: DaemonSettings) -> None:
-        # Everything is built before anything is replaced: a reload that fails half-way
-        # must leave the old configuration whole.
-        tracker = make_tracker(settings)
+    @property
+    def settings(self) -> DaemonSettings:
+        return self._current.settings
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.engine.counts
+
+    # ------------------------------------------------------------- configurations
+
+    def _prepare(self, settings: DaemonSettings, replays: ReplayMemory) -> _Configuration:
+        """Everything is built before anything is replaced: a reload that fails half-way
+        must leave the old configuration whole."""
+        recognizers = make_recognizers(settings, replays)
         backend = make_backend(settings)
-        reader = (
-            LineReader.for_format(settings.log_format, settings.fileformat,
-                                  prefix=settings.log_prefix, anchored=settings.logfile == KMSG)
-            if settings.runmode == "file"
-            else None
-        )  # fmt: skip
         replay, write = self.replay, not settings.test
         if not settings.replay_file:
             replay = None
         elif replay is None or replay.path != settings.replay_file or replay.write != write:
             # -test judges knocks but must not use them up for the real daemon.
-            replay = ReplayFile.load(settings.replay_file, tracker.config.replay_memory,
-                                     write=write)  # fmt: skip
-        self.settings, self.tracker, self.backend, self.reader = settings, tracker, backend, reader
-        self.replay = replay
-        self.keeper = DoorKeeper(settings.duration, settings.cooldown)
+            replay = ReplayFile.load(settings.replay_file, replays.limit, write=write)
+        return _Configuration(settings, recognizers, backend, next(self._ids), replay)
+
+    def _use(self, conf: _Configuration) -> None:
+        self._current = conf
+        self._backends[conf.backend_id] = conf.backend
+        self.replay = conf.replay
 
     def reload(self, settings: DaemonSettings) -> None:
-        """New settings; knocks in progress are dropped, open doors keep their deadlines."""
-        keeper, tracker, replay = self.keeper, self.tracker, self.replay
-        self._previous = (self.settings, tracker, self.backend, self.reader, replay)
-        self._configure(settings)
-        self.tracker.remember(tracker)
-        if self.replay is not None and self.replay is not replay:
+        """New settings; knocks in progress start again, open doors keep their deadlines."""
+        conf = self._prepare(settings, self.engine.replays)
+        older = self.replay
+        self._previous = self._current
+        self._use(conf)
+        self.engine.reload(conf.policy, conf.recognizers)
+        if self.replay is not None and self.replay is not older:
             # Another file: it learns what this daemon remembers, and the reverse; what
             # this daemon accepted stays the newest (the first forgotten when full).
-            self.tracker.load_replays([*self.replay.digests, *self.tracker.replays()])
-            self.replay.replace(self.tracker.replays())
-        keeper.duration, keeper.cooldown = settings.duration, settings.cooldown
-        self.keeper = keeper
+            memory = self.engine.replays
+            memory.load([*self.replay.digests, *memory.items()])
+            self.replay.replace(memory.items())
+        self._prune_backends()
         self._restart.set()
         log.info("configuration reloaded")
 
@@ -155,189 +184,183 @@ class KnockDaemon:
         """The reloaded configuration's firewall set-up failed: go on with the old one."""
         log.error("reload failed, keeping the old configuration: %s", exc)
         assert self._previous is not None  # set by reload(), which precedes any set-up
-        self.settings, self.tracker, self.backend, self.reader, self.replay = self._previous
-        self.keeper.duration, self.keeper.cooldown = self.settings.duration, self.settings.cooldown
+        self._use(self._previous)
+        self.engine.reload(self._previous.policy, self._previous.recognizers)
 
-    async def packets(self) -> AsyncIterator[list[Packet]]:
-        if self.settings.runmode == "file":
-            # from_start is for the first start: after a reload, reading the log again
-            # would judge every knock in it a second time.
-            from_start, self._started = self.settings.from_start and not self._started, True
-            source: Follower | Kmsg
-            if self.settings.logfile == KMSG:
-                source = Kmsg(from_start=from_start)
-                log.info("reading the kernel log %s (%s lines)", KMSG, self.settings.log_format)
+    def _prune_backends(self) -> None:
+        """Forget backends that no open door and no queued action needs any more."""
+        keep = self.engine.backends_in_use()
+        for backend_id in list(self._backends):
+            if backend_id not in keep and not self._inflight[backend_id]:
+                del self._backends[backend_id]
+
+    # -------------------------------------------------------------------- actions
+
+    def _perform(self) -> None:
+        """Carry out what the engine decided, in order."""
+        for action in self.engine.actions():
+            if isinstance(action, Log):
+                log.log(action.level, "%s", action.message)
+            elif isinstance(action, Record):
+                if self.replay is not None:
+                    self.replay.add(action.digest)
             else:
-                hint = (f" (no syslog daemon? logfile = {KMSG} reads the kernel log directly)"
-                        if self.settings.log_format == "kernel" else "")  # fmt: skip
-                source = Follower(self.settings.logfile, from_start=from_start,
-                                  missing_hint=hint)  # fmt: skip
-                log.info("following %s (%s lines)", self.settings.logfile,
-                         self.settings.log_format)  # fmt: skip
-            async for lines in source.lines():
-                now = self.clock()
-                assert self.reader is not None
-                batch = [p for line in lines if (p := self.reader.parse(line, now))]
-                if batch:
-                    yield batch
-        else:
-            from .sniffer import Sniffer
+                self._inflight[action.backend] += 1
+                self._queue.put_nowait(action)
+                self._timer_wake.set()
 
-            tcp = sorted(self.tracker.codec.span.ports) if self.tracker.codec else []
-            udp = sorted({p for d in self.tracker.doors for p, pr in d.sequence if pr == "udp"})
-            tcp += sorted({p for d in self.tracker.doors for p, pr in d.sequence if pr == "tcp"})
-            sniffer = Sniffer(tcp, udp, interface=self.settings.interface or None, clock=self.clock)
-            log.info("capturing on %s", self.settings.interface or "all interfaces")
-            local = LocalAddresses()
-            try:
-                async for batch in sniffer.batches():
-                    ours = [p for p in batch if not p.dst or local(p.dst, p.now)]
-                    if len(ours) < len(batch):
-                        log.debug("ignored %d packets not addressed to this host",
-                                  len(batch) - len(ours))  # fmt: skip
-                    if ours:
-                        yield ours
-            finally:
-                sniffer.close()
-
-    async def handle(self, packet: Packet) -> None:
-        self.counts["packets"] += 1
-        for decision in self.tracker.receive(packet):
-            await self._act(decision, packet.now)
-
-    def _refuse(self, d: Decision, reason: str) -> None:
-        self.counts["refuse"] += 1
-        door = f" ({d.door})" if d.door and d.verdict == "accept" else ""
-        log.warning("refused knock from %s%s: %s", d.source, door, reason)
-
-    async def _act(self, d: Decision, now: float) -> None:
-        if d.verdict == "ignore":
-            self.counts["ignore"] += 1
-            log.info("ignored knock from %s: %s", d.source, d.reason)
-            return
-        if d.verdict == "refuse":
-            self._refuse(d, d.reason)
-            return
-        if d.digest and self.replay is not None:
-            self.replay.add(d.digest)  # used up now, whether or not a door opens below
-        flags = {int(k[4:]): int(v) for k, v in d.fields.items() if k.startswith("flag")}
-        try:
-            grant = Grant.make(d.address, d.port, d.proto, flags)
-        except ValueError as exc:
-            self._refuse(d, str(exc))
-            return
-        if self._actions.qsize() >= MAX_PENDING:
-            # Sequence doors and unencrypted knocks need no key: a flood of them must
-            # neither grow this queue without end nor bury a real knock's command.
-            self._refuse(d, f"{MAX_PENDING} firewall commands already waiting")
-            return
-        verdict = self.keeper.request(grant, now)
-        what = f"{grant.proto}/{grant.port} for {grant.address}"
-        if verdict == "cooldown":
-            self._refuse(d, f"cooldown, {what} was opened moments ago")
-            return
-        self.counts["accept"] += 1
-        action = "opening" if verdict == "open" else "extending"
-        log.info("accepted knock from %s (%s): %s %s for %g s",
-                 d.source, d.door, action, what, self.settings.duration)  # fmt: skip
-        held = self._grants.get(grant.key)
-        backend = held[1] if verdict == "extend" and held is not None else self.backend
-        # Recorded before the (slow) open, so the closer finds it whenever it is due.
-        self._grants[grant.key] = (grant, backend)
-        self._closer_wake.set()
-        self._actions.put_nowait(("open", grant, backend, self.settings.duration))
-
-    async def _run_actions(self) -> None:
-        """Run firewall commands one at a time, in the order decided: a slow command (up
+    async def _work(self) -> None:
+        """Run firewall actions one at a time, in the order decided: a slow command (up
         to ACTION_TIMEOUT) must not stop packets being read, and a door's close must
         never overtake its open."""
         while True:
-            kind, grant, backend, duration = await self._actions.get()
+            action = await self._queue.get()
+            backend = self._backends[action.backend]
             try:
-                if kind == "open":
-                    await backend.open(grant, duration)
+                if isinstance(action, Open):
+                    await backend.open(action.door, action.duration)
                 else:
-                    await backend.close(grant)
+                    await backend.close(action.door, action.duration)
+                error = None
             except ActionError as exc:
-                log.error("could not %s %s/%d for %s: %s", kind, grant.proto, grant.port,
-                          grant.address, exc)  # fmt: skip
+                error = str(exc)
+            try:
+                self.engine.action_done(action, error)
+                self._perform()  # before task_done: what it queues is waited for too
             finally:
-                self._actions.task_done()
+                self._inflight[action.backend] -= 1
+                self._queue.task_done()
 
-    async def _closer(self) -> None:
-        """Close doors whose time is up (the nftables backend's kernel does it too)."""
+    async def _timer(self) -> None:
+        """Call the engine back when its next deadline comes (doors to close)."""
         while True:
-            deadline = self.keeper.next_deadline()
-            self._closer_wake.clear()
+            deadline = self.engine.get_timer()
+            self._timer_wake.clear()
             timeout = None if deadline is None else max(0.0, deadline - self.clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closer_wake.wait(), timeout)
-            for key in self.keeper.due(self.clock()):
-                held = self._grants.pop(key, None)
-                if held is None:
-                    continue
-                grant, backend = held
-                log.info("closing %s/%d for %s", grant.proto, grant.port, grant.address)
-                if not backend.closes_itself:
-                    self._actions.put_nowait(("close", grant, backend, 0.0))
+                await asyncio.wait_for(self._timer_wake.wait(), timeout)
+            self.engine.handle_timer(self.clock())
+            self._perform()
+
+    # -------------------------------------------------------------------- packets
+
+    async def _lines(self, conf: _Configuration) -> AsyncIterator[list[str]]:
+        settings = conf.settings
+        # from_start is for the first start: after a reload, reading the log again
+        # would judge every knock in it a second time.
+        from_start, self._started = settings.from_start and not self._started, True
+        source: Follower | Kmsg
+        if settings.logfile == KMSG:
+            source = Kmsg(from_start=from_start)
+        else:
+            hint = (f" (no syslog daemon? logfile = {KMSG} reads the kernel log directly)"
+                    if settings.log_format.name == "kernel" else "")  # fmt: skip
+            source = Follower(settings.logfile, from_start=from_start, missing_hint=hint)
+        async for lines in source.lines():
+            yield lines
+
+    async def _read_file(self, conf: _Configuration) -> None:
+        async for lines in self._lines(conf):
+            reader, now = self.settings.reader, self.clock()  # the reader of the day
+            assert reader is not None
+            packets = [p for line in lines if (p := reader.decode(line, now)) is not None]
+            self._receive(packets, len(packets))
+
+    async def _capture(self, conf: _Configuration) -> None:
+        tcp, udp = self.engine.wanted()
+        sniffer = Sniffer(tcp, udp, interface=conf.settings.interface or None, clock=self.clock)
+        self._sniffer = sniffer
+        local = LocalAddresses()
+        try:
+            async for batch in sniffer.batches():
+                self._receive([p for p in batch if not p.dst or local(p.dst, p.now)], len(batch))
+        finally:
+            self._sniffer = None
+            sniffer.close()
+
+    def _receive(self, packets: list[Packet], seen: int) -> None:
+        """One batch of packets (``seen``: how many were read, ours or not)."""
+        if len(packets) < seen:
+            log.debug("ignored %d packets not addressed to this host", seen - len(packets))
+        for packet in packets:
+            self.engine.receive(packet)
+        self._perform()
+
+    def _feed(self) -> asyncio.Task[None]:
+        """The task that reads the current configuration's packets: the one already
+        running when it reads the same file or interface (only its reader or capture
+        filter changes), else a new one."""
+        conf = self._current
+        if self._feeding is not None and self._feeding[0] == conf.source:
+            task = self._feeding[1]
+            if self._sniffer is not None:
+                self._sniffer.update_filter(*self.engine.wanted())
+        else:
+            if self._feeding is not None:
+                self._feeding[1].cancel()
+            reading = self._read_file if conf.settings.runmode == "file" else self._capture
+            task = asyncio.create_task(reading(conf))
+            self._feeding = (conf.source, task)
+        self._announce(conf.settings)
+        return task
+
+    @staticmethod
+    def _announce(settings: DaemonSettings) -> None:
+        if settings.runmode == "network":
+            log.info("capturing on %s", settings.interface or "all interfaces")
+        elif settings.logfile == KMSG:
+            log.info("reading the kernel log %s (%s lines)", KMSG, settings.log_format)
+        else:
+            log.info("following %s (%s lines)", settings.logfile, settings.log_format)
+
+    # ------------------------------------------------------------------ lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.backend.setup()
-        worker = asyncio.create_task(self._run_actions())
-        closer = asyncio.create_task(self._closer())
+        await self._current.backend.setup()
+        worker = asyncio.create_task(self._work())
+        timer = asyncio.create_task(self._timer())
         stopper = asyncio.create_task(stop.wait())
         try:
-            while True:
-                feeder = asyncio.create_task(self._feed())
-                restart = asyncio.create_task(self._restart.wait())
-                waiting = {feeder, stopper, restart}
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                restart.cancel()
-                if feeder in done:
-                    feeder.result()  # a capture or follow error ends the daemon
-                    break
-                feeder.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await feeder
-                if stopper in done:
-                    break
-                self._restart.clear()
-                try:
-                    await self.backend.setup()  # a reload may name another table
-                except AioknockError as exc:
-                    self._revert(exc)
+            await self._serve(stopper)
         finally:
-            closer.cancel()
+            if self._feeding is not None:
+                await _cancelled(self._feeding[1])
+            await _cancelled(timer)
             stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await closer
             try:
-                self._close_on_stop()
-                await self._actions.join()  # each command is bounded by ACTION_TIMEOUT
+                self.engine.stop()
+                self._perform()
+                await self._queue.join()  # each command is bounded by ACTION_TIMEOUT
             finally:
-                worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
+                await _cancelled(worker)
+            c = self.counts
             log.info("stopped: %d packets, %d accepted, %d refused, %d ignored",
-                     self.counts["packets"], self.counts["accept"], self.counts["refuse"],
-                     self.counts["ignore"])  # fmt: skip
+                     c["packets"], c["accept"], c["refuse"], c["ignore"])  # fmt: skip
 
-    def _close_on_stop(self) -> None:
-        """Doors opened by commands would stay open for good once the daemon is gone:
-        close them now (after the opens still queued). nftables doors keep their kernel
-        timeouts instead."""
-        for key, (grant, backend) in list(self._grants.items()):
-            if backend.closes_itself:
-                continue
-            del self._grants[key]
-            log.info("closing %s/%d for %s: the daemon is stopping", grant.proto, grant.port,
-                     grant.address)  # fmt: skip
-            self._actions.put_nowait(("close", grant, backend, 0.0))
+    async def _serve(self, stopper: asyncio.Task[bool]) -> None:
+        """Read packets until stopped; on a reload, set the new backend up first."""
+        while True:
+            feeder = self._feed()
+            restart = asyncio.create_task(self._restart.wait())
+            done, _ = await asyncio.wait({feeder, stopper, restart},
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            restart.cancel()
+            if feeder in done:
+                feeder.result()  # a capture or follow error ends the daemon
+                return
+            if stopper in done:
+                return
+            self._restart.clear()
+            try:
+                await self._current.backend.setup()  # a reload may name another table
+            except AioknockError as exc:
+                self._revert(exc)
 
-    async def _feed(self) -> None:
-        async for batch in self.packets():
-            for packet in batch:
-                await self.handle(packet)
+
+async def _cancelled(task: asyncio.Task[object]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def serve(settings: DaemonSettings, reload: Callable[[], DaemonSettings]) -> int:

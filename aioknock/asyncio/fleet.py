@@ -12,22 +12,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import math
 import resource
-import secrets
-import socket
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config.settings import FLAG, ClientSettings
-from ..errors import AioknockError
-from ..knock import codec_for, knock_inputs, local_address_for
-from .sender import HOLD_MAX, Attempt, Mode, Target, resolve, send_knock
+from ..config.settings import ClientSettings
+from ..config.values import override, place, placed
+from ..errors import AioknockError, ConfigError
+from .client import client_for, plan_knock
+from .sender import HOLD_MAX, Attempt, Mode, Resolved, resolve, send_knock
 
 Ports = Sequence[int | tuple[int, str]]
+ARGUMENT = "knock_many() argument"
 FD_HEADROOM = 64
 # Knocks per second the default concurrency plans for, by mode: about a third of what
 # one core sends (benchmarks/bench_fleet.py: ~58k bare SYNs/s, ~18k open_connection
@@ -71,18 +77,6 @@ class KnockResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    timeout: float | None = None  # None: the settings' timeout (0.2 s for a bare sequence)
-    family: int = socket.AF_UNSPEC
-    mode: Mode = "syn"
-    jitter: float = 0.0
-    verify: int | None = None
-    verify_timeout: float = 3.0
-    watch: bool = True
-    send: bool = True  # False: resolve and encode only (-test)
-
-
 def default_concurrency(knocks_per_host: int, timeout: float, mode: Mode = "syn") -> int:
     """Hosts in flight: their sockets fit under RLIMIT_NOFILE with headroom, and
     together they ask for at most ``SYN_RATE`` (``CONNECT_RATE``) knocks per second
@@ -109,7 +103,7 @@ def raise_fd_limit() -> tuple[int, int]:
     return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def _verify(target: Target, port: int, within: float) -> bool:
+async def _verify(target: Resolved, port: int, within: float) -> bool:
     """Try to connect to the protected port until it answers or ``within`` runs out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
@@ -129,59 +123,37 @@ async def _verify(target: Target, port: int, within: float) -> bool:
             return True
 
 
-def _client_for(settings: ClientSettings, target: Target) -> str:
-    if settings.client.lower() not in ("", "auto"):
-        return settings.client
-    # A connected UDP socket to a numeric address: a route lookup, no packet, no DNS.
-    return local_address_for(target.address, target.family)
-
-
-async def knock(
-    host: str,
-    what: ClientSettings | Ports,
-    *,
-    timeout: float | None = None,
-    family: int = socket.AF_UNSPEC,
-    mode: Mode = "syn",
-    jitter: float = 0.0,
-    verify: int | None = None,
-    verify_timeout: float = 3.0,
-    watch: bool = True,
-) -> KnockResult:
-    """Knock one host with an encoded knock (settings) or a fixed port sequence.
+async def knock(host: str, what: ClientSettings | Ports, *, watch: bool = True,
+                **overrides: Any) -> KnockResult:  # fmt: skip
+    """Knock one host with an encoded knock (settings) or a fixed port sequence;
+    ``overrides`` are settings keys (``timeout=0.1``, ``verify=22``...).
 
     Never raises for a network or knock failure: the result says what went wrong.
     Cancelling it closes every socket it opened.
     """
-    options = Options(timeout, family, mode, jitter, verify, verify_timeout, watch)
-    return await _knock(host, what, options)
+    return await _knock(host, _settings(what, overrides), watch)
 
 
-async def _knock(host: str, what: ClientSettings | Ports, options: Options) -> KnockResult:
+def _settings(what: ClientSettings | Ports, overrides: Mapping[str, Any]) -> ClientSettings:
+    if isinstance(what, ClientSettings):
+        return override(what, overrides, ARGUMENT)
+    return override(ClientSettings(), {**overrides, "sequence": list(what)}, ARGUMENT)
+
+
+async def _knock(host: str, settings: ClientSettings, watch: bool) -> KnockResult:
     result = KnockResult(host, started=time.time())
     try:
-        target = await resolve(host, options.family)
+        target = await resolve(host, settings.family)
         result.address = target.address
-        if isinstance(what, ClientSettings):
-            timeout = what.timeout if options.timeout is None else options.timeout
-            codec = codec_for(what)
-            client = _client_for(what, target) if "CLIENT" in codec.format.fields else ""
-            inputs = knock_inputs(what, client, host)
-            plan = codec.build(inputs, time.time(), secrets.token_bytes)
-            result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports
-            ports: Ports = plan.ports
-        else:
-            timeout = 0.2 if options.timeout is None else options.timeout
-            ports = what
-            result.ports = [p if isinstance(p, int) else p[0] for p in what]
-        if not options.send:
+        ports = _ports(settings, target, result)
+        if settings.test:
             result.ok = True
             return result
-        result.attempts = await send_knock(
-            target, ports, timeout, mode=options.mode, jitter=options.jitter, watch=options.watch
-        )
-        if options.verify is not None:
-            result.verified = await _verify(target, options.verify, options.verify_timeout)
+        mode: Mode = "connect" if settings.connect else "syn"
+        result.attempts = await send_knock(target, ports, settings.timeout, mode=mode,
+                                           jitter=settings.jitter, watch=watch)  # fmt: skip
+        if settings.verify:
+            result.verified = await _verify(target, settings.verify, settings.verify_timeout)
         result.ok = True
     except (AioknockError, OSError) as exc:
         result.error = str(exc)
@@ -190,10 +162,23 @@ async def _knock(host: str, what: ClientSettings | Ports, options: Options) -> K
     return result
 
 
-Target_ = str | tuple[str, Mapping[str, Any]]
+def _ports(settings: ClientSettings, target: Resolved, result: KnockResult) -> Ports:
+    """What to send: the fixed sequence, or a fresh knock for this host."""
+    if settings.sequence:
+        result.ports = [port for port, _ in settings.sequence]
+        return settings.sequence
+    client = client_for(settings, target.address, target.family)
+    plan = plan_knock(settings, client)
+    result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports
+    return plan.ports
 
 
-async def _iterate(targets: Iterable[Target_] | AsyncIterable[Target_]) -> AsyncIterator[Target_]:
+HostSpec = str | tuple[str, Mapping[str, Any]]  # a host, or a host and its own settings
+
+
+async def _iterate(
+    targets: Iterable[HostSpec] | AsyncIterable[HostSpec],
+) -> AsyncIterator[HostSpec]:
     if isinstance(targets, AsyncIterable):
         async for t in targets:
             yield t
@@ -203,20 +188,16 @@ async def _iterate(targets: Iterable[Target_] | AsyncIterable[Target_]) -> Async
 
 
 async def knock_many(
-    targets: Iterable[Target_] | AsyncIterable[Target_],
+    targets: Iterable[HostSpec] | AsyncIterable[HostSpec],
     what: ClientSettings | Ports,
     *,
     concurrency: int | None = None,
-    timeout: float | None = None,
-    family: int = socket.AF_UNSPEC,
-    mode: Mode = "syn",
-    jitter: float = 0.0,
-    verify: int | None = None,
-    verify_timeout: float = 3.0,
     watch: bool = True,
-    send: bool = True,
+    **overrides: Any,
 ) -> AsyncIterator[KnockResult]:
-    """Knock every target, ``concurrency`` hosts at a time; yields results as hosts finish.
+    """Knock every target, ``concurrency`` hosts at a time (None: the settings'
+    ``concurrency``, where 0 sizes it); yields results as hosts finish. ``overrides``
+    are settings keys for every host (``timeout=0.1``, ``verify=22``...).
 
     A target is a host name or address, or ``(host, {"port": 2222, ...})`` to override
     settings for that host. Breaking out of the loop, or cancelling the task that runs
@@ -226,13 +207,28 @@ async def knock_many(
     meanwhile (~8 ms with 1,000 hosts in flight); a tool that knocks large fleets at
     tight timeouts can call ``gc.freeze()`` after start-up, as the CLI does.
     """
-    options = Options(timeout, family, mode, jitter, verify, verify_timeout, watch, send)
+    settings = _settings(what, overrides)
     if concurrency is None:
-        per_host = 8 if not isinstance(what, ClientSettings) else codec_for(what).knock_length
-        t = what.timeout if isinstance(what, ClientSettings) and timeout is None else timeout
-        concurrency = default_concurrency(per_host, t or 0.0, mode)
+        concurrency = settings.concurrency or _default_for(settings)
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, not {concurrency}")
+    results = _knock_all(_iterate(targets), settings, concurrency, watch)
+    try:
+        async for result in results:
+            yield result
+    finally:
+        await results.aclose()  # now, not when the collector finds it: sockets close
+
+
+def _default_for(settings: ClientSettings) -> int:
+    per_host = len(settings.sequence) or settings.codec.knock_length
+    mode: Mode = "connect" if settings.connect else "syn"
+    return default_concurrency(per_host, settings.timeout, mode)
+
+
+async def _knock_all(
+    source: AsyncIterator[HostSpec], settings: ClientSettings, concurrency: int, watch: bool
+) -> AsyncGenerator[KnockResult, None]:
     running: set[asyncio.Task[KnockResult]] = set()
     # Finished hosts arrive through callbacks: asyncio.wait() over the running set would
     # cost O(hosts in flight) per finished host.
@@ -243,7 +239,6 @@ async def knock_many(
         finished.append(task)
         wake.set()
 
-    source = _iterate(targets)
     exhausted = False
     started = 0
     try:
@@ -259,13 +254,12 @@ async def knock_many(
                     exhausted = True
                     break
                 try:
-                    host, per_host_what = _target(target, what)
-                except ValueError as exc:  # a bad per-host override: that host fails alone
+                    host, own = host_settings(target, settings)
+                except ConfigError as exc:  # a bad per-host override: that host fails alone
                     now = time.time()
-                    name = target if isinstance(target, str) else str(target[0])
-                    yield KnockResult(name, started=now, finished=now, error=str(exc))
+                    yield KnockResult(_host_of(target), started=now, finished=now, error=str(exc))
                     continue
-                task = asyncio.create_task(_knock(host, per_host_what, options))
+                task = asyncio.create_task(_knock(host, own, watch))
                 task.add_done_callback(on_done)
                 running.add(task)
                 started += 1
@@ -285,36 +279,27 @@ async def knock_many(
             await asyncio.gather(*running, return_exceptions=True)
 
 
-def _target(target: Target_, what: ClientSettings | Ports) -> tuple[str, ClientSettings | Ports]:
+def _host_of(target: HostSpec) -> str:
+    return target if isinstance(target, str) else str(target[0])
+
+
+def host_settings(
+    target: HostSpec, settings: ClientSettings, where: str | None = None
+) -> tuple[str, ClientSettings]:
+    """A target's host and its settings: ``settings`` with the target's own keys applied
+    (those the table marks per-host), checked whole; ConfigError names ``where`` (by
+    default the host)."""
     if isinstance(target, str):
-        return target, what
+        return target, settings
     host, overrides = target
     if not overrides:
-        return host, what
-    if not isinstance(what, ClientSettings):
-        raise ValueError(f"{host}: per-host settings need knock settings, not a port sequence")
+        return host, settings
+    at = host if where is None else where
+    if settings.sequence:
+        raise ConfigError("a fixed sequence has no per-host settings", **place(at))
+    own = override(settings, overrides, at, host=True)
     try:
-        return host, with_overrides(what, overrides)
-    except ValueError as exc:
-        raise ValueError(f"{host}: {exc}") from None
-
-
-def with_overrides(settings: ClientSettings, overrides: Mapping[str, Any]) -> ClientSettings:
-    """``settings`` with some keys replaced, each value read and checked by its table kind."""
-    table = {k.name: k for k in ClientSettings.table()}
-    changes: dict[str, Any] = {}
-    flags = dict(settings.flags)
-    for key, raw in overrides.items():
-        if key.startswith("flag") and key[4:].isdigit():
-            try:
-                flags[int(key[4:])] = FLAG(raw) % 256
-            except (ValueError, TypeError):
-                raise ValueError(f"{key}: expected {FLAG.expected}, got {raw!r}") from None
-            continue
-        if key not in table:
-            raise ValueError(f"unknown setting {key!r}")
-        try:
-            changes[key] = table[key].kind(raw)
-        except (ValueError, TypeError):
-            raise ValueError(f"{key}: expected {table[key].kind.expected}, got {raw!r}") from None
-    return dataclasses.replace(settings, **changes, flags=flags)
+        own.check_sendable()
+    except ConfigError as exc:
+        raise placed(exc, {}, at) from None
+    return host, own

@@ -19,7 +19,6 @@ class FollowError(AioknockError):
     """The followed file exists but cannot be read."""
 
 
-CHUNK = 1 << 16
 MAX_LINE = 1 << 16  # longer lines are dropped: no log line of interest comes close
 # Bytes read per poll: a huge backlog is taken in bites of ~2,000 lines, so memory stays
 # small and the loop is never held long (benchmarks/bench_daemon.py: 4 MiB bites cost

@@ -16,11 +16,11 @@ import logging
 import os
 from collections.abc import AsyncGenerator
 
+from ..daemon.logreader import KMSG
 from ..errors import AioknockError
 
 log = logging.getLogger("aioknock.kmsg")
 
-KMSG = "/dev/kmsg"
 RECORD_MAX = 8192  # the kernel's record limit (CONSOLE_EXT_LOG_MAX)
 BATCH = 1024  # records per wakeup, so a backlog is taken in bounded bites
 

@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Sequence
 
-from ..codec.logline import LogTemplate
+from ..codec.logtemplate import LogTemplate
 from ..errors import SendError
 
 # O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of blocking a worker
@@ -36,7 +36,7 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
 
 
 async def write_knock(
-    path: str | os.PathLike[str], template: str, *, client: str, remote: str,
+    path: str | os.PathLike[str], template: LogTemplate, *, client: str, remote: str,
     ports: Sequence[int], timeout: float,
 ) -> list[str]:  # fmt: skip
     """One line per port, ``timeout`` seconds apart (manual, v0.23.1); returns the lines.
@@ -45,14 +45,13 @@ async def write_knock(
     schedule: the lateness of one write does not add up over the lines).
     """
     loop = asyncio.get_running_loop()
-    fmt = LogTemplate(template)
     lines: list[str] = []
     start = loop.time()
     for i, port in enumerate(ports):
         slot = start + i * timeout
         while (delay := slot - loop.time()) > 0:
             await asyncio.sleep(delay)
-        line = fmt.format(
+        line = template.format(
             when=time.time(), client=client, remote=remote,
             clientport=1024 + secrets.randbelow(65536 - 1024), remoteport=port,
         )  # fmt: skip

@@ -23,7 +23,7 @@ import tempfile
 from collections import deque
 from collections.abc import Iterable
 
-from ..daemon.tracker import DIGEST_SIZE
+from ..daemon.replay import DIGEST_SIZE
 from ..errors import ConfigError
 
 log = logging.getLogger("aioknock.daemon")

@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ..codec.sequence import hits
 from ..errors import SendError
 
 HOLD_MIN = 0.05
 HOLD_MAX = 0.9
 Mode = Literal["syn", "connect"]
-Proto = Literal["tcp", "udp"]
 UDP_PAYLOAD = b"\0"  # one byte, as knockd's knock client sends
 
 # connect() errors that mean the knock cannot leave this host at all.
@@ -51,7 +51,7 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class Resolved:
     """A resolved host: the socket family and address the knocks go to."""
 
     host: str
@@ -60,8 +60,8 @@ class Target:
     sockaddr: tuple[object, ...]
 
 
-def numeric_target(host: str, family: int = socket.AF_UNSPEC) -> Target | None:
-    """A Target for a literal address without a resolver round trip, else None."""
+def numeric_target(host: str, family: int = socket.AF_UNSPEC) -> Resolved | None:
+    """A Resolved for a literal address without a resolver round trip, else None."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -73,10 +73,10 @@ def numeric_target(host: str, family: int = socket.AF_UNSPEC) -> Target | None:
         want = "IPv4" if family == socket.AF_INET else "IPv6"
         raise SendError(f"{host} is not an {want} address")
     sockaddr: tuple[object, ...] = (str(ip), 0, 0, 0) if fam == socket.AF_INET6 else (str(ip), 0)
-    return Target(host, fam, str(ip), sockaddr)
+    return Resolved(host, fam, str(ip), sockaddr)
 
 
-async def resolve(host: str, family: int = socket.AF_UNSPEC) -> Target:
+async def resolve(host: str, family: int = socket.AF_UNSPEC) -> Resolved:
     if (target := numeric_target(host, family)) is not None:
         return target
     loop = asyncio.get_running_loop()
@@ -87,10 +87,10 @@ async def resolve(host: str, family: int = socket.AF_UNSPEC) -> Target:
     except (UnicodeError, ValueError):  # IDNA: an empty or over-long label; a NUL
         raise SendError(f"cannot resolve {host!r}: not a valid host name") from None
     fam, _, _, _, sockaddr = infos[0]
-    return Target(host, fam, str(sockaddr[0]), tuple(sockaddr))
+    return Resolved(host, fam, str(sockaddr[0]), tuple(sockaddr))
 
 
-def _sockaddr(target: Target, port: int) -> tuple[object, ...]:
+def _sockaddr(target: Resolved, port: int) -> tuple[object, ...]:
     return (target.sockaddr[0], port, *target.sockaddr[2:])
 
 
@@ -130,12 +130,12 @@ class _Watch:
             self.done.set_result(None)
 
 
-def _cannot(target: Target, port: int, err: int) -> SendError:
+def _cannot(target: Resolved, port: int, err: int) -> SendError:
     return SendError(f"cannot knock {target.host} ({target.address}) port {port}: "
                      f"{os.strerror(err)}")  # fmt: skip
 
 
-def _syn(target: Target, port: int) -> tuple[socket.socket, int]:
+def _syn(target: Resolved, port: int) -> tuple[socket.socket, int]:
     try:
         sock = socket.socket(target.family, socket.SOCK_STREAM)
     except OSError as exc:  # EMFILE, ENOBUFS, EAFNOSUPPORT...
@@ -153,7 +153,7 @@ def _syn(target: Target, port: int) -> tuple[socket.socket, int]:
     return sock, err
 
 
-def _udp(target: Target, port: int) -> str:
+def _udp(target: Resolved, port: int) -> str:
     """One datagram; there is no answer to wait for. Any error means it did not leave."""
     try:
         with socket.socket(target.family, socket.SOCK_DGRAM) as sock:
@@ -164,7 +164,7 @@ def _udp(target: Target, port: int) -> str:
     return "sent"
 
 
-async def _open(target: Target, port: int, attempt: Attempt, deadline: float) -> None:
+async def _open(target: Resolved, port: int, attempt: Attempt, deadline: float) -> None:
     # The deadline is armed inside the task, so the connection attempt (and its SYN)
     # always starts, however late the task gets to run.
     try:
@@ -190,18 +190,6 @@ def _first_error(tasks: Sequence[asyncio.Task[None]]) -> BaseException | None:
     return None
 
 
-def _normalize(ports: Sequence[int | tuple[int, str]]) -> list[tuple[int, Proto]]:
-    out: list[tuple[int, Proto]] = []
-    for item in ports:
-        port, proto = (item, "tcp") if isinstance(item, int) else item
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError(f"ports must be 1-65535, not {port!r}")
-        if proto not in ("tcp", "udp"):
-            raise ValueError(f"protocol must be tcp or udp, not {proto!r}")
-        out.append((port, "udp" if proto == "udp" else "tcp"))
-    return out
-
-
 def schedule(
     start: float, count: int, timeout: float, jitter: float = 0.0, rng: random.Random | None = None
 ) -> list[float]:
@@ -216,7 +204,7 @@ def schedule(
 
 
 async def send_knock(
-    target: Target,
+    target: Resolved,
     ports: Sequence[int | tuple[int, str]],
     timeout: float,
     *,
@@ -233,68 +221,95 @@ async def send_knock(
     knock cannot leave this host; every socket opened so far is closed first (also
     when cancelled).
     """
-    knocks = _normalize(ports)
+    knocks = hits(ports)
     if not timeout >= 0 or not jitter >= 0:  # also NaN
         raise ValueError(f"timeout and jitter must be >= 0, not {timeout!r}, {jitter!r}")
     if mode not in ("syn", "connect"):
         raise ValueError(f"mode must be 'syn' or 'connect', not {mode!r}")
-    loop = asyncio.get_running_loop()
-    hold = min(max(timeout, HOLD_MIN), HOLD_MAX)
-    attempts: list[Attempt] = []
-    watches: list[_Watch] = []
-    tasks: list[asyncio.Task[None]] = []
-    held: socket.socket | None = None  # watch=False: the last TCP attempt, still open
-    slots = schedule(loop.time(), len(knocks), timeout, jitter)
+    run = _Knocking(target, timeout, mode, watch)
+    slots = schedule(run.loop.time(), len(knocks), timeout, jitter)
     try:
         for i, ((port, proto), slot) in enumerate(zip(knocks, slots, strict=True)):
-            while (delay := slot - loop.time()) > 0:
+            while (delay := slot - run.loop.time()) > 0:
                 await asyncio.sleep(delay)
-            if held is not None:  # its slot is over (or the loop is catching up)
-                held.close()
-                held = None
-            if (error := _first_error(tasks)) is not None:
-                raise error
-            attempt = Attempt(port, loop.time())
-            attempts.append(attempt)
-            if proto == "udp":
-                attempt.outcome = _udp(target, port)
-            elif mode == "connect":
-                coro = _open(target, port, attempt, attempt.sent + hold)
-                tasks.append(asyncio.create_task(coro))
-            else:
-                sock, err = _syn(target, port)
-                if err not in (0, errno.EINPROGRESS):
-                    sock.close()
-                    attempt.outcome = _outcome(err)
-                elif watch:
-                    watches.append(_Watch(loop, sock, attempt, attempt.sent + hold))
-                elif timeout > 0:
-                    held = sock
-                    attempt.outcome = "sent"
-                    next_slot = slots[i + 1] if i + 1 < len(slots) else math.inf
-                    if next_slot - attempt.sent > HOLD_MAX:  # close before a retransmission
-                        loop.call_at(attempt.sent + HOLD_MAX, sock.close)
-                else:
-                    sock.close()
-                    attempt.outcome = "sent"
-        if held is not None:
-            await asyncio.sleep(max(0.0, attempts[-1].sent + min(timeout, HOLD_MAX) - loop.time()))
-        # Each is bounded by its deadline (at most hold after the last knock).
-        pending = [w.done for w in watches if not w.done.done()] + tasks
+            run.release()  # the last attempt's slot is over (or the loop is catching up)
+            run.raise_failed()
+            run.send(port, proto, slots[i + 1] if i + 1 < len(slots) else math.inf)
+        await run.finish()
+    finally:
+        await run.close()
+    return run.results()
+
+
+class _Knocking:
+    """One host's knock in flight: its attempts, and what still holds a socket."""
+
+    def __init__(self, target: Resolved, timeout: float, mode: Mode, watch: bool) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.target, self.timeout, self.mode, self.watch = target, timeout, mode, watch
+        self.hold = min(max(timeout, HOLD_MIN), HOLD_MAX)
+        self.attempts: list[Attempt] = []
+        self.watches: list[_Watch] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.held: socket.socket | None = None  # watch=False: the last TCP attempt
+
+    def send(self, port: int, proto: str, next_slot: float) -> None:
+        attempt = Attempt(port, self.loop.time())
+        self.attempts.append(attempt)
+        if proto == "udp":
+            attempt.outcome = _udp(self.target, port)
+        elif self.mode == "connect":
+            coro = _open(self.target, port, attempt, attempt.sent + self.hold)
+            self.tasks.append(asyncio.create_task(coro))
+        else:
+            self._syn(attempt, next_slot)
+
+    def _syn(self, attempt: Attempt, next_slot: float) -> None:
+        sock, err = _syn(self.target, attempt.port)
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            attempt.outcome = _outcome(err)
+        elif self.watch:
+            self.watches.append(_Watch(self.loop, sock, attempt, attempt.sent + self.hold))
+        elif self.timeout > 0:
+            self.held = sock
+            attempt.outcome = "sent"
+            if next_slot - attempt.sent > HOLD_MAX:  # close before a retransmission
+                self.loop.call_at(attempt.sent + HOLD_MAX, sock.close)
+        else:
+            sock.close()
+            attempt.outcome = "sent"
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held.close()
+            self.held = None
+
+    def raise_failed(self) -> None:
+        if (error := _first_error(self.tasks)) is not None:
+            raise error
+
+    async def finish(self) -> None:
+        """Wait for the last knocks' outcomes (each bounded by its deadline)."""
+        if self.held is not None:
+            last = self.attempts[-1].sent + min(self.timeout, HOLD_MAX)
+            await asyncio.sleep(max(0.0, last - self.loop.time()))
+        pending = [w.done for w in self.watches if not w.done.done()] + self.tasks
         if pending:
             await asyncio.wait(pending)
-        if (error := _first_error(tasks)) is not None:
-            raise error
-    finally:
-        if held is not None:
-            held.close()
-        for w in watches:
+        self.raise_failed()
+
+    async def close(self) -> None:
+        self.release()
+        for w in self.watches:
             w.close("cancelled")
-        for task in tasks:
+        for task in self.tasks:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-    for attempt in attempts:
-        if attempt.outcome == "pending":
-            attempt.outcome = "no answer"
-    return attempts
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def results(self) -> list[Attempt]:
+        for attempt in self.attempts:
+            if attempt.outcome == "pending":
+                attempt.outcome = "no answer"
+        return self.attempts

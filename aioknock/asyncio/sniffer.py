@@ -20,8 +20,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 
-from ..daemon.frames import build_filter, parse_frame
-from ..daemon.tracker import Packet
+from ..daemon.frames import build_filter, decode_frame
+from ..daemon.packet import Packet
 from ..errors import AioknockError
 
 log = logging.getLogger("aioknock.sniffer")
@@ -47,7 +47,7 @@ class Sniffer:
     drains up to ``batch`` frames; reading pauses while ``max_queue`` packets wait for
     the consumer, so a flood is dropped by the kernel, not buffered in memory. On
     ``interface=None`` a packet crossing a bridge or VLAN device is seen once per
-    device; the tracker ignores the repeat (same source port).
+    device; the recognizers ignore the repeat (same source port).
     """
 
     def __init__(
@@ -121,7 +121,7 @@ class Sniffer:
         """Swap in a filter for new ports (on reload) without reopening the socket.
 
         The swap is atomic; packets already queued passed the old filter, so the
-        consumer must still check ports (the tracker does).
+        consumer must still check ports (the engine routes by port).
         """
         program = build_filter(tcp_ports, udp_ports)
         if self._sock.fileno() < 0:
@@ -211,7 +211,7 @@ class Sniffer:
                 self._error = exc
                 self._pause()
                 break
-            packet = parse_frame(self._view[:size], self.clock(), link="ip")
+            packet = decode_frame(self._view[:size], self.clock(), link="ip")
             if packet is not None:
                 self._ready.append(packet)
         if len(self._ready) >= self.max_queue:

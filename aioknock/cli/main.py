@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import difflib
 import gc
 import json
@@ -12,8 +13,6 @@ import logging
 import os
 import re
 import resource
-import secrets
-import socket
 import sys
 import time
 import traceback
@@ -22,18 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..asyncio.fleet import KnockResult, knock_many, raise_fd_limit, with_overrides
+from ..asyncio.client import carried, client_address, decode_knock, plan_knock
+from ..asyncio.fleet import KnockResult, host_settings, knock_many, raise_fd_limit
 from ..asyncio.logfile import write_knock
+from ..config.kinds import BOOL_WORDS
 from ..config.loader import build_settings, find_config, search_path
-from ..config.settings import (
-    BOOL_WORDS,
-    ClientSettings,
-    DaemonSettings,
-    KnockSettings,
-    parse_sequence,
-)
+from ..config.settings import ClientSettings, DaemonSettings, KnockSettings
 from ..errors import AioknockError, ConfigError, KnockError
-from ..knock import codec_for, knock_inputs, local_address_for
 from .hosts import parse_line, read_hosts_file, stdin_hosts
 from .manual import brief_usage, manual
 from .options import add_settings, overrides, split_flags
@@ -219,7 +213,7 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
         held.replay(settings.quiet, settings.debug)
     ns.reload = lambda: build_settings(spec.settings, path=path, overrides=given, sending=False)
     if settings.debug >= 2:
-        for name, value in settings.items(masked=True):
+        for name, value in settings.shown():
             log.debug("setting %s = %r  (%s)", name, value, settings.origin(name))
     return ns, settings
 
@@ -269,69 +263,74 @@ class _Progress:
         self.bar.close()
 
 
+@dataclass
+class _Tally:
+    """Hosts done so far, for the progress bar and the summary."""
+
+    total: int | None
+    progress: _Progress | None
+    ok: int = 0
+    failed: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    def count(self, ok: bool) -> None:
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        if self.progress is not None:
+            self.progress.update(ok)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+
+
 async def _run(ns: argparse.Namespace, settings: ClientSettings) -> int:
     targets, total = _targets(ns, settings)
-    what: Any = list(parse_sequence(settings.sequence)) if settings.sequence else settings
     if settings.logtofile:
         return await _log_to_file(settings, targets, json_out=ns.json)
-    family = {"any": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}
-    concurrency = settings.concurrency or None
-    if concurrency is None and total != 1:
-        old, new = raise_fd_limit()
-        if new != old:
-            log.debug("raised the open-files limit from %d to %d", old, new)
+    tally = _start_run(ns, settings, total)
     single = total == 1
-    # What is alive now (modules, settings, codec) lives until exit: frozen, a full
-    # collection mid-run walks only the run's objects and keeps its pause short.
-    gc.freeze()
-    progress = (
-        _Progress(total)
-        if not single and sys.stderr.isatty() and not settings.quiet and not ns.json
-        else None
-    )
-    counts = {"ok": 0, "failed": 0}
-    started = time.monotonic()
     try:
-        async for result in knock_many(
-            targets, what,
-            concurrency=concurrency,
-            timeout=None if what is settings else settings.timeout,
-            family=family[settings.family],
-            mode="connect" if settings.connect else "syn",
-            jitter=settings.jitter,
-            verify=settings.verify or None,
-            verify_timeout=settings.verify_timeout,
-            watch=single or settings.debug > 0,
-            send=not settings.test,
-        ):  # fmt: skip
+        async for result in knock_many(targets, settings, watch=single or settings.debug > 0):
             _report(result, settings, single=single)
-            ok = result.ok and result.verified is not False
-            counts["ok" if ok else "failed"] += 1
-            if progress is not None:
-                progress.update(ok)
+            tally.count(result.ok and result.verified is not False)
             if ns.json:
                 _emit(json.dumps(result.as_json()))  # a closed pipe stops no knock
     except asyncio.CancelledError:
-        if progress is not None:
-            progress.close()
-        done = counts["ok"] + counts["failed"]
+        tally.close()
         left = f" of {total}" if total else ""
         log.error("interrupted: %d%s hosts done (%d failed); the others were stopped "
-                  "mid-knock or not started; every socket is closed", done, left,
-                  counts["failed"])  # fmt: skip
+                  "mid-knock or not started; every socket is closed", tally.done, left,
+                  tally.failed)  # fmt: skip
         # The top-level task: the summary above is the whole report, so the runner
         # returns 130 instead of raising KeyboardInterrupt for a second line.
         return EXIT_INTERRUPTED
-    if progress is not None:
-        progress.close()
+    tally.close()
     if settings.test:
         log.info("test mode: nothing sent")
     if not single:
-        elapsed = time.monotonic() - started
-        done = counts["ok"] + counts["failed"]
-        log.info("knocked %d hosts in %.2f s: %d ok, %d failed",
-                 done, elapsed, counts["ok"], counts["failed"])  # fmt: skip
-    return EXIT_FAILED if counts["failed"] else 0
+        log.info("knocked %d hosts in %.2f s: %d ok, %d failed", tally.done,
+                 time.monotonic() - tally.started, tally.ok, tally.failed)  # fmt: skip
+    return EXIT_FAILED if tally.failed else 0
+
+
+def _start_run(ns: argparse.Namespace, settings: ClientSettings, total: int | None) -> _Tally:
+    """Room for a fleet (open files), a short GC pause, and a progress bar on a terminal."""
+    if not settings.concurrency and total != 1:
+        old, new = raise_fd_limit()
+        if new != old:
+            log.debug("raised the open-files limit from %d to %d", old, new)
+    # What is alive now (modules, settings, codec) lives until exit: frozen, a full
+    # collection mid-run walks only the run's objects and keeps its pause short.
+    gc.freeze()
+    shown = total != 1 and sys.stderr.isatty() and not settings.quiet and not ns.json
+    return _Tally(total, _Progress(total) if shown else None)
 
 
 def _report(result: KnockResult, settings: ClientSettings, *, single: bool) -> None:
@@ -357,23 +356,15 @@ def _report(result: KnockResult, settings: ClientSettings, *, single: bool) -> N
 
 async def _log_to_file(settings: ClientSettings, targets: Any, *, json_out: bool) -> int:
     """``logtofile``: each host's knock as faked log lines, hosts one after another."""
-    loop = asyncio.get_running_loop()
-    hosts: list[tuple[str, ClientSettings]] = []
-    async for target in _aiter(targets):
-        if isinstance(target, str):
-            hosts.append((target, settings))
-        else:
-            hosts.append((target[0], with_overrides(settings, target[1])))
+    hosts = [host_settings(target, settings) async for target in _aiter(targets)]
     for host, own in hosts:
-        client = own.client
-        if client.lower() in ("", "auto"):
-            client = await loop.run_in_executor(None, local_address_for, host)
+        address = await asyncio.to_thread(client_address, own, host)
         result = KnockResult(host, host, started=time.time(), ok=True)
-        plan = codec_for(own).build(knock_inputs(own, client), time.time(), secrets.token_bytes)
+        plan = plan_knock(own, carried(own, host, address))
         result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports
         log.info("knock for %s: %s", host, " ".join(map(str, plan.ports)))
         if not settings.test:
-            await write_knock(settings.logfile, settings.fileformat, client=client,
+            await write_knock(settings.logfile, settings.fileformat, client=address,
                               remote=host, ports=plan.ports, timeout=settings.timeout)  # fmt: skip
             log.info("wrote %d lines to %s", len(plan.ports), settings.logfile)
         result.finished = time.time()
@@ -417,8 +408,6 @@ def _knock_ports(text: str) -> list[int]:
 
 
 def _decode(ns: argparse.Namespace, settings: ClientSettings) -> int:
-    from ..knock import parse_knock
-
     if ns.ports:
         if (numbers := _port_numbers(ns.ports)) is None:
             bad = next(w for w in ns.ports if _port_numbers([w]) is None)
@@ -436,7 +425,7 @@ def _decode(ns: argparse.Namespace, settings: ClientSettings) -> int:
     status = 0
     for where, text in knocks:
         try:
-            fields = parse_knock(settings, _knock_ports(text))
+            fields = decode_knock(settings, _knock_ports(text))
         except KnockError as exc:
             log.error("%sinvalid knock: %s", where, exc.reason)
             status = EXIT_FAILED
@@ -471,44 +460,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: list[str]) -> int:
     _setup_logging(False, 0)
-    if not args or args[0] in HELP:
-        if args:
-            _emit(brief_usage(None))
-            return 0
-        print(brief_usage(None), file=sys.stderr)
-        return EXIT_CONFIG
-    if args[0] in COMMANDS:
-        command, rest = args[0], args[1:]
-    elif args[0].startswith("-"):  # the prototype's "knockclient -conf f -test"
-        command, rest = "run", args
-    else:
-        close = difflib.get_close_matches(args[0], COMMANDS, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        log.error(
-            "unknown command %r; %sexpected run, decode or daemon (aioknock -h)", args[0], hint
-        )
-        return EXIT_CONFIG
+    chosen = _command(args)
+    if isinstance(chosen, int):
+        return chosen
     try:
-        loaded = _load(command, rest)
-        if isinstance(loaded, int):
-            return loaded
-        ns, settings = loaded
-        if command == "decode":
-            assert isinstance(settings, ClientSettings)
-            return _decode(ns, settings)
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if soft != resource.RLIM_INFINITY and soft < MIN_FILES:
-            # The event loop itself needs a few (its self-pipe, signals): say so up front.
-            log.error("the open-files limit is %d; aioknock needs at least %d (ulimit -n)",
-                      soft, MIN_FILES)  # fmt: skip
-            return EXIT_FAILED
-        with _event_loop_runner() as runner:
-            if isinstance(settings, DaemonSettings):
-                from ..asyncio.daemon import serve
-
-                return runner.run(serve(settings, ns.reload))
-            assert isinstance(settings, ClientSettings)
-            return runner.run(_run(ns, settings))
+        return _execute(*chosen)
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
@@ -526,6 +482,48 @@ def _main(args: list[str]) -> int:
                   type(exc).__name__, exc)  # fmt: skip
         log.debug("%s", "".join(traceback.format_exception(exc)).rstrip())
         return EXIT_FAILED
+
+
+def _command(args: list[str]) -> tuple[str, list[str]] | int:
+    """The command and its arguments, or the exit status of a usage answer."""
+    if not args or args[0] in HELP:
+        if args:
+            _emit(brief_usage(None))
+            return 0
+        print(brief_usage(None), file=sys.stderr)
+        return EXIT_CONFIG
+    if args[0] in COMMANDS:
+        return args[0], args[1:]
+    if args[0].startswith("-"):  # the prototype's "knockclient -conf f -test"
+        return "run", args
+    close = difflib.get_close_matches(args[0], COMMANDS, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    log.error("unknown command %r; %sexpected run, decode or daemon (aioknock -h)", args[0], hint)
+    return EXIT_CONFIG
+
+
+def _execute(command: str, rest: list[str]) -> int:
+    loaded = _load(command, rest)
+    if isinstance(loaded, int):
+        return loaded
+    ns, settings = loaded
+    if command == "decode":
+        assert isinstance(settings, ClientSettings)
+        return _decode(ns, settings)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < MIN_FILES:
+        # The event loop itself needs a few (its self-pipe, signals): say so up front.
+        log.error("the open-files limit is %d; aioknock needs at least %d (ulimit -n)",
+                  soft, MIN_FILES)  # fmt: skip
+        return EXIT_FAILED
+    with _event_loop_runner() as runner:
+        if isinstance(settings, DaemonSettings):
+            # Imported for the daemon only: a client's start-up does without it.
+            from ..asyncio.daemon import serve
+
+            return runner.run(serve(settings, ns.reload))
+        assert isinstance(settings, ClientSettings)
+        return runner.run(_run(ns, settings))
 
 
 if __name__ == "__main__":

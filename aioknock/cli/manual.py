@@ -5,7 +5,8 @@ from __future__ import annotations
 import textwrap
 from importlib.resources import files
 
-from ..config.settings import ClientSettings, DaemonSettings, KnockSettings
+from ..config.settings import ClientSettings, DaemonSettings, DoorSettings, KnockSettings
+from ..config.table import Table
 
 TABLES: dict[str, type[KnockSettings]] = {
     "knockclient": ClientSettings,
@@ -13,13 +14,12 @@ TABLES: dict[str, type[KnockSettings]] = {
 }
 
 
-def options_text(cls: type[KnockSettings] = ClientSettings, indent: int = 4) -> str:
+def options_text(cls: type[Table] = ClientSettings, indent: int = 4) -> str:
     blocks: list[str] = []
     pad = " " * indent
     for key in cls.table():
-        default = "" if key.secret or key.default in ("", None) else f" Default: {key.default}."
-        if key.kind.name == "bool":
-            default = f" Default: {'yes' if key.default else 'no'}."
+        shown = key.default_text
+        default = "" if key.secret or not shown else f" Default: {shown}."
         head = f"{pad}{key.name} ({key.kind.expected})"
         body = textwrap.fill(
             key.help + "." + default, width=84, initial_indent=pad * 2, subsequent_indent=pad * 2
@@ -37,6 +37,7 @@ def options_text(cls: type[KnockSettings] = ClientSettings, indent: int = 4) -> 
 
 def manual(name: str) -> str:
     text = (files("aioknock") / "manual" / f"{name}.txt").read_text(encoding="utf-8")
+    text = text.replace("{{DOOR_OPTIONS}}", options_text(DoorSettings, indent=8))
     return text.replace("{{OPTIONS}}", options_text(TABLES[name]))
 
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..config.settings import Key, KnockSettings
+from ..config.table import Key, Table
 from ..errors import ConfigError
 
 _FLAG_ARG = re.compile(r"--?flag(\d+)(?:=(.*))?", re.IGNORECASE)
@@ -26,7 +26,7 @@ def _spellings(name: str, *, negative: bool = False) -> list[str]:
     return list(dict.fromkeys([f"-{name}", f"--{name}", f"--{dashed}"]))
 
 
-def add_settings(parser: argparse.ArgumentParser, cls: type[KnockSettings]) -> None:
+def add_settings(parser: argparse.ArgumentParser, cls: type[Table]) -> None:
     group = parser.add_argument_group("settings (each also a config-file key)")
     for key in cls.table():
         _add(group, key)
@@ -46,7 +46,7 @@ class _FlagPlaceholder(argparse.Action):
 
 
 def _add(group: argparse._ArgumentGroup, key: Key) -> None:
-    default_text = "" if key.secret else f" (default: {key.default!r})"
+    default_text = "" if key.secret else f" (default: {key.default_text!r})"
     if key.name == "debug":
         group.add_argument(*_spellings("debug"), dest="debug", action="count",
                            help="diagnostics; give twice to also print the settings")  # fmt: skip
@@ -87,9 +87,7 @@ def split_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     return rest, flags
 
 
-def overrides(
-    ns: argparse.Namespace, cls: type[KnockSettings], flags: dict[str, str]
-) -> dict[str, Any]:
+def overrides(ns: argparse.Namespace, cls: type[Table], flags: dict[str, str]) -> dict[str, Any]:
     """The settings given on the command line, and only those."""
     given = {k.name: getattr(ns, k.name) for k in cls.table() if getattr(ns, k.name) is not None}
     return {**given, **flags}

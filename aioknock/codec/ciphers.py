@@ -21,7 +21,7 @@ from typing import Protocol
 from Crypto.Cipher import CAST, DES, DES3, Blowfish
 from Crypto.Util.Padding import pad, unpad
 
-from ..errors import ConfigError, KnockError
+from ..errors import InvalidValue, KnockError
 
 RandomBytes = Callable[[int], bytes]
 
@@ -101,10 +101,9 @@ def _idea_factory() -> BlockFactory:
 
         _IdeaBlock(b"\0" * 16).encrypt(b"\0" * 8)
     except Exception:
-        raise ConfigError(
+        raise InvalidValue(
             "IDEA needs the 'cryptography' package with IDEA support "
-            "(pip install 'aioknock[idea]'); Blowfish or CAST5 work without it",
-            key="cipher",
+            "(pip install 'aioknock[idea]'); Blowfish or CAST5 work without it"
         ) from None
     return _IdeaBlock
 
@@ -150,6 +149,19 @@ def cipher_names() -> list[str]:
     return [a.name for a in ALGORITHMS.values()]
 
 
+def _algorithm(name: str) -> _Algorithm:
+    lookup = name.strip().lower().removeprefix("crypt::")
+    algo = ALGORITHMS.get(ALIASES.get(lookup, lookup))
+    if algo is None:
+        raise InvalidValue(f"unknown cipher {name!r}; expected one of {', '.join(cipher_names())}")
+    return algo
+
+
+def cipher_name(name: str) -> str:
+    """The canonical name of a cipher (``crypt::blowfish`` is ``Blowfish``)."""
+    return _algorithm(name).name
+
+
 def stretch_key(passphrase: bytes, size: int) -> bytes:
     """Crypt::CBC's legacy key: MD5 of the passphrase, extended by MD5 of all so far."""
     material = hashlib.md5(passphrase).digest()
@@ -162,15 +174,9 @@ class CryptCBC:
     """Crypt::CBC-compatible knock cipher (``iv = yes`` adds the RandomIV header)."""
 
     def __init__(self, algorithm: str, passphrase: bytes, *, iv: bool) -> None:
-        lookup = algorithm.lower().removeprefix("crypt::")
-        algo = ALGORITHMS.get(ALIASES.get(lookup, lookup))
-        if algo is None:
-            raise ConfigError(
-                f"unknown cipher {algorithm!r}; expected one of {', '.join(cipher_names())}",
-                key="cipher",
-            )
+        algo = _algorithm(algorithm)
         if not passphrase:
-            raise ConfigError("encryption needs a non-empty key", key="key")
+            raise InvalidValue("encryption needs a non-empty key")
         self.name = algo.name
         self.iv = iv
         self._block = algo.factory()(stretch_key(passphrase, algo.key_size))

@@ -12,12 +12,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError, KnockError
+from ..errors import InvalidValue, KnockError
 
 TIME_FIELDS = ("THISYEAR", "THISDAY", "THISHOUR", "THISMINUTE", "THISSECOND")
 SIMPLE_FIELDS = ("CLIENT", "PORT", "RAND", "CHECKSUM", *TIME_FIELDS)
 ALIASES = {"IP": "CLIENT"}
-_FLAG = re.compile(r"FLAG([0-9]{1,9})")
+#: The field names as people write them, for help texts and errors.
+FIELD_NAMES = "CLIENT (or IP), PORT, FLAGm, RAND, " + ", ".join((*TIME_FIELDS, "CHECKSUM"))
+_FLAG = re.compile(r"FLAG([0-9]{1,9})", re.ASCII)
 
 
 def time_values(now: float, *, localtime: bool = False) -> dict[str, int]:
@@ -50,6 +52,34 @@ class KnockInputs:
     rand: int = 0
 
 
+def parse_fields(text: str) -> tuple[str, ...]:
+    """``CLIENT,PORT,FLAG0`` as canonical field names (``IP`` is ``CLIENT``, ``FLAG01``
+    is ``FLAG1``)."""
+    names: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip().upper()
+        name = ALIASES.get(name, name)
+        if flag := _FLAG.fullmatch(name):
+            name = f"FLAG{int(flag[1])}"
+        elif not name:
+            raise InvalidValue(f"empty field in {text!r}")
+        elif name not in SIMPLE_FIELDS:
+            raise InvalidValue(f"unknown field {raw.strip()!r}; expected {FIELD_NAMES}")
+        names.append(name)
+    return tuple(names)
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """A decoded knock: each field once, typed, and the lower-case view people see."""
+
+    shown: dict[str, int | str]  # e.g. {"client": "10.1.1.1", "port": 22, "flag0": 15}
+    client: str | None = None
+    port: int | None = None
+    flags: tuple[tuple[int, int], ...] = ()  # (n, value) of each FLAGn, by n
+    times: tuple[tuple[str, int], ...] = ()  # (TIME field, value)
+
+
 @dataclass(frozen=True, slots=True)
 class KnockFormat:
     """An ordered list of field names (``CLIENT``, ``PORT``, ``FLAG3``, ...)."""
@@ -57,26 +87,13 @@ class KnockFormat:
     fields: tuple[str, ...]
     portbytes: int = 2
 
+    def __post_init__(self) -> None:
+        if self.portbytes not in (1, 2):
+            raise InvalidValue(f"portbytes must be 1 or 2, not {self.portbytes}")
+
     @classmethod
     def parse(cls, text: str, *, portbytes: int = 2) -> KnockFormat:
-        names: list[str] = []
-        for raw in text.split(","):
-            name = raw.strip().upper()
-            name = ALIASES.get(name, name)
-            if flag := _FLAG.fullmatch(name):
-                name = f"FLAG{int(flag[1])}"  # FLAG01 is flag1
-            elif name not in SIMPLE_FIELDS:
-                if not name:
-                    raise ConfigError(f"empty field in {text!r}", key="knock")
-                raise ConfigError(
-                    f"unknown field {raw.strip()!r}; expected CLIENT (or IP), PORT, FLAGm, "
-                    "RAND, THISYEAR, THISDAY, THISHOUR, THISMINUTE, THISSECOND, CHECKSUM",
-                    key="knock",
-                )
-            names.append(name)
-        if portbytes not in (1, 2):
-            raise ConfigError(f"portbytes must be 1 or 2, not {portbytes}", key="portbytes")
-        return cls(tuple(names), portbytes)
+        return cls(parse_fields(text), portbytes)
 
     def width(self, name: str) -> int:
         if name == "CLIENT":
@@ -122,11 +139,11 @@ class KnockFormat:
             out[i] = total
         return bytes(out)
 
-    def unpack(self, data: bytes) -> dict[str, int | str]:
-        """Split a knock into lower-case named fields and verify its checksums."""
+    def unpack(self, data: bytes) -> Fields:
+        """Split a knock into its fields and verify its checksums."""
         if len(data) != self.length:
             raise KnockError(f"knock has {len(data)} bytes, the format needs {self.length}")
-        result: dict[str, int | str] = {}
+        shown: dict[str, int | str] = {}
         checksums: list[int] = []
         pos = 0
         for name in self.fields:
@@ -144,15 +161,27 @@ class KnockFormat:
             key = name.lower()
             # A field named twice carries one value twice; differing copies are a
             # defect. RAND promises nothing to check (a peer may draw each anew).
-            if key in result and result[key] != value and name != "RAND":
+            if key in shown and shown[key] != value and name != "RAND":
                 raise KnockError(f"{name} appears twice with different values")
-            result[key] = value
+            shown[key] = value
         if checksums:
             expected = (sum(data) - sum(checksums)) % 256
             if any(c != expected for c in checksums):
                 raise KnockError(f"checksum {checksums[0]} does not match {expected}")
-            result["checksum"] = expected
-        return result
+            shown["checksum"] = expected
+        return self._typed(shown)
+
+    def _typed(self, shown: dict[str, int | str]) -> Fields:
+        flags = sorted((n, int(shown[f"flag{n}"])) for n in set(self.flag_numbers()))
+        times = tuple((n, int(shown[n.lower()])) for n in TIME_FIELDS if n.lower() in shown)
+        client, port = shown.get("client"), shown.get("port")
+        return Fields(
+            shown,
+            str(client) if client is not None else None,
+            int(port) if port is not None else None,
+            tuple(flags),
+            times,
+        )
 
     def _uses_time(self) -> bool:
         return any(name in TIME_FIELDS for name in self.fields)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import KnockError
 from .ciphers import Cipher, RandomBytes
-from .fields import KnockFormat, KnockInputs
+from .fields import Fields, KnockFormat, KnockInputs
 from .portspan import PortSpan
 
 
@@ -18,6 +18,14 @@ class KnockPlan:
     values: list[int]
     payload: bytes
     ports: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedKnock:
+    """A received knock that decoded: its fields, and the payload they came from."""
+
+    fields: Fields
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +45,23 @@ class Codec:
         object.__setattr__(self, "payload_length", payload_length)
         object.__setattr__(self, "knock_length", self.span.symbols(payload_length))
 
+    @property
+    def needs_client(self) -> bool:
+        """Whether the knock carries an address (CLIENT): only then is one looked up."""
+        return "CLIENT" in self.format.fields
+
+    def inputs(self, client: str, port: int, flags: Mapping[int, int], rand: int) -> KnockInputs:
+        """The values a knock is built from; ``client`` matters only if it is carried."""
+        return KnockInputs(client if self.needs_client else "0.0.0.0", port, flags, rand)
+
     def build(self, inputs: KnockInputs, now: float, random_bytes: RandomBytes) -> KnockPlan:
         plain = self.format.pack(inputs, now, localtime=self.localtime)
         payload = self.cipher.encrypt(plain, random_bytes)
         return KnockPlan(list(plain), payload, self.span.encode(payload))
 
-    def parse(self, ports: Sequence[int]) -> dict[str, int | str]:
+    def decode(self, ports: Sequence[int]) -> DecodedKnock:
         """Decode and verify a received knock; any defect raises KnockError."""
         if len(ports) != self.knock_length:
             raise KnockError(f"expected {self.knock_length} ports, got {len(ports)}")
         payload = self.span.decode(ports, self.payload_length)
-        return self.format.unpack(self.cipher.decrypt(payload))
+        return DecodedKnock(self.format.unpack(self.cipher.decrypt(payload)), payload)

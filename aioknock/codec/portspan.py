@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError, KnockError
+from ..errors import InvalidValue, KnockError
 
 MAX_BITS = 15
 _ITEM = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", re.ASCII)
@@ -43,17 +43,16 @@ class PortSpan:
         seen: dict[int, int] = {}
         for i, port in enumerate(ports):
             if not 1 <= port <= 65535:
-                raise ConfigError(f"port {port} is outside 1-65535", key="portspan")
+                raise InvalidValue(f"port {port} is outside 1-65535")
             if port in seen:
-                raise ConfigError(f"port {port} appears twice", key="portspan")
+                raise InvalidValue(f"port {port} appears twice")
             seen[port] = i
         size = len(ports)
         bits = size.bit_length() - 1
         if size < 2 or size != 1 << bits or bits > MAX_BITS:
-            raise ConfigError(
+            raise InvalidValue(
                 f"span has {size} ports; it must have 2^N ports with 1 <= N <= {MAX_BITS} "
-                f"({_powers_near(size)})",
-                key="portspan",
+                f"({_powers_near(size)})"
             )
         return cls(ports, bits, seen)
 
@@ -64,7 +63,7 @@ class PortSpan:
         seen: set[int] = set()
         for part in text.split(","):
             if not part.strip():
-                raise ConfigError(f"empty item in {text!r}", key="portspan")
+                raise InvalidValue(f"empty item in {text!r}")
             m = _ITEM.fullmatch(part)
             try:
                 if m is None:
@@ -72,17 +71,15 @@ class PortSpan:
                 first = int(m[1])
                 last = int(m[2]) if m[2] is not None else first
             except ValueError:  # not digits, or absurdly many of them
-                raise ConfigError(
-                    f"{part.strip()!r} is not a port or a range a-b", key="portspan"
-                ) from None
+                raise InvalidValue(f"{part.strip()!r} is not a port or a range a-b") from None
             if not (1 <= first <= 65535 and 1 <= last <= 65535):
-                raise ConfigError(f"{part.strip()!r} is outside 1-65535", key="portspan")
+                raise InvalidValue(f"{part.strip()!r} is outside 1-65535")
             if last < first:
-                raise ConfigError(f"range {part.strip()!r} runs backwards", key="portspan")
+                raise InvalidValue(f"range {part.strip()!r} runs backwards")
             item = range(first, last + 1)
             if not seen.isdisjoint(item):  # checked here to bound the work on huge inputs
                 twice = next(p for p in item if p in seen)
-                raise ConfigError(f"port {twice} appears twice", key="portspan")
+                raise InvalidValue(f"port {twice} appears twice")
             seen.update(item)
             ports.extend(item)
         return cls.from_ports(ports)
@@ -90,6 +87,18 @@ class PortSpan:
     @property
     def size(self) -> int:
         return len(self.ports)
+
+    def __str__(self) -> str:
+        """The span as it is written (``745-1000``), ranges in their listed order."""
+        parts: list[str] = []
+        first = last = self.ports[0]
+        for port in (*self.ports[1:], -1):
+            if port == last + 1:
+                last = port
+                continue
+            parts.append(str(first) if first == last else f"{first}-{last}")
+            first = last = port
+        return ",".join(parts)
 
     def symbols(self, length: int) -> int:
         """How many ports carry ``length`` bytes."""

@@ -1,6 +1,6 @@
 """Captured frames to ``Packet`` objects, and the kernel filter that picks them. No sockets.
 
-``parse_frame`` and ``build_filter`` answer the same question -- "is this an initial
+``decode_frame`` and ``build_filter`` answer the same question -- "is this an initial
 TCP SYN or a UDP datagram, and to which port?" -- once in Python and once as a
 classic BPF program run by the kernel, so only knocks cross into Python. They are
 kept in one module, with the IPv6 walk bounded by one constant, so a property test
@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable
 from typing import Literal
 
-from .tracker import Packet
+from .packet import Packet
 
 Link = Literal["ethernet", "cooked", "ip"]
 Frame = bytes | bytearray | memoryview
@@ -40,7 +40,7 @@ _SKF_AD_PROTOCOL = 0xFFFFF000  # SKF_AD_OFF + 0: skb->protocol, host order
 _SKF_AD_PKTTYPE = 0xFFFFF004  # SKF_AD_OFF + 4: PACKET_HOST, ..., PACKET_OUTGOING
 
 
-def parse_frame(frame: Frame, now: float, *, link: Link = "ethernet") -> Packet | None:
+def decode_frame(frame: Frame, now: float, *, link: Link = "ethernet") -> Packet | None:
     """The knock candidate in ``frame``: an initial TCP SYN (SYN set, ACK clear) or a UDP
     datagram over IPv4 or IPv6; ``None`` for anything else, a non-first fragment, or
     input too short to hold every header it announces.
@@ -50,7 +50,7 @@ def parse_frame(frame: Frame, now: float, *, link: Link = "ethernet") -> Packet 
     what the sniffer reads; the version nibble then tells IPv4 from IPv6).
     """
     if link == "ip":
-        return _parse_ip(frame, 0, now)
+        return _decode_ip(frame, 0, now)
     offset = _LINK_HEADER[link]
     if len(frame) < offset:
         return None
@@ -61,13 +61,13 @@ def parse_frame(frame: Frame, now: float, *, link: Link = "ethernet") -> Packet 
             return None
         ethertype = int.from_bytes(frame[offset - 2 : offset], "big")
     if ethertype == ETH_P_IP and len(frame) > offset and frame[offset] >> 4 == 4:
-        return _parse_ip(frame, offset, now)
+        return _decode_ip(frame, offset, now)
     if ethertype == ETH_P_IPV6 and len(frame) > offset and frame[offset] >> 4 == 6:
-        return _parse_ip(frame, offset, now)
+        return _decode_ip(frame, offset, now)
     return None
 
 
-def _parse_ip(frame: Frame, start: int, now: float) -> Packet | None:
+def _decode_ip(frame: Frame, start: int, now: float) -> Packet | None:
     if len(frame) <= start:
         return None
     version = frame[start] >> 4
@@ -80,7 +80,7 @@ def _parse_ip(frame: Frame, start: int, now: float) -> Packet | None:
         proto = frame[start + 9]
         src = socket.inet_ntop(socket.AF_INET, bytes(frame[start + 12 : start + 16]))
         dst = socket.inet_ntop(socket.AF_INET, bytes(frame[start + 16 : start + 20]))
-        return _parse_transport(frame, start + ihl, proto, src, dst, now)
+        return _decode_transport(frame, start + ihl, proto, src, dst, now)
     if version != 6 or len(frame) < start + 40:
         return None
     proto, offset = frame[start + 6], start + 40
@@ -100,10 +100,10 @@ def _parse_ip(frame: Frame, start: int, now: float) -> Packet | None:
     address = ipaddress.IPv6Address(bytes(frame[start + 8 : start + 24]))
     src = str(address.ipv4_mapped or address)
     dst = str(ipaddress.IPv6Address(bytes(frame[start + 24 : start + 40])))
-    return _parse_transport(frame, offset, proto, src, dst, now)
+    return _decode_transport(frame, offset, proto, src, dst, now)
 
 
-def _parse_transport(
+def _decode_transport(
     frame: Frame, offset: int, proto: int, src: str, dst: str, now: float
 ) -> Packet | None:
     if proto == socket.IPPROTO_TCP:
@@ -168,7 +168,7 @@ def port_ranges(ports: Iterable[int]) -> list[tuple[int, int]]:
 
 def build_filter(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> list[Instruction]:
     """A classic BPF program for an ``AF_PACKET``/``SOCK_DGRAM`` socket (data starts at
-    the IP header) that passes what ``parse_frame(..., link="ip")`` would return for a
+    the IP header) that passes what ``decode_frame(..., link="ip")`` would return for a
     wanted port, and nothing else: incoming (not ``PACKET_OUTGOING``) IPv4/IPv6 TCP SYNs
     without ACK to ``tcp_ports`` and UDP datagrams to ``udp_ports``. IPv6 extension
     headers are walked as in the parser (up to ``MAX_IPV6_EXTENSIONS``); ports are
@@ -181,7 +181,21 @@ def build_filter(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> list[Ins
     """
     tcp, udp = port_ranges(tcp_ports), port_ranges(udp_ports)
     a = _Assembler()
-    # Prelude: drop what this host sends; route by skb->protocol, not by guessing.
+    _emit_ip_headers(a)
+    _emit_ipv6_walk(a)
+    _emit_transport(a, tcp, udp)
+    if len(a.code) > BPF_MAXINSNS:
+        raise ValueError(
+            f"capture filter: {len(tcp)} TCP and {len(udp)} UDP port ranges need "
+            f"{len(a.code)} BPF instructions, over the kernel's {BPF_MAXINSNS}; "
+            "use fewer, contiguous port ranges"
+        )
+    return a.resolve()
+
+
+def _emit_ip_headers(a: _Assembler) -> None:
+    """Drop what this host sends; route by skb->protocol, not by guessing. IPv4 leaves
+    A = protocol and X = header length for "transport"; IPv6 goes to "walk0"."""
     a(LD_W_ABS, _SKF_AD_PKTTYPE)
     a(JEQ, PACKET_OUTGOING, "drop0", 0)
     a(LD_W_ABS, _SKF_AD_PROTOCOL)
@@ -205,7 +219,10 @@ def build_filter(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> list[Ins
     a(JA, "walk0")
     a.label("drop0")
     a(RET_K, 0)
-    # IPv6: unrolled walk (classic BPF has no backward jumps). A = next header, X = offset.
+
+
+def _emit_ipv6_walk(a: _Assembler) -> None:
+    """Unrolled (classic BPF has no backward jumps). A = next header, X = offset."""
     for i in range(MAX_IPV6_EXTENSIONS + 1):
         a.label(f"walk{i}")
         last = i == MAX_IPV6_EXTENSIONS
@@ -236,8 +253,11 @@ def build_filter(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> list[Ins
             a(JA, f"walk{i + 1}")
         a.label(f"drop_w{i}")
         a(RET_K, 0)
-    # Transport: A = protocol, X = offset of its header. Probe the header's last byte
-    # first, so a truncated header is dropped here as the parser drops it.
+
+
+def _emit_transport(a: _Assembler, tcp: list[tuple[int, int]], udp: list[tuple[int, int]]) -> None:
+    """A = protocol, X = offset of its header. The header's last byte is probed first,
+    so a truncated header is dropped here as the parser drops it."""
     a.label("transport")
     a(JEQ, socket.IPPROTO_TCP, 0, 1)
     a(JA, "tcp")
@@ -260,13 +280,6 @@ def build_filter(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> list[Ins
         a(LD_H_IND, 2)
         _emit_ranges(a, udp)
     a(RET_K, 0)
-    if len(a.code) > BPF_MAXINSNS:
-        raise ValueError(
-            f"capture filter: {len(tcp)} TCP and {len(udp)} UDP port ranges need "
-            f"{len(a.code)} BPF instructions, over the kernel's {BPF_MAXINSNS}; "
-            "use fewer, contiguous port ranges"
-        )
-    return a.resolve()
 
 
 def _emit_ranges(a: _Assembler, ranges: list[tuple[int, int]]) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import re
 
-from ..errors import ConfigError
-from .doors import Grant
+from ..errors import InvalidValue
+from .doors import Door
 
 DEFAULT_MARK = 0x4B4E4F43  # "KNOC"
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
@@ -26,16 +26,14 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 
 def check_table(name: str) -> str:
     if not _NAME.fullmatch(name):
-        raise ConfigError(
-            f"{name!r} is not a valid nftables table name (letters, digits, _)", key="nft_table"
-        )
+        raise InvalidValue(f"{name!r} is not a valid nftables table name (letters, digits, _)")
     return name
 
 
 def check_mark(mark: int) -> int:
     """A mark of 0 would make the user's ``meta mark & 0 == 0`` rule accept everything."""
     if isinstance(mark, bool) or not isinstance(mark, int) or not 0 < mark < 1 << 32:
-        raise ConfigError(f"{mark!r} is not a nonzero 32-bit mark", key="nft_mark")
+        raise InvalidValue(f"{mark!r} is not a nonzero 32-bit mark")
     return mark
 
 
@@ -65,18 +63,18 @@ def setup_script(table: str, mark: int = DEFAULT_MARK) -> str:
     )
 
 
-def _element(grant: Grant) -> tuple[str, str]:
-    return f"allow{grant.family}", f"{grant.address} . {grant.proto} . {grant.port}"
+def _element(door: Door) -> tuple[str, str]:
+    return f"allow{door.family}", f"{door.address} . {door.proto} . {door.port}"
 
 
-def open_script(table: str, grant: Grant, duration: float) -> str:
+def open_script(table: str, door: Door, duration: float) -> str:
     """Add, or refresh the timeout of, one element in a single transaction.
 
     ``add`` leaves an existing element's timeout alone, so add-delete-add makes
     the result the same whether the door was open or not.
     """
     t = f"inet {check_table(table)}"
-    name, elem = _element(grant)
+    name, elem = _element(door)
     seconds = max(1, math.ceil(min(duration, 1e9)))  # never shorter than asked for
     return (
         f"add element {t} {name} {{ {elem} timeout {seconds}s }}\n"
@@ -85,10 +83,10 @@ def open_script(table: str, grant: Grant, duration: float) -> str:
     )
 
 
-def close_script(table: str, grant: Grant) -> str:
+def close_script(table: str, door: Door) -> str:
     """Remove one element; preceded by an add so it succeeds if the kernel already expired it."""
     t = f"inet {check_table(table)}"
-    name, elem = _element(grant)
+    name, elem = _element(door)
     return (
         f"add element {t} {name} {{ {elem} timeout 1s }}\ndelete element {t} {name} {{ {elem} }}\n"
     )

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..codec.logline import LogTemplate
-from ..errors import ConfigError
-from .tracker import Packet, Proto
+from ..codec.logtemplate import LogTemplate
+from ..codec.sequence import Proto
+from ..errors import InvalidValue
+from .packet import Packet
+
+KMSG = "/dev/kmsg"  # the kernel's log itself: its lines are bare messages (anchored)
 
 # The kernel's nf_log format (nf_log_syslog.c), shared by iptables LOG and nftables log:
 # "IN=.. OUT=.. [PHYSIN=.. MAC=..] SRC=.. DST=.. <ip fields> PROTO=.. SPT=.. DPT=.. <tcp fields>".
@@ -73,63 +77,80 @@ def _port(text: str | None, default: int | None = None) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
+class LogFormat:
+    """The ``log_format`` setting: kernel lines, the client's template, or a pattern."""
+
+    name: str  # "kernel", "client" or "pattern"
+    pattern: re.Pattern[str] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> LogFormat:
+        name = text.strip().lower()
+        if name in ("kernel", "iptables", "nftables"):
+            return cls("kernel")
+        if name == "client":
+            return cls("client")
+        try:
+            pattern = re.compile(text)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise InvalidValue(f"not a regular expression: {exc}") from None
+        missing = {"src", "dport"} - set(pattern.groupindex)
+        if missing:
+            raise InvalidValue(
+                f"the pattern needs the named groups {', '.join(sorted(missing))} "
+                "(e.g. (?P<src>...), (?P<dport>\\d+))"
+            )
+        return cls("pattern", pattern)
+
+    def __str__(self) -> str:
+        return self.pattern.pattern if self.pattern is not None else self.name
+
+
+@dataclass(frozen=True, slots=True)
 class LineReader:
     """Turns one log line into a Packet, or None for lines that are not knocks."""
 
     pattern: re.Pattern[str]
     kernel: bool = False
     anchored: bool = False  # the match must start the line (/dev/kmsg messages)
+    template: LogTemplate | None = None  # log_format = client
+
+    @classmethod
+    def build(
+        cls, fmt: LogFormat, template: LogTemplate, *, prefix: str = "", anchored: bool = False
+    ) -> LineReader:
+        """``prefix``: the firewall rule's log prefix; kernel lines count only with it right
+        before IN=. ``anchored``: the line is a bare kernel message, which must begin with
+        the prefix, so text the kernel quotes from user space later in a message of its
+        own (a crashing program's name) cannot pass for a firewall line. A ``client``
+        template must hold _CLIENT_ and _REMOTEPORT_ (else InvalidValue)."""
+        if fmt.name == "kernel":
+            if prefix or anchored:
+                return cls(re.compile(re.escape(prefix) + KERNEL.pattern), True, anchored)
+            return cls(KERNEL, kernel=True)
+        if fmt.name == "client":
+            missing = {"client", "remoteport"} - template.fields()
+            if missing:
+                fields = ", ".join(f"_{m.upper()}_" for m in sorted(missing))
+                raise InvalidValue(f"log_format = client needs {fields}")
+            return cls(template.pattern, template=template)
+        assert fmt.pattern is not None
+        return cls(fmt.pattern)
 
     @classmethod
     def for_format(
         cls, log_format: str, fileformat: str = "", *, prefix: str = "", anchored: bool = False
     ) -> LineReader:
-        """``kernel`` (iptables/nftables), ``client`` (our fileformat) or a regex.
+        """``kernel`` (iptables/nftables), ``client`` (our fileformat) or a pattern, as text."""
+        fmt = LogFormat.parse(log_format)
+        return cls.build(fmt, LogTemplate(fileformat), prefix=prefix, anchored=anchored)
 
-        ``prefix``: the firewall rule's log prefix; kernel lines count only with it right
-        before IN=. ``anchored``: the line is a bare kernel message, which must begin with
-        the prefix, so text the kernel quotes from user space later in a message of its
-        own (a crashing program's name) cannot pass for a firewall line.
-        """
-        name = log_format.strip().lower()
-        if name in ("kernel", "iptables", "nftables"):
-            if prefix or anchored:
-                return cls(re.compile(re.escape(prefix) + KERNEL.pattern), True, anchored)
-            return cls(KERNEL, kernel=True)
-        if name == "client":
-            pattern = LogTemplate(fileformat).pattern()
-            missing = {"client", "remoteport"} - set(pattern.groupindex)
-            if missing:
-                fields = ", ".join(f"_{m.upper()}_" for m in sorted(missing))
-                raise ConfigError(f"log_format = client needs {fields}", key="fileformat")
-            return cls(pattern)
-        try:
-            pattern = re.compile(log_format)
-        except (re.error, RecursionError, OverflowError) as exc:
-            raise ConfigError(f"not a regular expression: {exc}", key="log_format") from None
-        missing = {"src", "dport"} - set(pattern.groupindex)
-        if missing:
-            raise ConfigError(
-                f"the pattern needs the named groups {', '.join(sorted(missing))} "
-                "(e.g. (?P<src>...), (?P<dport>\\d+))",
-                key="log_format",
-            )
-        return cls(pattern)
-
-    def parse(self, line: str, now: float) -> Packet | None:
-        m = self.pattern.match(line) if self.anchored else self.pattern.search(line)
-        if m is None:
-            return None
-        if self.kernel:  # the fields start at the match's IN= (after any prefix)
-            groups = _kernel_fields(line, line.rfind("IN=", m.start(), m.end()))
-        else:
-            groups = m.groupdict()
+    def decode(self, line: str, now: float) -> Packet | None:
+        groups = self._groups(line)
         if groups is None:
             return None
-        # The client's template names the source _CLIENT_ and the port _REMOTEPORT_.
-        src = groups.get("src") or groups.get("client")
-        port = _port(groups.get("dport") or groups.get("remoteport"))
-        source_port = _port(groups.get("sport") or groups.get("clientport"), 0)
+        src, port = groups.get("src"), _port(groups.get("dport"))
+        source_port = _port(groups.get("sport"), 0)
         proto_text = (groups.get("proto") or "tcp").strip().lower()
         if not src or port is None or source_port is None or proto_text not in ("tcp", "udp"):
             return None
@@ -147,3 +168,19 @@ class LineReader:
             address = address.ipv4_mapped
         proto: Proto = "udp" if proto_text == "udp" else "tcp"
         return Packet(now, str(address), port, proto, source_port)
+
+    def _groups(self, line: str) -> Mapping[str, str | None] | None:
+        """src, dport and, where the format has them, sport, proto and the TCP flags."""
+        if self.template is not None:
+            # The client's template names the source _CLIENT_ and the port _REMOTEPORT_.
+            record = self.template.match(line)
+            if record is None:
+                return None
+            return {"src": record.client, "dport": str(record.remoteport),
+                    "sport": str(record.clientport) if record.clientport else None}  # fmt: skip
+        m = self.pattern.match(line) if self.anchored else self.pattern.search(line)
+        if m is None:
+            return None
+        if self.kernel:  # the fields start at the match's IN= (after any prefix)
+            return _kernel_fields(line, line.rfind("IN=", m.start(), m.end()))
+        return m.groupdict()

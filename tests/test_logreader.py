@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,11 +21,11 @@ from helpers.netns import NetnsPair, requires_root
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aioknock.codec.logline import LogTemplate
-from aioknock.config.settings import DEFAULT_FILEFORMAT
-from aioknock.daemon.loglines import LineReader
-from aioknock.daemon.tracker import Packet
-from aioknock.errors import ConfigError
+from aioknock.codec.logtemplate import LogTemplate
+from aioknock.config.settings import DEFAULT_FILEFORMAT, DaemonSettings
+from aioknock.daemon.logreader import LineReader
+from aioknock.daemon.packet import Packet
+from aioknock.errors import ConfigError, InvalidValue
 
 KERNEL = LineReader.for_format("kernel")
 NOW = 1_700_000_000.0
@@ -108,13 +109,13 @@ def v4(port: int, proto: str = "tcp", sport: int = 0) -> Packet:
     ids=["v4-syn", "v4-udp", "v4-flags-all", "v6-syn", "v6-udp", "v6-flags-all", "ufw", "bridge"],
 )
 def test_kernel_lines(prefix: str, line: str, expected: Packet) -> None:
-    assert KERNEL.parse(prefix + line, NOW) == expected
-    assert KERNEL.parse((prefix + line).rstrip(), NOW) == expected
+    assert KERNEL.decode(prefix + line, NOW) == expected
+    assert KERNEL.decode((prefix + line).rstrip(), NOW) == expected
 
 
 @pytest.mark.parametrize("name", ["kernel", "iptables", "nftables", " NFTables "])
 def test_kernel_format_names(name: str) -> None:
-    assert LineReader.for_format(name).parse(V4_SYN, NOW) == v4(40001, sport=41846)
+    assert LineReader.for_format(name).decode(V4_SYN, NOW) == v4(40001, sport=41846)
 
 
 TCP_TAIL = "DPT=40001 WINDOW=64240 RES=0x00 SYN URGP=0 "
@@ -137,14 +138,14 @@ TCP_TAIL = "DPT=40001 WINDOW=64240 RES=0x00 SYN URGP=0 "
 )
 def test_tcp_without_bare_syn_is_not_a_knock(flags: str) -> None:
     line = V4_SYN.replace("RES=0x00 SYN URGP=0", f"RES=0x00 {flags} URGP=0")
-    assert KERNEL.parse(line, NOW) is None
-    assert KERNEL.parse(line.replace("DPT=40001", "DPT=40001 SEQ=1 ACK=0"), NOW) is None
+    assert KERNEL.decode(line, NOW) is None
+    assert KERNEL.decode(line.replace("DPT=40001", "DPT=40001 SEQ=1 ACK=0"), NOW) is None
 
 
 @pytest.mark.parametrize("flags", ["SYN", "CWR ECE SYN", "ECE SYN", "SEQ=1 ACK=0 SYN"])
 def test_syn_variants_are_knocks(flags: str) -> None:
     line = V4_SYN.replace("RES=0x00 SYN URGP=0", f"RES=0x00 {flags} URGP=0")
-    assert KERNEL.parse(line, NOW) == v4(40001, sport=41846)
+    assert KERNEL.decode(line, NOW) == v4(40001, sport=41846)
 
 
 @pytest.mark.parametrize(
@@ -185,14 +186,14 @@ def test_syn_variants_are_knocks(flags: str) -> None:
     ],
 )
 def test_not_knocks(line: str) -> None:
-    assert KERNEL.parse(line, NOW) is None
+    assert KERNEL.decode(line, NOW) is None
 
 
 def test_ipv4_mapped_source_is_ipv4() -> None:
     line = V6_SYN.replace(
         "SRC=2001:0002:0000:0000:0000:0000:0000:0001", "SRC=0000:0000:0000:0000:0000:ffff:c612:0001"
     )
-    assert KERNEL.parse(line, NOW) == Packet(NOW, "198.18.0.1", 40001, "tcp", 58890)
+    assert KERNEL.decode(line, NOW) == Packet(NOW, "198.18.0.1", 40001, "tcp", 58890)
 
 
 def test_long_hostile_lines_parse_in_linear_time() -> None:
@@ -209,7 +210,7 @@ def test_long_hostile_lines_parse_in_linear_time() -> None:
     for line in hostile:
         for reader in readers:
             start = time.perf_counter()
-            assert reader.parse(line, NOW) is None
+            assert reader.decode(line, NOW) is None
             assert time.perf_counter() - start < 0.2, line[:40]
 
 
@@ -229,9 +230,9 @@ def test_client_default_fileformat(client: str) -> None:
     expected = Packet(
         NOW, str(ipaddress.ip_address(client.removeprefix("::ffff:"))), 40017, "tcp", 51000
     )
-    assert reader.parse(line, NOW) == expected
+    assert reader.decode(line, NOW) == expected
     # The default template imitates the kernel, so log_format = kernel reads it too.
-    assert KERNEL.parse(line, NOW) == expected
+    assert KERNEL.decode(line, NOW) == expected
 
 
 @pytest.mark.parametrize(
@@ -246,21 +247,23 @@ def test_client_custom_templates(template: str) -> None:
     reader = LineReader.for_format("client", template)
     line = _client_line(template, "2001:2::7", 40123, 333)
     sport = 0 if "_CLIENTPORT_" not in template else 333
-    assert reader.parse(line, NOW) == Packet(NOW, "2001:2::7", 40123, "tcp", sport)
-    assert reader.parse(line.replace("40123", "70000"), NOW) is None
+    assert reader.decode(line, NOW) == Packet(NOW, "2001:2::7", 40123, "tcp", sport)
+    assert reader.decode(line.replace("40123", "70000"), NOW) is None
 
 
 def test_client_lines_with_host_names_or_scope_ids() -> None:
     reader = LineReader.for_format("client", DEFAULT_FILEFORMAT)
-    assert reader.parse(_client_line(DEFAULT_FILEFORMAT, "knock.example", 40001), NOW) is None
+    assert reader.decode(_client_line(DEFAULT_FILEFORMAT, "knock.example", 40001), NOW) is None
     scoped = _client_line(DEFAULT_FILEFORMAT, "fe80::1%eth0", 40001)
-    assert reader.parse(scoped, NOW) == Packet(NOW, "fe80::1", 40001, "tcp", 40999)
+    assert reader.decode(scoped, NOW) == Packet(NOW, "fe80::1", 40001, "tcp", 40999)
 
 
 @pytest.mark.parametrize("template", ["", "_DATE_ _CLIENT_", "_DATE_ _REMOTEPORT_ only"])
 def test_client_template_without_its_fields(template: str) -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(InvalidValue):
         LineReader.for_format("client", template)
+    with pytest.raises(ConfigError) as err:
+        DaemonSettings.of(log_format="client", fileformat=template)
     assert err.value.key == "fileformat"
 
 
@@ -271,24 +274,24 @@ def test_custom_regex_with_named_groups() -> None:
     reader = LineReader.for_format(
         r"knock (?P<src>\S+):(?P<sport>\d+) -> (?P<dport>\d+)/(?P<proto>\w+)"
     )
-    assert reader.parse("x knock 198.18.0.1:5 -> 40001/UDP", NOW) == v4(40001, "udp", 5)
-    assert reader.parse("knock 2001:2::1:5 -> 40001/tcp", NOW) == Packet(
+    assert reader.decode("x knock 198.18.0.1:5 -> 40001/UDP", NOW) == v4(40001, "udp", 5)
+    assert reader.decode("knock 2001:2::1:5 -> 40001/tcp", NOW) == Packet(
         NOW, "2001:2::1", 40001, "tcp", 5
     )
-    assert reader.parse("knock 198.18.0.1:5 -> 40001/icmp", NOW) is None
-    assert reader.parse("knock 198.18.0.1:5 -> 0/tcp", NOW) is None
-    assert reader.parse("knock 198.18.0.1:70000 -> 1/tcp", NOW) is None
-    assert reader.parse("knock host:5 -> 40001/tcp", NOW) is None
-    assert reader.parse("unrelated", NOW) is None
+    assert reader.decode("knock 198.18.0.1:5 -> 40001/icmp", NOW) is None
+    assert reader.decode("knock 198.18.0.1:5 -> 0/tcp", NOW) is None
+    assert reader.decode("knock 198.18.0.1:70000 -> 1/tcp", NOW) is None
+    assert reader.decode("knock host:5 -> 40001/tcp", NOW) is None
+    assert reader.decode("unrelated", NOW) is None
 
 
 def test_custom_regex_minimal_and_optional_groups() -> None:
     reader = LineReader.for_format(r"from (?P<src>[\d.]+)(?: port (?P<dport>\S+))?")
-    assert reader.parse("from 198.18.0.1 port 40001", NOW) == v4(40001)
-    assert reader.parse("from 198.18.0.1", NOW) is None  # dport did not take part
-    assert reader.parse("from 198.18.0.1 port 4_000", NOW) is None
-    assert reader.parse("from 198.18.0.1 port 4e3", NOW) is None
-    assert reader.parse("from 198.18.0.1 port " + "9" * 5000, NOW) is None
+    assert reader.decode("from 198.18.0.1 port 40001", NOW) == v4(40001)
+    assert reader.decode("from 198.18.0.1", NOW) is None  # dport did not take part
+    assert reader.decode("from 198.18.0.1 port 4_000", NOW) is None
+    assert reader.decode("from 198.18.0.1 port 4e3", NOW) is None
+    assert reader.decode("from 198.18.0.1 port " + "9" * 5000, NOW) is None
 
 
 @pytest.mark.parametrize(
@@ -305,8 +308,10 @@ def test_custom_regex_minimal_and_optional_groups() -> None:
     ],
 )
 def test_bad_patterns_are_config_errors(pattern: str, needle: str) -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(InvalidValue, match=re.escape(needle)):
         LineReader.for_format(pattern)
+    with pytest.raises(ConfigError) as err:
+        DaemonSettings.of(log_format=pattern)
     assert err.value.key == "log_format"
     assert needle in str(err.value)
     assert "\n" not in str(err.value)
@@ -348,7 +353,7 @@ def _valid(packet: Packet | None) -> bool:
 @given(st.text(max_size=300))
 def test_garbage_never_raises(line: str) -> None:
     for reader in READERS:
-        assert _valid(reader.parse(line, NOW))
+        assert _valid(reader.decode(line, NOW))
 
 
 @settings(max_examples=300, deadline=None)
@@ -356,7 +361,7 @@ def test_garbage_never_raises(line: str) -> None:
 def test_token_soup_never_raises(tokens: list[str], sep: str) -> None:
     line = sep.join(tokens)
     for reader in READERS:
-        assert _valid(reader.parse(line, NOW))
+        assert _valid(reader.decode(line, NOW))
 
 
 @settings(max_examples=300, deadline=None)
@@ -367,7 +372,7 @@ def test_token_soup_never_raises(tokens: list[str], sep: str) -> None:
 def test_mutated_real_lines_never_raise(line: str, edits: list[tuple[int, int, str]]) -> None:
     for pos, cut, text in edits:
         line = line[:pos] + text + line[pos + cut :]
-    assert _valid(KERNEL.parse(line, NOW))
+    assert _valid(KERNEL.decode(line, NOW))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -392,7 +397,7 @@ def test_kernel_round_trip(
         f"SPT={sport} DPT={dport} " + ("WINDOW=1 RES=0x00 SYN URGP=0 " if proto == "tcp" else "")
     )
     expected_ip = ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
-    assert KERNEL.parse(line, NOW) == Packet(NOW, str(expected_ip), dport, proto, sport)  # type: ignore[arg-type]
+    assert KERNEL.decode(line, NOW) == Packet(NOW, str(expected_ip), dport, proto, sport)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------- real kernel output (root)
@@ -512,7 +517,7 @@ def test_real_kernel_lines(pair: NetnsPair) -> None:
         os.close(fd)
 
     def parsed(kind: str) -> list[Packet | None]:
-        return [KERNEL.parse(m, NOW) for m in messages if m.startswith(f"{tag}-{kind}: ")]
+        return [KERNEL.decode(m, NOW) for m in messages if m.startswith(f"{tag}-{kind}: ")]
 
     client4, client6 = pair.client_ip, pair.client_ip6
     text = "\n".join(messages)
@@ -550,23 +555,23 @@ COMM = "IN=lo OUT= SRC[4242]: segfault at 0 ip 0000 sp 0000 error 4 in " + FORGE
 
 
 def test_ip_fields_must_follow_in_and_out_directly() -> None:
-    assert KERNEL.parse("IN=lo OUT= junk " + FORGED.split(" ", 2)[2], NOW) is None
+    assert KERNEL.decode("IN=lo OUT= junk " + FORGED.split(" ", 2)[2], NOW) is None
 
 
 def test_kmsg_lines_must_begin_with_the_prefix() -> None:
     anchored = LineReader.for_format("kernel", anchored=True)
-    assert anchored.parse(SEGFAULT, NOW) is None
-    assert anchored.parse(COMM, NOW) is None
-    assert anchored.parse(V4_SYN.removeprefix("aioknock: "), NOW) == v4(40001, sport=41846)
-    assert anchored.parse(V4_SYN, NOW) is None  # a prefix the daemon was not told about
+    assert anchored.decode(SEGFAULT, NOW) is None
+    assert anchored.decode(COMM, NOW) is None
+    assert anchored.decode(V4_SYN.removeprefix("aioknock: "), NOW) == v4(40001, sport=41846)
+    assert anchored.decode(V4_SYN, NOW) is None  # a prefix the daemon was not told about
     with_prefix = LineReader.for_format("kernel", prefix="aioknock: ", anchored=True)
-    assert with_prefix.parse(V4_SYN, NOW) == v4(40001, sport=41846)
-    assert with_prefix.parse("aioknock: " + SEGFAULT, NOW) is None
-    assert with_prefix.parse(SEGFAULT.replace("in IN=", "in aioknock: IN="), NOW) is None
+    assert with_prefix.decode(V4_SYN, NOW) == v4(40001, sport=41846)
+    assert with_prefix.decode("aioknock: " + SEGFAULT, NOW) is None
+    assert with_prefix.decode(SEGFAULT.replace("in IN=", "in aioknock: IN="), NOW) is None
 
 
 def test_log_prefix_must_stand_right_before_in() -> None:
     reader = LineReader.for_format("kernel", prefix="aioknock: ")
     for prefix in SYSLOG_PREFIXES:
-        assert reader.parse(prefix + V4_SYN, NOW) == v4(40001, sport=41846)
-    assert reader.parse(UFW, NOW) is None  # another rule's prefix
+        assert reader.decode(prefix + V4_SYN, NOW) == v4(40001, sport=41846)
+    assert reader.decode(UFW, NOW) is None  # another rule's prefix

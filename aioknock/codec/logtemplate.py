@@ -1,17 +1,16 @@
-"""Faked firewall log lines: the client's writer and the matching reader.
+"""Faked firewall log lines (``fileformat``): the client's writer beside the daemon's reader.
 
-``fileformat`` templates hold the fields _DATE_, _CLIENT_, _REMOTE_,
-_CLIENTPORT_ and _REMOTEPORT_. ``LogTemplate.format`` fills them in;
-``LogTemplate.match`` reads a line written from the same template back, so
-the client's file delivery and the daemon's file mode share one definition.
+Templates hold the fields _DATE_, _CLIENT_, _REMOTE_, _CLIENTPORT_ and _REMOTEPORT_.
+``LogTemplate.format`` fills them in; ``LogTemplate.match`` reads a line written from
+the same template back, so the client's file delivery and the daemon's file mode
+(``log_format = client``) share one definition.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _HOST = r"[0-9A-Za-z:.%-]+"  # an IPv4/IPv6 address or a host name (the sender writes either)
 FIELDS = {
@@ -38,7 +37,6 @@ def _one_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
-@functools.lru_cache(maxsize=16)
 def _compile(template: str) -> re.Pattern[str]:
     parts: list[str] = []
     seen: set[str] = set()
@@ -65,6 +63,17 @@ class LogRecord:
 @dataclass(frozen=True, slots=True)
 class LogTemplate:
     template: str
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", _compile(_one_line(self.template)))
+
+    def fields(self) -> set[str]:
+        """The fields the template holds, lower-case without underscores (``client``)."""
+        return set(self.pattern.groupindex)
+
+    def __str__(self) -> str:
+        return self.template
 
     def format(
         self, *, when: float, client: str, remote: str, clientport: int, remoteport: int
@@ -78,12 +87,9 @@ class LogTemplate:
         }
         return _one_line(_FIELD.sub(lambda m: values[m.group(0)], self.template))
 
-    def pattern(self) -> re.Pattern[str]:
-        """The regular expression that reads lines written from this template."""
-        return _compile(_one_line(self.template))
-
     def match(self, line: str) -> LogRecord | None:
-        m = self.pattern().search(line.rstrip("\n"))
+        """The fields of a line written from this template; None for any other line."""
+        m = self.pattern.search(line.rstrip("\n"))
         if m is None:
             return None
         found = m.groupdict()

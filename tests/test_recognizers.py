@@ -1,8 +1,9 @@
-"""The sans-I/O tracker: every knock the client builds is accepted; nothing else opens."""
+"""The recognizers, without I/O: every knock the client builds is accepted; nothing else opens."""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,15 +12,28 @@ from aioknock.codec.ciphers import CryptCBC, Plain
 from aioknock.codec.fields import KnockFormat, KnockInputs
 from aioknock.codec.knock import Codec
 from aioknock.codec.portspan import PortSpan
-from aioknock.daemon.tracker import (
-    DIGEST_SIZE,
-    Decision,
-    Packet,
-    Proto,
-    SequenceDoor,
-    Tracker,
-    TrackerConfig,
-)
+from aioknock.codec.sequence import Proto
+from aioknock.config.settings import DaemonSettings, DoorSettings
+from aioknock.daemon.encoded import EncodedKnocks
+from aioknock.daemon.knockd import SequenceDoors
+from aioknock.daemon.packet import Packet
+from aioknock.daemon.recognizer import Grant, Recognizer, Refusal, Verdict
+from aioknock.daemon.replay import DIGEST_SIZE, ReplayMemory
+
+DEFAULTS = DaemonSettings()
+
+
+def encoded(codec: Codec, *, replays: ReplayMemory | None = None, **config: Any) -> EncodedKnocks:
+    """The encoded-knock recognizer, with the daemon's default settings unless given."""
+    options: dict[str, Any] = {
+        "knock_timeout": DEFAULTS.knock_timeout,
+        "max_sources": DEFAULTS.max_sources,
+        "time_tolerance": DEFAULTS.time_tolerance,
+        "allow_nat": DEFAULTS.allow_nat,
+        **config,
+    }
+    return EncodedKnocks(codec, replays=replays, **options)
+
 
 NOW = 1_764_000_000.0
 SRC = "198.18.0.1"
@@ -42,16 +56,16 @@ def knock_ports(codec: Codec, *, client: str = SRC, port: int = 22, now: float =
 
 
 def feed(
-    tracker: Tracker, ports: list[int], *, src: str = SRC, now: float = NOW, sport0: int = 40000
-) -> list[Decision]:
-    decisions: list[Decision] = []
+    tracker: Recognizer, ports: list[int], *, src: str = SRC, now: float = NOW, sport0: int = 40000
+) -> list[Verdict]:
+    decisions: list[Verdict] = []
     for i, port in enumerate(ports):
         decisions += tracker.receive(Packet(now + i * 0.01, src, port, "tcp", sport0 + i))
     return decisions
 
 
-def accepted(decisions: list[Decision]) -> list[Decision]:
-    return [d for d in decisions if d.verdict == "accept"]
+def accepted(decisions: list[Verdict]) -> list[Grant]:
+    return [d for d in decisions if isinstance(d, Grant)]
 
 
 FORMATS = st.lists(
@@ -75,19 +89,19 @@ def test_accepts_every_knock_the_client_builds(
 ) -> None:
     span = f"20000-{20000 + (1 << bits) - 1}"
     codec = make_codec(fmt, span, cipher, iv)
-    tracker = Tracker(codec, TrackerConfig(time_tolerance=120))
+    tracker = encoded(codec, time_tolerance=120)
     ports = knock_ports(codec, port=port, now=NOW + offset)
     decisions = feed(tracker, ports)
     assert [d.verdict for d in decisions] == ["accept"], decisions
-    assert decisions[0].address == SRC
+    assert accepted(decisions)[0].address == SRC
     if "PORT" in fmt:
-        assert decisions[0].port == port
+        assert accepted(decisions)[0].ports == ((port, "tcp"),)
     assert tracker.sources == 0
 
 
 def test_duplicated_syns_do_not_break_a_knock() -> None:
     codec = make_codec()
-    tracker = Tracker(codec, TrackerConfig())
+    tracker = encoded(codec)
     decisions = []
     for i, port in enumerate(knock_ports(codec)):
         packet = Packet(NOW + i * 0.01, SRC, port, "tcp", 40000 + i)
@@ -99,7 +113,7 @@ def test_duplicated_syns_do_not_break_a_knock() -> None:
 
 def test_repeated_port_with_new_source_port_counts() -> None:
     codec = make_codec(cipher=None, fmt="CLIENT,FLAG0,FLAG0")  # 7, 7: the same port twice
-    tracker = Tracker(codec, TrackerConfig())
+    tracker = encoded(codec)
     ports = knock_ports(codec)
     assert ports[-1] == ports[-2]
     assert len(accepted(feed(tracker, ports))) == 1
@@ -107,7 +121,7 @@ def test_repeated_port_with_new_source_port_counts() -> None:
 
 def test_stale_knock_refused() -> None:
     codec = make_codec()
-    tracker = Tracker(codec, TrackerConfig(time_tolerance=60))
+    tracker = encoded(codec, time_tolerance=60)
     decisions = feed(tracker, knock_ports(codec, now=NOW - 86_400 + 3_600))
     assert [d.verdict for d in decisions] == ["refuse"]
     assert "THISMINUTE" in decisions[0].reason
@@ -115,7 +129,7 @@ def test_stale_knock_refused() -> None:
 
 def test_replayed_knock_refused() -> None:
     codec = make_codec()
-    tracker = Tracker(codec, TrackerConfig())
+    tracker = encoded(codec)
     ports = knock_ports(codec)
     assert len(accepted(feed(tracker, ports))) == 1
     again = feed(tracker, ports, now=NOW + 5, sport0=50000)
@@ -125,7 +139,7 @@ def test_replayed_knock_refused() -> None:
 def test_replay_after_the_time_field_wraps_refused() -> None:
     """THISMINUTE repeats every 256 minutes: the memory of accepted knocks is not timed."""
     codec = make_codec()
-    tracker = Tracker(codec, TrackerConfig(time_tolerance=60))
+    tracker = encoded(codec, time_tolerance=60)
     ports = knock_ports(codec)
     assert len(accepted(feed(tracker, ports))) == 1
     again = feed(tracker, ports, now=NOW + 256 * 60, sport0=50000)
@@ -144,7 +158,7 @@ def _altered_iv(codec: Codec, ports: list[int], old: bytes, new: bytes) -> list[
 def test_knock_altered_through_its_iv_refused() -> None:
     """The eavesdropper's forgery: another CLIENT, sum kept (so CHECKSUM still holds)."""
     codec = make_codec()
-    tracker = Tracker(codec, TrackerConfig())
+    tracker = encoded(codec)
     rng = random.Random(22)  # knock_ports' RAND for port 22
     plan = codec.build(KnockInputs(SRC, 22, {0: 7}, rng.randrange(256)), NOW, rng.randbytes)
     assert len(accepted(feed(tracker, plan.ports))) == 1
@@ -153,28 +167,27 @@ def test_knock_altered_through_its_iv_refused() -> None:
     forged[3] += 1  # 198.18.0.1 -> 198.18.0.2 ...
     forged[6] -= 1  # ... RAND one less: the byte sum, and so CHECKSUM, unchanged
     ports = _altered_iv(codec, plan.ports, first, bytes(forged))
-    assert codec.parse(ports)["client"] == "198.18.0.2"  # it decodes, checksum and all
+    assert codec.decode(ports).fields.client == "198.18.0.2"  # it decodes, checksum and all
     decisions = feed(tracker, ports, src="198.18.0.2", now=NOW + 5)
     assert [d.verdict for d in decisions] == ["refuse"] and "replay" in decisions[0].reason
 
 
 def test_reload_keeps_the_memory_of_accepted_knocks() -> None:
     codec = make_codec()
-    old = Tracker(codec, TrackerConfig())
+    old = encoded(codec)
     ports = knock_ports(codec)
     assert len(accepted(feed(old, ports))) == 1
-    new = Tracker(codec, TrackerConfig())
-    new.remember(old)
+    new = encoded(codec, replays=old.replays)  # what a reload hands on
     assert accepted(feed(new, ports, now=NOW + 5, sport0=50000)) == []
 
 
 def test_replay_memory_is_bounded() -> None:
     codec = make_codec(cipher=None)
-    tracker = Tracker(codec, TrackerConfig(replay_memory=3))
+    tracker = encoded(codec, replays=ReplayMemory(3))
     knocks = [knock_ports(codec, port=p) for p in range(1, 6)]
     for ports in knocks:
         assert len(accepted(feed(tracker, ports))) == 1
-    assert len(tracker._replay) == 3
+    assert len(tracker.replays) == 3
     assert len(accepted(feed(tracker, knocks[0], now=NOW + 1, sport0=50000))) == 1  # forgotten
     assert accepted(feed(tracker, knocks[4], now=NOW + 1, sport0=50000)) == []
 
@@ -183,28 +196,28 @@ def test_accepted_digests_restore_the_memory_in_a_new_tracker() -> None:
     """What the daemon writes to its replay file makes a restarted tracker refuse."""
     codec = make_codec()
     ports = knock_ports(codec)
-    first = accepted(feed(Tracker(codec, TrackerConfig()), ports))
+    first = accepted(feed(encoded(codec), ports))
     assert len(first) == 1 and len(first[0].digest) == DIGEST_SIZE
-    restarted = Tracker(codec, TrackerConfig(replay_memory=2))
-    restarted.load_replays([b"a" * DIGEST_SIZE, first[0].digest, b"b" * DIGEST_SIZE])
-    assert restarted.replays() == [first[0].digest, b"b" * DIGEST_SIZE]  # newest kept
+    restarted = encoded(codec, replays=ReplayMemory(2))
+    restarted.replays.load([b"a" * DIGEST_SIZE, first[0].digest, b"b" * DIGEST_SIZE])
+    assert restarted.replays.items() == [first[0].digest, b"b" * DIGEST_SIZE]  # newest kept
     again = feed(restarted, ports, now=NOW + 5, sport0=50000)
     assert [d.verdict for d in again] == ["refuse"] and "replay" in again[0].reason
-    assert again[0].digest == b""  # a refusal adds nothing to the file
+    assert isinstance(again[0], Refusal)  # a refusal adds nothing to the file
 
 
 def test_spoofed_source_refused_unless_allow_nat() -> None:
     codec = make_codec()
     ports = knock_ports(codec, client="198.18.0.7")
-    refused = feed(Tracker(codec, TrackerConfig()), ports)
+    refused = feed(encoded(codec), ports)
     assert [d.verdict for d in refused] == ["refuse"]
-    nat = feed(Tracker(codec, TrackerConfig(allow_nat=True)), ports)
-    assert [d.verdict for d in nat] == ["accept"] and nat[0].address == "198.18.0.7"
+    nat = feed(encoded(codec, allow_nat=True), ports)
+    assert [d.verdict for d in nat] == ["accept"] and accepted(nat)[0].address == "198.18.0.7"
 
 
 def test_short_knock_times_out() -> None:
     codec = make_codec()
-    tracker = Tracker(codec, TrackerConfig(knock_timeout=5))
+    tracker = encoded(codec, knock_timeout=5)
     ports = knock_ports(codec)
     assert feed(tracker, ports[:-1]) == []
     late = tracker.receive(Packet(NOW + 30, SRC, ports[-1], "tcp", 1))
@@ -216,7 +229,7 @@ def test_interleaved_knocks_from_one_source_never_open() -> None:
     codec = make_codec()
     a, b = knock_ports(codec, port=22), knock_ports(codec, port=80)
     mixed = [p for pair in zip(a, b, strict=True) for p in pair]
-    decisions = feed(Tracker(codec, TrackerConfig()), mixed)
+    decisions = feed(encoded(codec), mixed)
     assert accepted(decisions) == []
 
 
@@ -228,13 +241,13 @@ def test_corrupted_knocks_never_open(data: st.DataObject) -> None:
     i = data.draw(st.integers(0, len(ports) - 1))
     replacement = data.draw(st.integers(745, 1000).filter(lambda p: p != ports[i]))
     ports[i] = replacement
-    decisions = feed(Tracker(codec, TrackerConfig()), ports)
+    decisions = feed(encoded(codec), ports)
     assert accepted(decisions) == []
 
 
 def test_ports_outside_span_ignored() -> None:
     codec = make_codec()
-    tracker = Tracker(codec, TrackerConfig())
+    tracker = encoded(codec)
     noise = [Packet(NOW, SRC, p, "tcp", 1) for p in (22, 80, 1001, 744)]
     assert all(tracker.receive(p) == [] for p in noise)
     assert tracker.sources == 0
@@ -243,7 +256,7 @@ def test_ports_outside_span_ignored() -> None:
 
 def test_flood_memory_bounded_and_no_false_open() -> None:
     codec = make_codec()
-    tracker = Tracker(codec, TrackerConfig(max_sources=1000))
+    tracker = encoded(codec, max_sources=1000)
     rng = random.Random(1)
     opened = 0
     for i in range(50_000):
@@ -255,17 +268,17 @@ def test_flood_memory_bounded_and_no_false_open() -> None:
 
 
 def test_sequence_door() -> None:
-    door = SequenceDoor("ssh", ((7000, "tcp"), (8000, "udp"), (9000, "tcp")), 22)
-    tracker = Tracker(None, TrackerConfig(), [door])
+    door = DoorSettings("ssh", ((7000, "tcp"), (8000, "udp"), (9000, "tcp")), 22)
+    tracker = SequenceDoors([door], knock_timeout=10, max_sources=10_000)
     # The second 8000 is a duplicated datagram (same source port): it must not reset.
     hits: list[tuple[int, Proto, int]] = [
         (7000, "tcp", 100), (8000, "udp", 101), (8000, "udp", 101), (9000, "tcp", 103),
     ]  # fmt: skip
-    decisions: list[Decision] = []
+    decisions: list[Verdict] = []
     for i, (port, proto, sport) in enumerate(hits):
         decisions += tracker.receive(Packet(NOW + i, SRC, port, proto, sport))
-    assert [(d.verdict, d.door, d.port) for d in decisions if d.verdict == "accept"] == [
-        ("accept", "ssh", 22)
+    assert [(d.verdict, d.via, d.ports) for d in decisions if isinstance(d, Grant)] == [
+        ("accept", "ssh", ((22, "tcp"),))
     ]
     wrong: list[tuple[int, Proto]] = [(7000, "tcp"), (9000, "tcp"), (8000, "udp")]
     decisions = []

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aioknock.codec.logline import FIELDS, LogRecord, LogTemplate, syslog_date
+from aioknock.codec.logtemplate import FIELDS, LogRecord, LogTemplate, syslog_date
 from aioknock.config.settings import DEFAULT_FILEFORMAT
 
 

@@ -1,0 +1,81 @@
+"""One knock for one host: the client's address by route, the clock and the random source.
+
+The codec below receives only their results; this is the one place that asks the
+kernel which address reaches a host (``client = auto``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+
+from ..codec.knock import KnockPlan
+from ..config.kinds import AUTO
+from ..config.settings import ClientSettings, KnockSettings
+from ..errors import KnockError, SendError
+
+
+def local_address_for(remote: str, family: int = socket.AF_UNSPEC) -> str:
+    """The source address the kernel would pick to reach ``remote``; sends nothing.
+
+    A connected UDP socket makes the kernel choose a route without any packet
+    leaving the host.
+    """
+    try:
+        infos = socket.getaddrinfo(remote, 9, family, socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise SendError(f"cannot resolve {remote!r}: {exc.strerror}") from None
+    fam, _, _, _, addr = infos[0]
+    with socket.socket(fam, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(addr)
+        except OSError as exc:
+            raise SendError(f"no route to {remote} ({addr[0]}): {exc.strerror}") from None
+        return str(sock.getsockname()[0])
+
+
+def client_address(settings: ClientSettings, remote: str, family: int = socket.AF_UNSPEC) -> str:
+    """The address this host knocks ``remote`` from: ``client``, or the route's (auto)."""
+    return local_address_for(remote, family) if settings.client == AUTO else settings.client
+
+
+def client_for(settings: ClientSettings, remote: str, family: int = socket.AF_UNSPEC) -> str:
+    """The address the knock's CLIENT carries for ``remote`` ("" when it carries none)."""
+    if not settings.codec.needs_client:
+        return ""
+    return carried(settings, remote, client_address(settings, remote, family))
+
+
+def carried(settings: ClientSettings, remote: str, address: str) -> str:
+    """``address`` as the knock's CLIENT: an IPv4 address, or a KnockError saying why not."""
+    if not settings.codec.needs_client:
+        return ""
+    with contextlib.suppress(ValueError):  # not an address at all: the codec says why
+        ip = ipaddress.ip_address(address)
+        if isinstance(ip, ipaddress.IPv6Address):
+            raise KnockError(
+                f"CLIENT holds an IPv4 address, but the route to {remote} uses {address}; "
+                "set client = x.x.x.x"
+            )
+    return address
+
+
+def plan_knock(settings: ClientSettings, client: str, now: float | None = None) -> KnockPlan:
+    """Encode one knock carrying ``client`` at ``now`` (epoch seconds, default: now)."""
+    codec = settings.codec
+    inputs = codec.inputs(client, settings.port, settings.flags, secrets.randbelow(256))
+    return codec.build(inputs, time.time() if now is None else now, secrets.token_bytes)
+
+
+def build_knock(settings: ClientSettings, now: float | None = None) -> KnockPlan:
+    """Encode one knock for ``settings.remote`` at time ``now`` (default: now)."""
+    return plan_knock(settings, client_for(settings, settings.remote), now)
+
+
+def decode_knock(settings: KnockSettings, ports: Sequence[int]) -> dict[str, int | str]:
+    """Decode and verify the ports of one knock; raises KnockError with the reason."""
+    return settings.codec.decode(list(ports)).fields.shown

@@ -1,0 +1,206 @@
+"""Kinds of setting values: how text (or a program's value) becomes what the program uses.
+
+A kind reads one value into its object (a ``PortSpan``, a ``Command``, a
+``LogFormat``...) with the codec's and the daemon's own parsers, so a value is
+checked once, while loading; and shows it again as people write it (the manual,
+``-debug -debug``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..codec.ciphers import cipher_name, cipher_names
+from ..codec.fields import parse_fields
+from ..codec.logtemplate import LogTemplate
+from ..codec.portspan import PortSpan
+from ..codec.sequence import Hit, hits, parse_sequence, proto_of, sequence_text
+from ..daemon import nftables
+from ..daemon.doors import Command
+from ..daemon.logreader import LogFormat
+from ..errors import InvalidValue
+
+BOOL_WORDS = {
+    "yes": True, "on": True, "true": True, "1": True,
+    "no": False, "off": False, "false": False, "0": False,
+}  # fmt: skip
+AUTO = "auto"  # client = auto: the address the kernel uses to reach the host
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How a key's value is read into what the program uses, and shown again.
+
+    ``convert`` raises InvalidValue with its own reason, or ValueError/TypeError, in
+    which case the error says ``expected <expected>``.
+    """
+
+    name: str
+    expected: str
+    convert: Callable[[object], Any]
+    show: Callable[[Any], str] = str
+
+    def __call__(self, raw: object) -> Any:
+        return self.convert(raw)
+
+
+def _text(raw: object) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ValueError
+    return str(raw).strip()
+
+
+def _exact_text(raw: object) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ValueError
+    return str(raw)
+
+
+def _bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in BOOL_WORDS:
+        return BOOL_WORDS[raw.strip().lower()]
+    raise ValueError
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def integer(low: int, high: int | None = None) -> Kind:
+    def convert(raw: object) -> int:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = raw if isinstance(raw, int) else int(_text(raw), 10)
+        if value < low or (high is not None and value > high):
+            raise ValueError
+        return value
+
+    span = f"{low}-{high}" if high is not None else f">= {low}"
+    return Kind("int", f"a whole number {span}", convert)
+
+
+DAY = 86_400.0
+
+
+def seconds(low: float = 0.0, high: float = DAY) -> Kind:
+    """A duration; at most a day by default: larger ones are typing mistakes, and
+    overflow the arithmetic that uses them."""
+
+    def convert(raw: object) -> float:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = float(raw) if isinstance(raw, int | float) else float(_text(raw))
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ValueError
+        return value
+
+    return Kind("seconds", f"a number of seconds from {low:g} to {high:g}", convert, "{:g}".format)
+
+
+def level(high: int) -> Kind:
+    """A count such as ``debug``: the prototype's ``debug = yes``, or how many ``-debug``."""
+
+    def convert(raw: object) -> int:
+        if isinstance(raw, str) and raw.strip().lower() in BOOL_WORDS:
+            return int(BOOL_WORDS[raw.strip().lower()])
+        if isinstance(raw, bool):
+            return int(raw)
+        value = raw if isinstance(raw, int) else int(_text(raw), 10)
+        if not 0 <= value <= high:
+            raise ValueError
+        return value
+
+    return Kind("level", f"yes/no or a count 0-{high}", convert)
+
+
+def choice(*names: str) -> Kind:
+    def convert(raw: object) -> str:
+        value = _text(raw).lower()
+        if value not in names:
+            raise ValueError
+        return value
+
+    return Kind("choice", " or ".join(names), convert)
+
+
+def _path(raw: object) -> str:
+    value = _text(raw)
+    if "\0" in value:
+        raise ValueError
+    return value
+
+
+def _mark(raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ValueError
+    value = raw if isinstance(raw, int) else int(_text(raw), 0)
+    if not 0 < value < 1 << 32:
+        raise ValueError
+    return nftables.check_mark(value)
+
+
+def _sequence(raw: object) -> tuple[Hit, ...]:
+    """knockd's text, or a program's list of ``port`` / ``(port, "udp")``."""
+    if isinstance(raw, list | tuple):
+        return hits(raw)
+    text = _text(raw)
+    return parse_sequence(text) if text else ()
+
+
+def _command(raw: object) -> Command | None:
+    text = _text(raw)
+    return Command.parse(text) if text else None
+
+
+def _client(raw: object) -> str:
+    """``auto`` (or empty), or the IPv4 address the knock's CLIENT carries."""
+    value = _text(raw)
+    if value.lower() in ("", AUTO):
+        return AUTO
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise InvalidValue(f"expected an IPv4 address, empty or auto, got {value!r}") from None
+
+
+FAMILIES = {"any": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}
+
+
+def _family(raw: object) -> int:
+    """``any``, ``4`` or ``6``; a program may pass ``socket.AF_INET`` and the like."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw in FAMILIES.values():
+        return raw
+    return FAMILIES[choice(*FAMILIES)(raw)]
+
+
+def _family_name(family: int) -> str:
+    return next(name for name, value in FAMILIES.items() if value == family)
+
+
+BOOL = Kind("bool", "yes/no, on/off, true/false or 1/0", _bool, _yes_no)
+TEXT = Kind("text", "text", _text)
+# Spaces kept (quote the value in a config file): a log prefix ends in one, as a rule.
+EXACT_TEXT = Kind("text", "text (quote it to keep spaces)", _exact_text)
+FLAG = integer(0)  # taken mod 256 with a warning, as the prototype did
+PATH = Kind("path", "a file name (relative: to the config file)", _path)
+MARK = Kind("mark", "a 32-bit number such as 0x4b4e4f43", _mark, "{:#x}".format)
+FIELDS = Kind("fields", "a list of fields", lambda raw: parse_fields(_text(raw)), ",".join)
+SPAN = Kind("span", "ports a-b,c,d-e", lambda raw: PortSpan.parse(_text(raw)))
+CIPHER = Kind("name", f"one of {', '.join(cipher_names())}", lambda raw: cipher_name(_text(raw)))
+SEQUENCE = Kind("sequence", "ports such as 7000,8000:udp,9000", _sequence, sequence_text)
+COMMAND = Kind("command", "an argument list", _command, lambda c: "" if c is None else str(c))
+TEMPLATE = Kind("template", "a log line template", lambda raw: LogTemplate(_text(raw)))
+LOG_FORMAT = Kind("format", "kernel, client or a pattern", lambda raw: LogFormat.parse(_text(raw)))
+NFT_NAME = Kind("name", "an nftables name", lambda raw: nftables.check_table(_text(raw)))
+CLIENT = Kind("address", "an IPv4 address, empty or auto", _client)
+FAMILY = Kind("choice", "any, 4 or 6", _family, _family_name)
+PROTO = Kind("proto", "tcp or udp", lambda raw: proto_of(_text(raw)))

@@ -1,0 +1,152 @@
+"""The one path every value takes: a config file's line, an environment variable, a
+command-line flag, a hosts-file line, a ``<door>`` block, a library argument.
+
+A value arrives as ``Given`` (key, raw value, where it came from); its row in the
+table says whether it may appear there and which kind reads it; the kind's error,
+or the settings object's own (a ``ConfigError`` naming only its key), gets the
+place attached here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from ..errors import ConfigError, InvalidValue
+from .kinds import FLAG
+from .table import Key, Table, per_host_keys
+
+log = logging.getLogger("aioknock.config")
+
+T = TypeVar("T", bound=Table)
+FLAG_KEY = re.compile(r"flag(\d+)", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class Given:
+    """One value as it was given, before its kind read it."""
+
+    key: str  # canonical (lower-case, flag007 as flag7)
+    raw: object
+    where: str  # "file:line", "environment AIOKNOCK_PORT", "command line", ...
+
+
+def canonical(key: str) -> str:
+    """Keys are case-insensitive, and flag007 is flag7 (as -flag007 and FLAG007 are)."""
+    key = key.lower()
+    if m := FLAG_KEY.fullmatch(key):
+        return f"flag{int(m.group(1))}"
+    return key
+
+
+def place(where: str) -> dict[str, Any]:
+    """``file:line`` as ConfigError's source and line; anything else as its source."""
+    source, _, line = where.rpartition(":")
+    if source and line.isdigit():
+        return {"source": source, "line": int(line)}
+    return {"source": where}
+
+
+def placed(exc: ConfigError, where: Mapping[str, str], fallback: str | None = None) -> ConfigError:
+    """``exc`` with the place of its key's value (or ``fallback``) attached, if it has none."""
+    if exc.source is not None:
+        return exc
+    at = where.get(exc.key or "", fallback)
+    if at is None or at == "default":
+        return exc
+    return ConfigError(exc.message, key=exc.key, **place(at))
+
+
+def check_key(cls: type[Table], key: str, where: str, *, host: bool = False) -> Key | None:
+    """The row of ``key`` (None for a flagN), or a ConfigError saying why it cannot be here."""
+    row = cls.row(key)
+    is_flag = cls.FLAGS and FLAG_KEY.fullmatch(key) is not None
+    if host and not (is_flag or (row is not None and row.host)):
+        keys = ", ".join(per_host_keys(cls))
+        raise ConfigError(f"not a setting a host line can override (these can: {keys}, flagN)",
+                          key=key, **place(where))  # fmt: skip
+    if row is not None or is_flag:
+        return row
+    if not cls.BLOCK:
+        close = difflib.get_close_matches(key, [k.name for k in cls.table()], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown setting{hint}", key=key, **place(where))
+    expected = ", ".join(k.name for k in cls.table())
+    raise ConfigError(f"unknown {cls.BLOCK} setting; expected {expected}", key=key,
+                      **place(where))  # fmt: skip
+
+
+def read_value(row: Key, raw: object, where: str | None = None) -> Any:
+    """``raw`` read by the row's kind; the error names the key (and ``where``)."""
+    at = place(where) if where else {}
+    try:
+        return row.kind(raw)
+    except InvalidValue as exc:
+        raise ConfigError(str(exc), key=row.name, **at) from None
+    except (ValueError, TypeError, KeyError):
+        shown = "a value that is not text" if row.secret else repr(raw)
+        raise ConfigError(f"expected {row.kind.expected}, got {shown}", key=row.name,
+                          **at) from None  # fmt: skip
+
+
+@dataclass(slots=True)
+class Values:
+    """Values read from ``Given`` ones: settings, flags, and where each came from."""
+
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+    flags: dict[int, int] = dataclasses.field(default_factory=dict)
+    origins: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def read_values(cls: type[Table], given: Iterable[Given], *, host: bool = False) -> Values:
+    out = Values()
+    for item in given:
+        row = check_key(cls, item.key, item.where, host=host)
+        out.origins[item.key] = item.where
+        if row is not None:
+            out.values[item.key] = read_value(row, item.raw, item.where)
+            continue
+        value = read_value(dataclasses.replace(_FLAG_ROW, name=item.key), item.raw, item.where)
+        if value > 255:
+            log.warning("%s: %s = %d is above 255; using %d (mod 256)",
+                        item.where, item.key, value, value % 256)  # fmt: skip
+        out.flags[int(item.key[4:])] = value % 256
+    return out
+
+
+_FLAG_ROW = Key("flagN", FLAG, None, "", False, "", True)
+
+
+def make(cls: type[T], read: Values, fallback: str | None = None, **extra: Any) -> T:
+    """The settings object; what it finds wrong names the place of the key at fault
+    (``fallback``: the place of an error that belongs to no key, such as a block's)."""
+    factory: Callable[..., T] = cls
+    try:
+        return factory(**read.values, **extra, flags=read.flags, origins=read.origins)
+    except ConfigError as exc:
+        raise placed(exc, read.origins, fallback) from None
+
+
+def override(settings: T, overrides: Mapping[str, Any], where: str, *, host: bool = False) -> T:
+    """``settings`` with some keys replaced, each read by its kind (None: not given).
+
+    An error names ``where`` (a hosts-file line, a library argument): what the
+    override made of the settings is what is wrong, wherever the other values came from.
+    """
+    given = [Given(canonical(k), v, where) for k, v in overrides.items() if v is not None]
+    read = read_values(type(settings), given, host=host)
+    if not given:
+        return settings
+    try:
+        changed: T = dataclasses.replace(
+            cast(Any, settings), **read.values, flags={**settings.flags, **read.flags},
+            origins={**settings.origins, **read.origins},
+        )  # fmt: skip
+    except ConfigError as exc:
+        raise placed(exc, {}, where) from None
+    return changed

@@ -1,0 +1,73 @@
+"""Imports point one way: codec <- daemon <- config <- asyncio <- cli (docs/design.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "aioknock"
+LAYERS = ["codec", "daemon", "config", "asyncio", "cli"]
+SHARED = {"errors"}  # every layer may raise these
+
+
+def _layer_of(module: str) -> str:
+    """``aioknock.daemon.engine`` -> ``daemon``; ``aioknock.errors`` -> ``errors``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(absolute aioknock module, imported at module level) for each import in ``path``."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    out: list[tuple[str, bool]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            names = [module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        out += [(name, id(node) in top) for name in names if name.startswith("aioknock")]
+    return out
+
+
+MODULES = sorted(p for layer in LAYERS for p in (PACKAGE / layer).glob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_imports_only_point_down(path: Path) -> None:
+    own = LAYERS.index(path.parent.name)
+    for module, _ in _imports(path):
+        layer = _layer_of(module)
+        if layer in SHARED:
+            continue
+        assert layer in LAYERS, f"{path.name} imports {module}"
+        assert LAYERS.index(layer) <= own, f"{path.parent.name}/{path.name} imports {module}"
+
+
+def test_no_function_local_imports_of_our_own_modules() -> None:
+    """One is allowed, for start-up time: the CLI loads the daemon only to run it."""
+    local = [
+        f"{p.parent.name}/{p.name}: {module}"
+        for p in MODULES
+        for module, at_top in _imports(p)
+        if not at_top
+    ]
+    assert local == ["cli/main.py: aioknock.asyncio.daemon"]
+
+
+def test_module_names_differ_by_more_than_a_letter() -> None:
+    stems = sorted(p.stem for p in MODULES if p.stem != "__init__")
+    assert len(stems) == len(set(stems)), "two modules of one name"
+    for i, a in enumerate(stems):
+        for b in stems[i + 1 :]:
+            assert a.rstrip("s") != b.rstrip("s"), (a, b)
