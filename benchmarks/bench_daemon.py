@@ -11,10 +11,11 @@ those namespaces, which are deleted again on exit, also on Ctrl-C or error.
 
 The daemon is the real ``aioknock daemon`` command (``aioknock.cli.main.main``, uvloop,
 logging to a file) run in the server namespace by a small driver that subclasses
-``KnockDaemon`` and ``Sniffer`` only to watch: it times the batches the daemon
-processes, keeps its accept/refuse decisions, reads the capture socket's
-PACKET_STATISTICS before it closes, and on exit (SIGTERM) writes the daemon's counts,
-``tracker.sources``, CPU time and RSS (VmRSS when it starts running, VmHWM at exit).
+``KnockDaemon`` and ``Sniffer`` only to watch: it times the batches the daemon hands
+to its engine, keeps the recognizers' accept/refuse verdicts, reads the capture
+socket's PACKET_STATISTICS before it closes, and on exit (SIGTERM) writes the daemon's
+counts, the recognizers' sources in progress, CPU time and RSS (VmRSS when it starts
+running, VmHWM at exit).
 Settings: ``knock = CLIENT,PORT,RAND,THISMINUTE,CHECKSUM``, Blowfish, ``iv = yes``
 (32 ports per knock on ``portspan = 745-1000``), ``max_sources = 10000``,
 ``knock_timeout = 10``, ``cooldown = 0``; ``backend = command`` with
@@ -44,7 +45,7 @@ pkt/CPU-s (packets / the daemon's CPU seconds) are taken over the bursts of >= 1
 packets. In file mode a batch's time starts when the read that found its lines began.
 A false open is an accepted knock, or a door file, for anything but a genuine knock
 (a replay counts as false); the genuine knocks (woven and ``aioknock run``) pass if
-every one was accepted. Tracker evictions (``max_sources`` reached) are counted too.
+every one was accepted. Evictions (``max_sources`` reached) are counted too.
 """
 
 from __future__ import annotations
@@ -395,6 +396,7 @@ def driver_main(conf: str, out: str, profile: str) -> int:
             b["batches"] += 1
 
     setattr(sniffer_mod, "Sniffer", WatchedSniffer)  # noqa: B010 - module attribute
+    setattr(daemon_mod, "Sniffer", WatchedSniffer)  # noqa: B010
     setattr(daemon_mod, "KnockDaemon", WatchedDaemon)  # noqa: B010
     setattr(daemon_mod, "Follower", WatchedFollower)  # noqa: B010
     argv = ["daemon", "-conf", conf]
@@ -794,7 +796,7 @@ def details(r: Result) -> None:
             if sources > 0 and r.mode == "network"  # file mode: mostly its read buffers
             else ""
         )
-        + f"), {d.get('rss_end_kb', 0) / 1024:.1f} MB at exit; tracker sources at exit "
+        + f"), {d.get('rss_end_kb', 0) / 1024:.1f} MB at exit; sources in progress at exit "
         f"{sources:,} (max_sources {d.get('max_sources', -1):,}); daemon CPU "
         f"{d.get('cpu_total', 0):.2f} s"
     )
@@ -805,7 +807,7 @@ def details(r: Result) -> None:
     for key, n in sorted(why.items()):
         print(f"    {n:>5} x {key}")
     evicted = d.get("evicted", [])
-    print(f"  tracker evictions (more than max_sources knocks in progress): "
+    print(f"  evictions (more than max_sources knocks in progress): "
           f"{d.get('evictions', 0):,}; of knocks not from the flood: {len(evicted)}"
           + (" (" + ", ".join(f"{kind_of(a)} {a}" for a, _ in evicted[:6]) + ")" if evicted
              else ""))  # fmt: skip
@@ -819,7 +821,7 @@ def details(r: Result) -> None:
         got = [x for x in d.get("decisions", []) if x[1] == src]
         what = "; ".join(f"{x[0]} at +{x[4] - r.send_start:.2f} s ({x[5]})" for x in got[:3])
         if any(a == src for a, _ in evicted):
-            what = "; ".join(filter(None, [what, "evicted by the tracker (max_sources)"]))
+            what = "; ".join(filter(None, [what, "evicted (max_sources)"]))
         name = "aioknock run" if src == CLIENT else "woven"
         if src == CLIENT and got and got[0][0] == "accept" and r.mode == "network":
             first_syn = got[0][4] - (KNOCK_PORTS - 1) * RUN_GAP - r.send_start
@@ -897,7 +899,7 @@ def main() -> int:
         print(f"  [{verdict(true == genuine)}] {r.label}: genuine knocks during the flood "
               f"accepted: {true}/{genuine}")  # fmt: skip
     bounded = all(0 <= r.driver.get("sources", -1) <= r.driver.get("max_sources", 0) for r in rows)
-    print(f"  [{verdict(bounded)}] tracker sources <= max_sources: "
+    print(f"  [{verdict(bounded)}] sources in progress <= max_sources: "
           + ", ".join(f"{r.label} {r.driver.get('sources')}" for r in rows))  # fmt: skip
     return 0
 

@@ -169,7 +169,7 @@ def test_stop_closes_doors_opened_by_commands_only() -> None:
     done(engine, feed(engine, stub, grant()))
     engine.stop()
     actions = engine.actions()
-    assert firewall(actions) == [Close(DOOR_A, 30, 2, ": the daemon is stopping")]
+    assert firewall(actions) == [Close(DOOR_A, 30, 2)]
     assert logs(actions) == [f"closing tcp/22 for {A}: the daemon is stopping"]
     assert engine.get_timer() is None
 

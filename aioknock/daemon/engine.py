@@ -66,7 +66,6 @@ class Close:
     door: Door
     duration: float  # what it was opened for
     backend: int
-    reason: str = ""
 
 
 Action = Log | Record | Open | Close
@@ -107,9 +106,6 @@ class Engine:
         extends and closes them), the memory of used knocks is kept (the new recognizers
         are made with it), and knocks in progress start again."""
         self._configure(policy, recognizers)
-
-    def recognizer(self, name: str) -> Recognizer | None:
-        return next((r for r in self.recognizers if r.name == name), None)
 
     def wanted(self) -> tuple[list[int], list[int]]:
         """The TCP and UDP ports some recognizer reads (the capture filter's question)."""
@@ -228,7 +224,7 @@ class Engine:
             return
         self._log(logging.INFO, f"closing {held.door}{why}")
         if not held.closes_itself:
-            self._firewall(Close(held.door, held.duration, held.backend, why))
+            self._firewall(Close(held.door, held.duration, held.backend))
 
     def _firewall(self, action: FirewallAction) -> None:
         self.pending += 1
