@@ -47,10 +47,10 @@ class _FlagPlaceholder(argparse.Action):
 
 def _add(group: argparse._ArgumentGroup, key: Key) -> None:
     default_text = "" if key.secret else f" (default: {key.default_text!r})"
-    if key.name == "debug":
-        group.add_argument(*_spellings("debug"), dest="debug", action="count",
-                           help="diagnostics; give twice to also print the settings")  # fmt: skip
-        group.add_argument(*_spellings("debug", negative=True), dest="debug",
+    if key.kind.name == "level":  # -debug -debug: a count, as the prototype's
+        group.add_argument(*_spellings(key.name), dest=key.name, action="count",
+                           help=key.help)  # fmt: skip
+        group.add_argument(*_spellings(key.name, negative=True), dest=key.name,
                            action="store_const", const=0, help=argparse.SUPPRESS)  # fmt: skip
     elif key.kind.name == "bool":
         group.add_argument(*_spellings(key.name), dest=key.name, action="store_const",
