@@ -10,7 +10,7 @@ firewall commands; ``aioknock.cli`` is the command.
 
 from .asyncio.client import build_knock, decode_knock
 from .asyncio.fleet import KnockResult, knock, knock_many
-from .codec.knock import KnockPlan
+from .codec.pipeline import KnockPlan
 from .codec.portspan import PortSpan
 from .config.loader import load_config
 from .config.settings import ClientSettings, DaemonSettings, KnockSettings, Settings

@@ -69,7 +69,7 @@ import tempfile
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,18 +287,41 @@ def _proc_status(*names: str) -> dict[str, int]:
 
 def driver_main(conf: str, out: str, profile: str) -> int:
     """``aioknock daemon -conf CONF``, watched; writes what it saw to ``out`` on exit."""
-    import aioknock.asyncio.daemon as daemon_mod
-    import aioknock.asyncio.sniffer as sniffer_mod
-    from aioknock.asyncio.follow import Follower
-    from aioknock.cli.main import main as cli_main
-    from aioknock.daemon.encoded import EncodedKnocks
-    from aioknock.daemon.packet import Packet
-    from aioknock.daemon.recognizer import Grant, Verdict
+    from aioknock.asyncio.daemon import KnockDaemon
 
     state: dict[str, Any] = {"kernel": None, "burst": None, "bursts": [], "burst_count": 0,
                              "decisions": [], "rss_ready_kb": 0, "poll": None,
                              "evictions": 0, "evicted": []}  # fmt: skip
-    daemons: list[daemon_mod.KnockDaemon] = []
+    daemons: list[KnockDaemon] = []
+
+    end_burst = _watch(state, daemons)
+    rc = _run_daemon(["daemon", "-conf", conf], profile)
+    end_burst()
+    status = _proc_status("VmRSS", "VmHWM")
+    d = daemons[-1] if daemons else None
+    result = {
+        "rc": rc,
+        "counts": d.counts if d else {},
+        "sources": sum(r.sources for r in d.engine.recognizers) if d else -1,
+        "max_sources": d.settings.max_sources if d else -1,
+        "cpu_total": time.process_time(),
+        "rss_end_kb": status["VmRSS"],
+        "hwm_kb": status["VmHWM"],
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        **state,
+    }
+    Path(out).write_text(json.dumps(result))
+    return rc
+
+
+def _watch(state: dict[str, Any], daemons: list[Any]) -> Callable[[], None]:
+    """Put watching subclasses in the daemon's place; returns what ends the last burst."""
+    import aioknock.asyncio.daemon as daemon_mod
+    import aioknock.asyncio.sniffer as sniffer_mod
+    from aioknock.asyncio.follow import Follower
+    from aioknock.daemon.encoded import EncodedKnocks
+    from aioknock.daemon.packet import Packet
+    from aioknock.daemon.recognizer import Grant, Verdict
 
     def end_burst() -> None:
         """Keep bursts of 1,000 packets or more (at most 50) and count all."""
@@ -399,7 +422,13 @@ def driver_main(conf: str, out: str, profile: str) -> int:
     setattr(daemon_mod, "Sniffer", WatchedSniffer)  # noqa: B010
     setattr(daemon_mod, "KnockDaemon", WatchedDaemon)  # noqa: B010
     setattr(daemon_mod, "Follower", WatchedFollower)  # noqa: B010
-    argv = ["daemon", "-conf", conf]
+    return end_burst
+
+
+def _run_daemon(argv: list[str], profile: str) -> int:
+    """The CLI's ``main``, under cProfile when ``profile`` names a file for its report."""
+    from aioknock.cli.main import main as cli_main
+
     if profile:
         import cProfile
         import io
@@ -412,21 +441,6 @@ def driver_main(conf: str, out: str, profile: str) -> int:
         Path(profile).write_text(text.getvalue())
     else:
         rc = cli_main(argv)
-    end_burst()
-    status = _proc_status("VmRSS", "VmHWM")
-    d = daemons[-1] if daemons else None
-    result = {
-        "rc": rc,
-        "counts": d.counts if d else {},
-        "sources": sum(r.sources for r in d.engine.recognizers) if d else -1,
-        "max_sources": d.settings.max_sources if d else -1,
-        "cpu_total": time.process_time(),
-        "rss_end_kb": status["VmRSS"],
-        "hwm_kb": status["VmHWM"],
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        **state,
-    }
-    Path(out).write_text(json.dumps(result))
     return rc
 
 

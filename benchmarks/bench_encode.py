@@ -15,7 +15,7 @@ import time
 
 from aioknock.codec.ciphers import Cipher, CryptCBC, Plain
 from aioknock.codec.fields import KnockFormat, KnockInputs
-from aioknock.codec.knock import Codec
+from aioknock.codec.pipeline import Codec
 from aioknock.codec.portspan import PortSpan
 
 FORMAT = "CLIENT,PORT,RAND,THISMINUTE,CHECKSUM"

@@ -52,7 +52,7 @@ from bench_encode import measure
 
 from aioknock.codec.ciphers import CryptCBC
 from aioknock.codec.fields import KnockFormat
-from aioknock.codec.knock import Codec
+from aioknock.codec.pipeline import Codec
 from aioknock.codec.portspan import PortSpan
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from aioknock.codec.ciphers import (
     stretch_key,
 )
 from aioknock.codec.fields import TIME_FIELDS, KnockFormat, KnockInputs
-from aioknock.codec.knock import Codec
+from aioknock.codec.pipeline import Codec
 from aioknock.config.values import override
 
 CIPHERS = ["Blowfish", "DES", "DES_EDE3", "CAST5", "IDEA"]

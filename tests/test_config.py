@@ -553,3 +553,22 @@ def test_decoding_needs_no_sender_values(tmp_path: Path) -> None:
 def test_key_file_name_with_a_nul_is_a_config_error(tmp_path: Path) -> None:
     path = conf(tmp_path, 'encrypt = yes\nkey_file = "a\\0b"\n'.replace("\\0", "\0"))
     assert "key_file: " in error(path) and "not a usable file name" in error(path)
+
+
+def test_settings_made_in_a_program_read_their_values_alike(tmp_path: Path) -> None:
+    """ClientSettings.of() and the constructor read text as a config file's is read;
+    key_file reads the key there too."""
+    key = write(tmp_path / "k.key", "from-file\n", 0o600)
+    s = ClientSettings.of(encrypt=True, key_file=str(key), portspan="2000-2255")
+    assert s.key == "from-file" and s.portspan.size == 256
+    direct = ClientSettings(portspan="2000-2255", knock="CLIENT,PORT", timeout="0.5")  # type: ignore[arg-type]
+    assert direct.portspan == s.portspan and direct.knock == ("CLIENT", "PORT")
+    assert direct.timeout == 0.5
+    with pytest.raises(ConfigError, match=r"^portspan: span has 3 ports"):
+        ClientSettings(portspan="1-3")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="both key and key_file are given"):
+        ClientSettings.of(key="k", key_file=str(key))
+    with pytest.raises(
+        ConfigError, match=r"^ClientSettings.of\(\) argument: key_file: cannot read"
+    ):
+        ClientSettings.of(key_file=str(tmp_path / "missing"))

@@ -227,3 +227,84 @@ def test_local_addresses() -> None:
     local._known["198.51.100.7"] = (True, 0.0)  # cached within ttl ...
     assert local("198.51.100.7", 5.0)
     assert not local("198.51.100.7", 11.0)  # ... asked again after it
+
+
+async def test_a_reload_switches_only_once_its_backend_is_set_up(
+    home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While a reloaded configuration's firewall set-up runs, the old one goes on: its
+    knocks open with the old backend, and the new backend runs nothing before its
+    set-up; one whose set-up fails is never used."""
+    from aioknock.asyncio import daemon as daemon_mod
+    from aioknock.asyncio.actions import ActionError, Backend, CommandBackend
+
+    gate = asyncio.Event()
+    made = daemon_mod.make_backend
+
+    class Gated(CommandBackend):
+        async def setup(self) -> None:
+            if "refuse" in str(self.open_cmd):
+                raise ActionError("set-up refused")
+            await gate.wait()
+
+    def make_backend(settings: DaemonSettings) -> Backend:
+        backend = made(settings)
+        if "new-" in str(settings.open) and isinstance(backend, CommandBackend):
+            return Gated(backend.open_cmd, backend.close_cmd)
+        return backend
+
+    monkeypatch.setattr(daemon_mod, "make_backend", make_backend)
+    caplog.set_level(logging.INFO, logger="aioknock")
+    new = home / "new-%IP%-%PORT%"
+    async with running(daemon_settings(home, duration=60)) as daemon:
+        await asyncio.sleep(0.5)
+        daemon.reload(daemon_settings(home, duration=60, open=f"touch {new}"))
+        await asyncio.to_thread(client, home / "fw.log", "-port", "2222")
+        assert await wait_for(lambda: (home / "open-127.0.0.1-tcp-2222").exists())
+        assert not list(home.glob("new-*")) and "configuration reloaded" not in caplog.text
+        gate.set()
+        assert await wait_for(lambda: "configuration reloaded" in caplog.text)
+        await asyncio.to_thread(client, home / "fw.log", "-port", "2223")
+        assert await wait_for(lambda: (home / "new-127.0.0.1-2223").exists())
+        daemon.reload(daemon_settings(home, duration=60, open=f"touch {new}-refuse"))
+        assert await wait_for(lambda: "reload failed, keeping the old configuration: set-up "
+                              "refused" in caplog.text)  # fmt: skip
+        await asyncio.to_thread(client, home / "fw.log", "-port", "2224")
+        assert await wait_for(lambda: (home / "new-127.0.0.1-2224").exists())
+    assert not list(home.glob("*refuse*"))
+
+
+async def test_a_backend_bug_fails_that_action_only(
+    home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected exception in a backend is one error line for that door; the worker
+    goes on, and stopping still closes what is open (it does not hang)."""
+    from aioknock.asyncio import daemon as daemon_mod
+    from aioknock.asyncio.actions import Backend, CommandBackend
+    from aioknock.daemon.doors import Door
+
+    class Buggy(CommandBackend):
+        async def open(self, door: Door, duration: float) -> None:
+            if door.port == 2222:
+                raise RuntimeError("simulated bug")
+            await super().open(door, duration)
+
+    made = daemon_mod.make_backend
+
+    def make_backend(settings: DaemonSettings) -> Backend:
+        backend = made(settings)
+        assert isinstance(backend, CommandBackend)
+        return Buggy(backend.open_cmd, backend.close_cmd)
+
+    monkeypatch.setattr(daemon_mod, "make_backend", make_backend)
+    caplog.set_level(logging.INFO, logger="aioknock")
+    async with running(daemon_settings(home, duration=60)):
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(client, home / "fw.log", "-port", "2222")
+        await asyncio.to_thread(client, home / "fw.log", "-port", "2223")
+        assert await wait_for(lambda: (home / "open-127.0.0.1-tcp-2223").exists())
+    assert (
+        "could not open tcp/2222 for 127.0.0.1: internal error: RuntimeError: simulated "
+        "bug" in caplog.text
+    )
+    assert not (home / "open-127.0.0.1-tcp-2223").exists(), "stopping closes the door"

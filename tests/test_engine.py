@@ -89,9 +89,9 @@ def test_a_repeated_knock_extends_the_command_door_without_a_second_rule() -> No
 def test_a_repeated_knock_refreshes_a_door_that_closes_itself() -> None:
     engine, stub = make(closes_itself=True)
     done(engine, feed(engine, stub, grant()))
-    assert firewall(feed(engine, stub, grant(), now=NOW + 10)) == [
-        Open(DOOR_A, 30, 0, refresh=True)
-    ]
+    refresh = feed(engine, stub, grant(), now=NOW + 10)
+    assert firewall(refresh) == [Open(DOOR_A, 30, 0, refresh=True)]
+    done(engine, refresh)
     engine.handle_timer(NOW + 40)
     closing = engine.actions()
     assert firewall(closing) == []  # the kernel's timeout closes it
@@ -159,6 +159,53 @@ def test_a_failed_refresh_keeps_the_open_door() -> None:
     refresh = feed(engine, stub, grant(), now=NOW + 10)
     assert "could not open" in logs(done(engine, refresh, "nft: busy"))[0]
     assert engine.get_timer() == NOW + 40
+
+
+def test_a_door_due_while_its_open_runs_closes_once_the_open_worked() -> None:
+    engine, stub = make(duration=5)
+    opening = feed(engine, stub, grant())
+    engine.handle_timer(NOW + 6)
+    assert engine.actions() == []  # the open has not reported: nothing to close yet
+    assert firewall(feed(engine, stub, grant(), now=NOW + 6.5)) == []  # extends, no 2nd rule
+    engine.handle_timer(NOW + 12)
+    assert engine.actions() == []
+    closing = done(engine, opening)
+    assert firewall(closing) == [Close(DOOR_A, 5, 0)]
+    assert logs(closing) == [f"closing tcp/22 for {A}"]
+    assert engine.get_timer() is None
+
+
+def test_a_door_due_while_its_open_runs_is_not_closed_if_the_open_failed() -> None:
+    engine, stub = make(duration=5)
+    opening = feed(engine, stub, grant())
+    engine.handle_timer(NOW + 6)
+    assert firewall(done(engine, opening, "boom")) == []
+    assert firewall(feed(engine, stub, grant(), now=NOW + 7)) == [Open(DOOR_A, 5, 0)]
+
+
+def test_a_failed_first_open_with_a_refresh_that_worked_is_open() -> None:
+    """nftables: the refresh (add-delete-add) opens the door even if the first add failed."""
+    engine, stub = make(closes_itself=True, cooldown=0)
+    first = feed(engine, stub, grant())
+    refresh = feed(engine, stub, grant(), now=NOW + 1)
+    done(engine, first, "nft: busy")
+    done(engine, refresh)
+    again = feed(engine, stub, grant(), now=NOW + 2)
+    assert "extending tcp/22" in logs(again)[0]  # still open
+    engine.handle_timer(NOW + 40)
+    assert engine.actions() == []  # the refresh of NOW + 2 has not reported yet
+    assert logs(done(engine, again)) == [f"closing tcp/22 for {A}"]
+
+
+def test_a_refresh_asks_for_what_remains_of_the_door() -> None:
+    """After a reload to a shorter duration, an extension keeps the later deadline; the
+    kernel's timeout is set to match it, not to the new duration."""
+    stub = Stub()
+    engine = Engine(Policy(30, 0, closes_itself=True), [stub])
+    done(engine, feed(engine, stub, grant()))
+    engine.reload(Policy(5, 0, closes_itself=True), [stub])
+    assert firewall(feed(engine, stub, grant(), now=NOW + 1)) == [Open(DOOR_A, 29, 0, refresh=True)]
+    assert engine.get_timer() == NOW + 30
 
 
 def test_stop_closes_doors_opened_by_commands_only() -> None:
@@ -251,8 +298,10 @@ class Worker:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.commands = not engine.policy.closes_itself  # rules that stack, closed by hand
         self.queue: list[Open | Close] = []
-        self.rules: set[Door] = set()  # what the firewall holds (command rules)
+        self.rules: dict[Door, int] = {}  # command rules the firewall holds -> their backend
+        self.worked: dict[int, bool] = {}  # per opening (serial): did one of its opens work
 
     def take(self) -> None:
         self.queue += firewall(self.engine.actions())
@@ -261,34 +310,28 @@ class Worker:
         action = self.queue.pop(0)
         if isinstance(action, Close):
             assert action.door in self.rules, "closed a door that is not open"
-            self.rules.discard(action.door)
-        elif ok and not action.refresh:
+            assert self.rules.pop(action.door) == action.backend, "closed by another backend"
+        elif ok and not action.refresh and self.commands:
             assert action.door not in self.rules, "a second rule for an open door"
-            self.rules.add(action.door)
+            self.rules[action.door] = action.backend
+        if isinstance(action, Open):
+            self.worked[action.serial] = self.worked.get(action.serial, False) or ok
         self.engine.action_done(action, None if ok else "boom")
         self.take()
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["knock", "timer", "done", "fail"]),
-            st.integers(0, 3),  # which address knocks
-            st.floats(0, 8),  # seconds later
-        ),
-        max_size=50,
-    )
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["knock", "timer", "done", "fail", "reload"]),
+        st.integers(0, 3),  # which address knocks
+        st.floats(0, 8),  # seconds later
+    ),
+    max_size=50,
 )
-def test_every_command_door_is_closed_once_and_only_after_it_opened(
-    steps: list[tuple[str, int, float]],
-) -> None:
-    """Whatever the order of knocks, timers and results (some failing): no second rule
-    for an open door, no close for a door that is not open, and after stopping (the
-    worker drains its queue) no rule is left behind."""
-    engine, stub = make(duration=5, cooldown=1)
-    worker = Worker(engine)
-    now = NOW
+
+
+def _play(engine: Engine, stub: Stub, worker: Worker, steps: list[tuple[str, int, float]]) -> None:
+    now, backend = NOW, 0
     for what, who, later in steps:
         now += later
         if what == "knock":
@@ -298,12 +341,48 @@ def test_every_command_door_is_closed_once_and_only_after_it_opened(
         elif what == "timer":
             engine.handle_timer(now)
             worker.take()
+        elif what == "reload":
+            backend += 1
+            policy = engine.policy
+            engine.reload(Policy(2 + who, 1, backend, policy.closes_itself), [stub])
         elif worker.queue:
             worker.run_one(what == "done")
+
+
+@settings(max_examples=300, deadline=None)
+@given(STEPS)
+def test_every_command_door_is_closed_once_and_only_after_it_opened(
+    steps: list[tuple[str, int, float]],
+) -> None:
+    """Whatever the order of knocks, timers, reloads and results (some failing): no
+    second rule for an open door, no close for a door that is not open or by another
+    backend than the one that opened it, and after stopping (the worker drains its
+    queue) no rule is left behind."""
+    engine, stub = make(duration=5, cooldown=1)
+    worker = Worker(engine)
+    _play(engine, stub, worker, steps)
     engine.stop()
     worker.take()
     while worker.queue:
         worker.run_one(True)
-    assert worker.rules == set(), "a command door outlived the daemon"
+    assert worker.rules == {}, "a command door outlived the daemon"
     assert engine.pending == 0
     assert engine.get_timer() is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(STEPS)
+def test_doors_that_close_themselves_are_open_exactly_when_an_open_worked(
+    steps: list[tuple[str, int, float]],
+) -> None:
+    """nftables: no Close is ever asked for, and once every open has reported, the
+    engine holds a door open only if one of its opens worked."""
+    engine, stub = make(duration=5, cooldown=1, closes_itself=True)
+    worker = Worker(engine)
+    _play(engine, stub, worker, steps)
+    assert all(isinstance(a, Open) for a in worker.queue)
+    while worker.queue:
+        worker.run_one(True)
+    assert engine.pending == 0
+    for held in engine.doors.open_doors():
+        assert worker.worked.get(held.serial), f"{held.door} held open, no open of it worked"

@@ -27,7 +27,7 @@ from aioknock.daemon.logreader import LineReader
 from aioknock.daemon.packet import Packet
 from aioknock.errors import ConfigError, InvalidValue
 
-KERNEL = LineReader.for_format("kernel")
+KERNEL = LineReader.build("kernel")
 NOW = 1_700_000_000.0
 
 V4_SYN = (
@@ -115,7 +115,7 @@ def test_kernel_lines(prefix: str, line: str, expected: Packet) -> None:
 
 @pytest.mark.parametrize("name", ["kernel", "iptables", "nftables", " NFTables "])
 def test_kernel_format_names(name: str) -> None:
-    assert LineReader.for_format(name).decode(V4_SYN, NOW) == v4(40001, sport=41846)
+    assert LineReader.build(name).decode(V4_SYN, NOW) == v4(40001, sport=41846)
 
 
 TCP_TAIL = "DPT=40001 WINDOW=64240 RES=0x00 SYN URGP=0 "
@@ -206,7 +206,7 @@ def test_long_hostile_lines_parse_in_linear_time() -> None:
         "IN= OUT= SRC=1.2.3.4 DST=1.2.3.4 " + "x " * 30000,
         "IN=" * 20000 + " OUT=",
     ]
-    readers = [KERNEL, LineReader.for_format("client", DEFAULT_FILEFORMAT)]
+    readers = [KERNEL, LineReader.build("client", DEFAULT_FILEFORMAT)]
     for line in hostile:
         for reader in readers:
             start = time.perf_counter()
@@ -225,7 +225,7 @@ def _client_line(template: str, client: str, remoteport: int, clientport: int = 
 
 @pytest.mark.parametrize("client", ["198.18.0.1", "2001:2::1", "::ffff:198.18.0.1"])
 def test_client_default_fileformat(client: str) -> None:
-    reader = LineReader.for_format("client", DEFAULT_FILEFORMAT)
+    reader = LineReader.build("client", DEFAULT_FILEFORMAT)
     line = _client_line(DEFAULT_FILEFORMAT, client, 40017, 51000)
     expected = Packet(
         NOW, str(ipaddress.ip_address(client.removeprefix("::ffff:"))), 40017, "tcp", 51000
@@ -244,7 +244,7 @@ def test_client_default_fileformat(client: str) -> None:
     ],
 )
 def test_client_custom_templates(template: str) -> None:
-    reader = LineReader.for_format("client", template)
+    reader = LineReader.build("client", template)
     line = _client_line(template, "2001:2::7", 40123, 333)
     sport = 0 if "_CLIENTPORT_" not in template else 333
     assert reader.decode(line, NOW) == Packet(NOW, "2001:2::7", 40123, "tcp", sport)
@@ -252,7 +252,7 @@ def test_client_custom_templates(template: str) -> None:
 
 
 def test_client_lines_with_host_names_or_scope_ids() -> None:
-    reader = LineReader.for_format("client", DEFAULT_FILEFORMAT)
+    reader = LineReader.build("client", DEFAULT_FILEFORMAT)
     assert reader.decode(_client_line(DEFAULT_FILEFORMAT, "knock.example", 40001), NOW) is None
     scoped = _client_line(DEFAULT_FILEFORMAT, "fe80::1%eth0", 40001)
     assert reader.decode(scoped, NOW) == Packet(NOW, "fe80::1", 40001, "tcp", 40999)
@@ -261,7 +261,7 @@ def test_client_lines_with_host_names_or_scope_ids() -> None:
 @pytest.mark.parametrize("template", ["", "_DATE_ _CLIENT_", "_DATE_ _REMOTEPORT_ only"])
 def test_client_template_without_its_fields(template: str) -> None:
     with pytest.raises(InvalidValue):
-        LineReader.for_format("client", template)
+        LineReader.build("client", template)
     with pytest.raises(ConfigError) as err:
         DaemonSettings.of(log_format="client", fileformat=template)
     assert err.value.key == "fileformat"
@@ -271,9 +271,7 @@ def test_client_template_without_its_fields(template: str) -> None:
 
 
 def test_custom_regex_with_named_groups() -> None:
-    reader = LineReader.for_format(
-        r"knock (?P<src>\S+):(?P<sport>\d+) -> (?P<dport>\d+)/(?P<proto>\w+)"
-    )
+    reader = LineReader.build(r"knock (?P<src>\S+):(?P<sport>\d+) -> (?P<dport>\d+)/(?P<proto>\w+)")
     assert reader.decode("x knock 198.18.0.1:5 -> 40001/UDP", NOW) == v4(40001, "udp", 5)
     assert reader.decode("knock 2001:2::1:5 -> 40001/tcp", NOW) == Packet(
         NOW, "2001:2::1", 40001, "tcp", 5
@@ -286,7 +284,7 @@ def test_custom_regex_with_named_groups() -> None:
 
 
 def test_custom_regex_minimal_and_optional_groups() -> None:
-    reader = LineReader.for_format(r"from (?P<src>[\d.]+)(?: port (?P<dport>\S+))?")
+    reader = LineReader.build(r"from (?P<src>[\d.]+)(?: port (?P<dport>\S+))?")
     assert reader.decode("from 198.18.0.1 port 40001", NOW) == v4(40001)
     assert reader.decode("from 198.18.0.1", NOW) is None  # dport did not take part
     assert reader.decode("from 198.18.0.1 port 4_000", NOW) is None
@@ -309,7 +307,7 @@ def test_custom_regex_minimal_and_optional_groups() -> None:
 )
 def test_bad_patterns_are_config_errors(pattern: str, needle: str) -> None:
     with pytest.raises(InvalidValue, match=re.escape(needle)):
-        LineReader.for_format(pattern)
+        LineReader.build(pattern)
     with pytest.raises(ConfigError) as err:
         DaemonSettings.of(log_format=pattern)
     assert err.value.key == "log_format"
@@ -321,8 +319,8 @@ def test_bad_patterns_are_config_errors(pattern: str, needle: str) -> None:
 
 READERS = [
     KERNEL,
-    LineReader.for_format("client", DEFAULT_FILEFORMAT),
-    LineReader.for_format(r"(?P<src>\S+) (?P<dport>\S+) (?P<sport>\S*) ?(?P<proto>\S*)"),
+    LineReader.build("client", DEFAULT_FILEFORMAT),
+    LineReader.build(r"(?P<src>\S+) (?P<dport>\S+) (?P<sport>\S*) ?(?P<proto>\S*)"),
 ]
 TOKENS = st.sampled_from(
     [
@@ -559,19 +557,19 @@ def test_ip_fields_must_follow_in_and_out_directly() -> None:
 
 
 def test_kmsg_lines_must_begin_with_the_prefix() -> None:
-    anchored = LineReader.for_format("kernel", anchored=True)
+    anchored = LineReader.build("kernel", anchored=True)
     assert anchored.decode(SEGFAULT, NOW) is None
     assert anchored.decode(COMM, NOW) is None
     assert anchored.decode(V4_SYN.removeprefix("aioknock: "), NOW) == v4(40001, sport=41846)
     assert anchored.decode(V4_SYN, NOW) is None  # a prefix the daemon was not told about
-    with_prefix = LineReader.for_format("kernel", prefix="aioknock: ", anchored=True)
+    with_prefix = LineReader.build("kernel", prefix="aioknock: ", anchored=True)
     assert with_prefix.decode(V4_SYN, NOW) == v4(40001, sport=41846)
     assert with_prefix.decode("aioknock: " + SEGFAULT, NOW) is None
     assert with_prefix.decode(SEGFAULT.replace("in IN=", "in aioknock: IN="), NOW) is None
 
 
 def test_log_prefix_must_stand_right_before_in() -> None:
-    reader = LineReader.for_format("kernel", prefix="aioknock: ")
+    reader = LineReader.build("kernel", prefix="aioknock: ")
     for prefix in SYSLOG_PREFIXES:
         assert reader.decode(prefix + V4_SYN, NOW) == v4(40001, sport=41846)
     assert reader.decode(UFW, NOW) is None  # another rule's prefix

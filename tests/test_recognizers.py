@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from aioknock.codec.ciphers import CryptCBC, Plain
 from aioknock.codec.fields import KnockFormat, KnockInputs
-from aioknock.codec.knock import Codec
+from aioknock.codec.pipeline import Codec
 from aioknock.codec.portspan import PortSpan
 from aioknock.codec.sequence import Proto
 from aioknock.config.settings import DaemonSettings, DoorSettings

@@ -234,9 +234,14 @@ async def test_a_reload_to_another_file_carries_the_memory(home: Path) -> None:
     await asyncio.to_thread(client, home / "fw.log")
     async with running(daemon_settings(home, from_start=True, replay_file=str(first))) as daemon:
         assert await wait_for(lambda: daemon.counts["accept"] == 1)
+        # A running daemon switches once the new backend is set up: wait for it.
         daemon.reload(daemon_settings(home, replay_file=str(second)))
+        assert await wait_for(
+            lambda: daemon.replay is not None and daemon.replay.path != str(first)
+        )
         assert second.read_bytes() == first.read_bytes()
         daemon.reload(daemon_settings(home))
+        assert await wait_for(lambda: daemon.settings.replay_file == "")
         assert daemon.replay is None
     assert replays_in(second) == 1
 

@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Sequence
 
-from ..codec.knock import KnockPlan
+from ..codec.pipeline import KnockPlan
 from ..config.kinds import AUTO
 from ..config.settings import ClientSettings, KnockSettings
 from ..errors import KnockError, SendError

@@ -16,11 +16,13 @@ import logging
 import signal
 import socket
 import time
+import traceback
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from ..config.settings import DaemonSettings
+from ..config.values import placed
 from ..daemon.encoded import EncodedKnocks
 from ..daemon.engine import Engine, FirewallAction, Log, Open, Policy, Record
 from ..daemon.knockd import SequenceDoors
@@ -28,7 +30,7 @@ from ..daemon.logreader import KMSG
 from ..daemon.packet import Packet
 from ..daemon.recognizer import Recognizer
 from ..daemon.replay import ReplayMemory
-from ..errors import AioknockError
+from ..errors import AioknockError, ConfigError
 from .actions import ActionError, Backend, CommandBackend, NftBackend
 from .follow import Follower
 from .kmsg import Kmsg
@@ -122,7 +124,8 @@ class KnockDaemon:
         self.replay: ReplayFile | None = None
         replays = ReplayMemory()
         self._current = self._prepare(settings, replays)
-        self._previous: _Configuration | None = None
+        self._pending: _Configuration | None = None  # a reload waiting for its set-up
+        self._running = False
         self.engine = Engine(self._current.policy, self._current.recognizers, replays)
         self._use(self._current)
         if self.replay is not None:
@@ -155,7 +158,10 @@ class KnockDaemon:
             replay = None
         elif replay is None or replay.path != settings.replay_file or replay.write != write:
             # -test judges knocks but must not use them up for the real daemon.
-            replay = ReplayFile.load(settings.replay_file, replays.limit, write=write)
+            try:
+                replay = ReplayFile.load(settings.replay_file, replays.limit, write=write)
+            except ConfigError as exc:
+                raise placed(exc, settings.origins) from None
         return _Configuration(settings, recognizers, backend, next(self._ids), replay)
 
     def _use(self, conf: _Configuration) -> None:
@@ -164,10 +170,18 @@ class KnockDaemon:
         self.replay = conf.replay
 
     def reload(self, settings: DaemonSettings) -> None:
-        """New settings; knocks in progress start again, open doors keep their deadlines."""
+        """New settings, checked and built now (ConfigError: the old ones go on). A
+        running daemon sets their firewall backend up first, and switches only if that
+        worked; knocks in progress start again, open doors keep their deadlines."""
         conf = self._prepare(settings, self.engine.replays)
+        if self._running:
+            self._pending = conf
+            self._restart.set()
+        else:  # run() sets the backend up before anything uses it
+            self._switch(conf)
+
+    def _switch(self, conf: _Configuration) -> None:
         older = self.replay
-        self._previous = self._current
         self._use(conf)
         self.engine.reload(conf.policy, conf.recognizers)
         if self.replay is not None and self.replay is not older:
@@ -177,21 +191,26 @@ class KnockDaemon:
             memory.load([*self.replay.digests, *memory.items()])
             self.replay.replace(memory.items())
         self._prune_backends()
-        self._restart.set()
         log.info("configuration reloaded")
 
-    def _revert(self, exc: AioknockError) -> None:
-        """The reloaded configuration's firewall set-up failed: go on with the old one."""
-        log.error("reload failed, keeping the old configuration: %s", exc)
-        assert self._previous is not None  # set by reload(), which precedes any set-up
-        self._use(self._previous)
-        self.engine.reload(self._previous.policy, self._previous.recognizers)
+    async def _reload_pending(self) -> None:
+        """Set the waiting configuration's backend up; switch to it if that worked."""
+        conf, self._pending = self._pending, None
+        if conf is None:
+            return
+        try:
+            await conf.backend.setup()  # a reload may name another table
+        except AioknockError as exc:
+            log.error("reload failed, keeping the old configuration: %s", exc)
+            return
+        if self._pending is None:  # else a newer one came meanwhile: that one is next
+            self._switch(conf)
 
     def _prune_backends(self) -> None:
         """Forget backends that no open door and no queued action needs any more."""
         keep = self.engine.backends_in_use()
         for backend_id in list(self._backends):
-            if backend_id not in keep and not self._inflight[backend_id]:
+            if backend_id not in keep and not self._inflight.get(backend_id):
                 del self._backends[backend_id]
 
     # -------------------------------------------------------------------- actions
@@ -215,21 +234,30 @@ class KnockDaemon:
         never overtake its open."""
         while True:
             action = await self._queue.get()
-            backend = self._backends[action.backend]
             try:
-                if isinstance(action, Open):
-                    await backend.open(action.door, action.duration)
-                else:
-                    await backend.close(action.door, action.duration)
-                error = None
-            except ActionError as exc:
-                error = str(exc)
-            try:
+                error = await self._run_action(action)
                 self.engine.action_done(action, error)
                 self._perform()  # before task_done: what it queues is waited for too
             finally:
                 self._inflight[action.backend] -= 1
+                if not self._inflight[action.backend]:
+                    del self._inflight[action.backend]
                 self._queue.task_done()
+
+    async def _run_action(self, action: FirewallAction) -> str | None:
+        """Run one firewall action; why it failed, or None."""
+        backend = self._backends[action.backend]
+        try:
+            if isinstance(action, Open):
+                await backend.open(action.door, action.duration)
+            else:
+                await backend.close(action.door, action.duration)
+        except ActionError as exc:
+            return str(exc)
+        except Exception as exc:  # a bug: said in one line, and the daemon goes on
+            log.debug("%s", "".join(traceback.format_exception(exc)).rstrip())
+            return f"internal error: {type(exc).__name__}: {exc}"
+        return None
 
     async def _timer(self) -> None:
         """Call the engine back when its next deadline comes (doors to close)."""
@@ -261,6 +289,8 @@ class KnockDaemon:
 
     async def _read_file(self, conf: _Configuration) -> None:
         async for lines in self._lines(conf):
+            if self._current.source != conf.source:
+                return  # switched to another file or to capture: that one reads now
             reader, now = self.settings.reader, self.clock()  # the reader of the day
             assert reader is not None
             packets = [p for line in lines if (p := reader.decode(line, now)) is not None]
@@ -316,7 +346,12 @@ class KnockDaemon:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._current.backend.setup()
+        self._running = True  # from now on a reload waits for its backend's set-up
+        try:
+            await self._current.backend.setup()
+        except BaseException:
+            self._running = False
+            raise
         worker = asyncio.create_task(self._work())
         timer = asyncio.create_task(self._timer())
         stopper = asyncio.create_task(stop.wait())
@@ -333,6 +368,7 @@ class KnockDaemon:
                 await self._queue.join()  # each command is bounded by ACTION_TIMEOUT
             finally:
                 await _cancelled(worker)
+                self._running = False
             c = self.counts
             log.info("stopped: %d packets, %d accepted, %d refused, %d ignored",
                      c["packets"], c["accept"], c["refuse"], c["ignore"])  # fmt: skip
@@ -351,10 +387,7 @@ class KnockDaemon:
             if stopper in done:
                 return
             self._restart.clear()
-            try:
-                await self._current.backend.setup()  # a reload may name another table
-            except AioknockError as exc:
-                self._revert(exc)
+            await self._reload_pending()
 
 
 async def _cancelled(task: asyncio.Task[object]) -> None:

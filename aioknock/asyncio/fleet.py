@@ -173,7 +173,8 @@ def _ports(settings: ClientSettings, target: Resolved, result: KnockResult) -> P
     return plan.ports
 
 
-HostSpec = str | tuple[str, Mapping[str, Any]]  # a host, or a host and its own settings
+# A host; or a host and its own settings, whole or as keys to change.
+HostSpec = str | tuple[str, ClientSettings | Mapping[str, Any]]
 
 
 async def _iterate(
@@ -200,8 +201,9 @@ async def knock_many(
     are settings keys for every host (``timeout=0.1``, ``verify=22``...).
 
     A target is a host name or address, or ``(host, {"port": 2222, ...})`` to override
-    settings for that host. Breaking out of the loop, or cancelling the task that runs
-    it, cancels the hosts in flight and closes all their sockets.
+    settings for that host, or ``(host, settings)``: its whole settings, as they are. Breaking out
+    of the loop, or cancelling the task that runs it, cancels the hosts in flight and
+    closes all their sockets.
 
     A full garbage collection walks every live object and holds up the knocks due
     meanwhile (~8 ms with 1,000 hosts in flight); a tool that knocks large fleets at
@@ -292,6 +294,8 @@ def host_settings(
     if isinstance(target, str):
         return target, settings
     host, overrides = target
+    if isinstance(overrides, ClientSettings):
+        return host, overrides  # built (and checked) already: a hosts-file line's
     if not overrides:
         return host, settings
     at = host if where is None else where

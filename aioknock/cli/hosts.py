@@ -33,14 +33,15 @@ def parse_line(line: str, where: str, base: ClientSettings | None = None) -> Hos
         if not eq:
             raise ConfigError(f"expected key=value after the host, got {word!r}", source=where)
         overrides[canonical(key)] = value
-    # Each value checked here, so that a bad one names its line instead of ending the run.
-    read_values(ClientSettings, [Given(k, v, where) for k, v in overrides.items()], host=True)
-    if base is not None and overrides:
-        try:
-            host_settings((host, overrides), base, where)
-        except ConfigError as exc:
-            raise ConfigError(f"{exc.message} (for {host})", source=where, key=exc.key) from None
-    return (host, overrides) if overrides else host
+    if not overrides:
+        return host
+    if base is None:  # each value checked, so that a bad one names its line
+        read_values(ClientSettings, [Given(k, v, where) for k, v in overrides.items()], host=True)
+        return host, overrides
+    try:  # the host's settings made whole now: nothing is read again when it is knocked
+        return host_settings((host, overrides), base, where)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc.message} (for {host})", source=where, key=exc.key) from None
 
 
 def from_lines(

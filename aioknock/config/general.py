@@ -76,6 +76,16 @@ class _Chunk:
 
 
 @dataclass(slots=True)
+class _Pending:
+    """What reading one file carries from one line to the next."""
+
+    comment_at: int = 0  # line of an open /* ... */, else 0
+    longline: str | None = None  # a line continued with a backslash, so far
+    long_at: int = 0
+    heredoc: tuple[str, str, int, list[str]] | None = None  # key, terminator, line, body
+
+
+@dataclass(slots=True)
 class _Open:
     """A block whose end tag has not been seen yet."""
 
@@ -138,70 +148,89 @@ class _Reader:
         lines = text.split("\n")  # Perl splits on LF only; "\r" stays on the line
         if lines[-1] == "":
             lines.pop()
-        comment_at = 0  # line of an open /* ... */, else 0
-        longline: str | None = None
-        long_at = 0
-        heredoc: tuple[str, str, int, list[str]] | None = None  # key, terminator, line, body
+        state = _Pending()
         for lineno, line in enumerate(lines, 1):
-            if heredoc is not None:
-                key, end, start, body = heredoc
-                m = re.match(r"(\s*)" + re.escape(end) + r"\s*$", line, _A)
-                if m is None:
-                    body.append(line)
-                    continue
-                if indent := m[1]:  # "  EOF" removes that indentation from every body line
-                    value = "".join(b.removeprefix(indent) + "\n" for b in body)
-                else:
-                    value = "\n".join(body)
-                self.chunks.append(_Chunk("", source, start, (key, value.strip(_WS))))
-                heredoc = None
+            if state.heredoc is not None:
+                self._heredoc_line(state, line, source)
                 continue
-            if _C_ONE_LINE.search(line):
-                line = _C_ONE_LINE.sub("", line, count=1)
-            elif _C_START.match(line):
-                comment_at = 0 if _C_START_CLOSED.search(line) else comment_at or lineno
-            elif "*/" in line:
-                if not comment_at:
-                    raise ConfigError("'*/' without an opening '/*'", source=source, line=lineno)
-                comment_at = 0
-                line = _C_END.sub("", line, count=1)
-            if comment_at:
-                continue
-            line = _HASH_COMMENT.sub("", line, count=1)
-            if line.endswith("\\") and not line.endswith("\\\\"):
-                if not longline:
-                    long_at = lineno
-                longline = (longline or "") + line[:-1].lstrip(_WS)
-                continue
-            if m := _EMPTY_BLOCK.search(line):  # <name/> is <name></name>
-                name = re.sub(r"\s\s*.*$", "", m[1], count=1, flags=_A)
-                self.chunks.append(_Chunk(re.sub(r"/>$", ">", line, count=1), source, lineno))
-                self.chunks.append(_Chunk(f"</{name}>", source, lineno))
-                continue
-            if m := _HEREDOC_EQ.match(line) or _HEREDOC_WS.match(line):
-                if _perl_true(m[1]):
-                    heredoc = (m[1], m[2], lineno, [])
-                continue
-            if _perl_true(longline):
-                self.chunks.append(_Chunk(f"{longline}{line.lstrip(_WS)}", source, long_at))
-                longline = None
-                continue
-            if not line.strip(_WS):
-                continue
-            m = _INCLUDE_QUOTED.match(line)
-            incl = m[2] if m else (m[1] if (m := _INCLUDE.match(line)) else None)
-            if _perl_true(incl):
-                self.include(incl, source, lineno, base_dir)
-            else:
-                self.chunks.append(_Chunk(line, source, lineno))
-        if heredoc is not None:
-            msg = f"here-doc '{heredoc[0]} <<{heredoc[1]}' has no closing '{heredoc[1]}' line"
-            raise ConfigError(msg, source=source, line=heredoc[2])
-        if comment_at:
-            raise ConfigError("'/*' comment is never closed", source=source, line=comment_at)
-        if longline:
+            uncommented = self._uncomment(state, line, source, lineno)
+            if uncommented is not None:
+                self._logical_line(state, uncommented, source, lineno, base_dir)
+        self._unterminated(state, source)
+
+    def _heredoc_line(self, state: _Pending, line: str, source: str) -> None:
+        assert state.heredoc is not None
+        key, end, start, body = state.heredoc
+        m = re.match(r"(\s*)" + re.escape(end) + r"\s*$", line, _A)
+        if m is None:
+            body.append(line)
+            return
+        if indent := m[1]:  # "  EOF" removes that indentation from every body line
+            value = "".join(b.removeprefix(indent) + "\n" for b in body)
+        else:
+            value = "\n".join(body)
+        self.chunks.append(_Chunk("", source, start, (key, value.strip(_WS))))
+        state.heredoc = None
+
+    @staticmethod
+    def _uncomment(state: _Pending, line: str, source: str, lineno: int) -> str | None:
+        """The line without its comments; None inside a ``/* ... */`` comment."""
+        if _C_ONE_LINE.search(line):
+            line = _C_ONE_LINE.sub("", line, count=1)
+        elif _C_START.match(line):
+            state.comment_at = 0 if _C_START_CLOSED.search(line) else state.comment_at or lineno
+        elif "*/" in line:
+            if not state.comment_at:
+                raise ConfigError("'*/' without an opening '/*'", source=source, line=lineno)
+            state.comment_at = 0
+            line = _C_END.sub("", line, count=1)
+        if state.comment_at:
+            return None
+        return _HASH_COMMENT.sub("", line, count=1)
+
+    def _logical_line(
+        self, state: _Pending, line: str, source: str, lineno: int, base_dir: Path
+    ) -> None:
+        """Continuations, ``<name/>``, here-doc starts, includes; the rest is a chunk."""
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            if not state.longline:
+                state.long_at = lineno
+            state.longline = (state.longline or "") + line[:-1].lstrip(_WS)
+            return
+        if m := _EMPTY_BLOCK.search(line):  # <name/> is <name></name>
+            name = re.sub(r"\s\s*.*$", "", m[1], count=1, flags=_A)
+            self.chunks.append(_Chunk(re.sub(r"/>$", ">", line, count=1), source, lineno))
+            self.chunks.append(_Chunk(f"</{name}>", source, lineno))
+            return
+        if m := _HEREDOC_EQ.match(line) or _HEREDOC_WS.match(line):
+            if _perl_true(m[1]):
+                state.heredoc = (m[1], m[2], lineno, [])
+            return
+        if _perl_true(state.longline):
+            self.chunks.append(_Chunk(f"{state.longline}{line.lstrip(_WS)}", source, state.long_at))
+            state.longline = None
+            return
+        if not line.strip(_WS):
+            return
+        m = _INCLUDE_QUOTED.match(line)
+        incl = m[2] if m else (m[1] if (m := _INCLUDE.match(line)) else None)
+        if _perl_true(incl):
+            self.include(incl, source, lineno, base_dir)
+        else:
+            self.chunks.append(_Chunk(line, source, lineno))
+
+    @staticmethod
+    def _unterminated(state: _Pending, source: str) -> None:
+        """What Perl drops or only warns about at the end of a file is an error here."""
+        if state.heredoc is not None:
+            key, end, start, _ = state.heredoc
+            msg = f"here-doc '{key} <<{end}' has no closing '{end}' line"
+            raise ConfigError(msg, source=source, line=start)
+        if state.comment_at:
+            raise ConfigError("'/*' comment is never closed", source=source, line=state.comment_at)
+        if state.longline:
             msg = "line ends with '\\' but the file ends"
-            raise ConfigError(msg, source=source, line=long_at)
+            raise ConfigError(msg, source=source, line=state.long_at)
 
     def include(self, name: str, source: str, line: int, base_dir: Path) -> None:
         # Deliberate deviation: Perl's default resolves against the cwd (wrong under systemd).

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,19 @@ from .general import Block, Entry
 from .kinds import PATH
 from .settings import ClientSettings, DoorSettings, KnockSettings
 from .table import Table
-from .values import FLAG_KEY, Given, Values, canonical, check_key, make, place, placed, read_values
+from .values import (
+    FLAG_KEY,
+    Given,
+    Values,
+    canonical,
+    check_key,
+    config_relative,
+    make,
+    place,
+    placed,
+    read_key_file,
+    read_values,
+)
 
 log = logging.getLogger("aioknock.config")
 
@@ -98,42 +109,6 @@ def _merge(layers: list[Layer]) -> tuple[list[Given], dict[str, int]]:
     return given, rank
 
 
-def _warn_readable(path: Path, where: str) -> None:
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        log.warning(
-            "%s: key_file %s can be read by others (mode %o); chmod 600 it",
-            where, path, stat.S_IMODE(mode),
-        )  # fmt: skip
-
-
-def _config_relative(value: str, where: str) -> Path:
-    """A file name as given; a relative one in a config file is relative to that file
-    (a daemon's working folder is ``/``)."""
-    path = Path(value).expanduser()
-    source = place(where)
-    if not path.is_absolute() and "line" in source:
-        return Path(source["source"]).parent / path
-    return path
-
-
-def _read_key_file(value: str, where: str) -> tuple[str, Path]:
-    key_path = _config_relative(value, where)
-    at = {"key": "key_file", **place(where)}
-    try:
-        lines = key_path.read_text(encoding="utf-8").splitlines()
-    except ValueError:  # a NUL in the path
-        raise ConfigError(f"{value!r} is not a usable file name", **at) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {key_path}: {exc.strerror or exc}", **at) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{key_path} is not UTF-8 text", **at) from None
-    if not lines or not lines[0]:
-        raise ConfigError(f"{key_path} has an empty first line", **at)
-    _warn_readable(key_path, where)
-    return lines[0], key_path
-
-
 def _resolve_key(read: Values, rank: dict[str, int]) -> None:
     """Pick the passphrase: ``key`` or ``key_file``, whichever comes from the later layer."""
     values, origins = read.values, read.origins
@@ -150,7 +125,7 @@ def _resolve_key(read: Values, rank: dict[str, int]) -> None:
             has_file = False
     if has_file:
         where = origins["key_file"]
-        values["key"], key_path = _read_key_file(values["key_file"], where)
+        values["key"], key_path = read_key_file(values["key_file"], where)
         origins["key"] = f"{where} ({key_path})"
     elif has_key and origins.get("key") == CLI:
         log.warning("the key given on the command line is visible to other users in ps; "
@@ -162,7 +137,7 @@ def _resolve_paths(cls: type[Table], read: Values) -> None:
     for key, value in read.values.items():
         row = cls.row(key)
         if row is not None and row.kind is PATH and value:
-            read.values[key] = str(_config_relative(value, read.origins[key]))
+            read.values[key] = str(config_relative(value, read.origins[key]))
 
 
 def parse_doors(blocks: list[Entry]) -> tuple[DoorSettings, ...]:

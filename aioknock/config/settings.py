@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Self
 
 from ..codec.ciphers import Cipher, CryptCBC, Plain, cipher_names
 from ..codec.fields import FIELD_NAMES, KnockFormat
-from ..codec.knock import Codec
 from ..codec.logtemplate import LogTemplate
+from ..codec.pipeline import Codec
 from ..codec.portspan import MAX_BITS, PortSpan
 from ..codec.sequence import Hit, Proto
 from ..daemon import nftables
@@ -127,6 +127,7 @@ class KnockSettings(Table):
         return override(cls(), values, f"{cls.__name__}.of() argument")
 
     def __post_init__(self) -> None:
+        self.read_text()
         if self.encrypt and not self.key:
             raise ConfigError("encryption needs a passphrase: set key, key_file or AIOKNOCK_KEY",
                               key="encrypt")  # fmt: skip
@@ -213,6 +214,7 @@ class DoorSettings(Table):
     BLOCK: ClassVar[str] = "door"
 
     def __post_init__(self) -> None:
+        self.read_text()
         if len(self.sequence) < 2:
             raise ConfigError(f"door {self.name!r} needs a sequence of 2 or more ports")
         if len(set(self.sequence)) != len(self.sequence):
@@ -250,8 +252,8 @@ class DaemonSettings(KnockSettings):
                          metavar="NAME")  # fmt: skip
     encoded: bool = opt(True, BOOL, "accept encoded knocks (no = sequence doors only)")
     knock_timeout: float = opt(10.0, seconds(0.001), "seconds within which a knock must complete")
-    max_sources: int = opt(10_000, integer(1, 10_000_000),
-                           "knocks in progress at most; the oldest is dropped first")  # fmt: skip
+    max_sources: int = opt(10_000, integer(1, 10_000_000), "knocks in progress at most, per "
+                           "kind of knock; the oldest is dropped first")  # fmt: skip
     time_tolerance: float = opt(120.0, seconds(1),
                                 "how far time fields may be from the daemon's clock")  # fmt: skip
     allow_nat: bool = opt(False, BOOL,

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..errors import ConfigError, InvalidValue
 from .kinds import Kind
 
 
@@ -43,6 +44,17 @@ class Key:
     def default_text(self) -> str:
         """The default as people write it; "" for none."""
         return "" if self.required else self.kind.show(self.default)
+
+    def read(self, raw: object) -> Any:
+        """``raw`` read by the kind; a ConfigError naming this key if it cannot be."""
+        try:
+            return self.kind(raw)
+        except InvalidValue as exc:
+            raise ConfigError(str(exc), key=self.name) from None
+        except (ValueError, TypeError, KeyError):
+            shown = "a value that is not text" if self.secret else repr(raw)
+            raise ConfigError(f"expected {self.kind.expected}, got {shown}",
+                              key=self.name) from None  # fmt: skip
 
 
 class Table:
@@ -86,6 +98,15 @@ class Table:
                 yield name, value
             else:
                 yield name, key.kind.show(value)
+
+    def read_text(self) -> None:
+        """Text given straight to the constructor (``ClientSettings(portspan="745-1000")``)
+        is read by its kind, as the loader reads it: every way of making settings checks
+        them alike."""
+        for key in self.table():
+            value = getattr(self, key.name)
+            if isinstance(value, str) and not isinstance(key.default, str):
+                object.__setattr__(self, key.name, key.read(value))
 
     def origin(self, name: str) -> str:
         """Where a value came from, e.g. ``/etc/x.conf:12`` or ``default``."""

@@ -13,11 +13,13 @@ import dataclasses
 import difflib
 import logging
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from ..errors import ConfigError, InvalidValue
+from ..errors import ConfigError
 from .kinds import FLAG
 from .table import Key, Table, per_host_keys
 
@@ -83,15 +85,10 @@ def check_key(cls: type[Table], key: str, where: str, *, host: bool = False) -> 
 
 def read_value(row: Key, raw: object, where: str | None = None) -> Any:
     """``raw`` read by the row's kind; the error names the key (and ``where``)."""
-    at = place(where) if where else {}
     try:
-        return row.kind(raw)
-    except InvalidValue as exc:
-        raise ConfigError(str(exc), key=row.name, **at) from None
-    except (ValueError, TypeError, KeyError):
-        shown = "a value that is not text" if row.secret else repr(raw)
-        raise ConfigError(f"expected {row.kind.expected}, got {shown}", key=row.name,
-                          **at) from None  # fmt: skip
+        return row.read(raw)
+    except ConfigError as exc:
+        raise placed(exc, {}, where) from None
 
 
 @dataclass(slots=True)
@@ -132,6 +129,42 @@ def make(cls: type[T], read: Values, fallback: str | None = None, **extra: Any) 
         raise placed(exc, read.origins, fallback) from None
 
 
+def _warn_readable(path: Path, where: str) -> None:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning(
+            "%s: key_file %s can be read by others (mode %o); chmod 600 it",
+            where, path, stat.S_IMODE(mode),
+        )  # fmt: skip
+
+
+def config_relative(value: str, where: str) -> Path:
+    """A file name as given; a relative one in a config file is relative to that file
+    (a daemon's working folder is ``/``)."""
+    path = Path(value).expanduser()
+    source = place(where)
+    if not path.is_absolute() and "line" in source:
+        return Path(source["source"]).parent / path
+    return path
+
+
+def read_key_file(value: str, where: str) -> tuple[str, Path]:
+    key_path = config_relative(value, where)
+    at = {"key": "key_file", **place(where)}
+    try:
+        lines = key_path.read_text(encoding="utf-8").splitlines()
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"{value!r} is not a usable file name", **at) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {key_path}: {exc.strerror or exc}", **at) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key_path} is not UTF-8 text", **at) from None
+    if not lines or not lines[0]:
+        raise ConfigError(f"{key_path} has an empty first line", **at)
+    _warn_readable(key_path, where)
+    return lines[0], key_path
+
+
 def override(settings: T, overrides: Mapping[str, Any], where: str, *, host: bool = False) -> T:
     """``settings`` with some keys replaced, each read by its kind (None: not given).
 
@@ -142,6 +175,11 @@ def override(settings: T, overrides: Mapping[str, Any], where: str, *, host: boo
     read = read_values(type(settings), given, host=host)
     if not given:
         return settings
+    if read.values.get("key_file"):
+        if read.values.get("key"):
+            raise ConfigError("both key and key_file are given; keep one", key="key_file",
+                              **place(where))  # fmt: skip
+        read.values["key"], _ = read_key_file(read.values["key_file"], where)
     try:
         changed: T = dataclasses.replace(
             cast(Any, settings), **read.values, flags={**settings.flags, **read.flags},

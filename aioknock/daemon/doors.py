@@ -89,7 +89,7 @@ class OpenDoor:
     serial: int = 0  # tells this opening from a later one of the same door
 
 
-Verdict = Literal["open", "extend", "cooldown"]
+Outcome = Literal["open", "extend", "cooldown"]  # what a request for a door came to
 
 
 class DoorTable:
@@ -107,12 +107,6 @@ class DoorTable:
         self._deadlines: list[tuple[float, int, Key]] = []  # a heap; stale entries skipped
         self._order = itertools.count()
 
-    def __len__(self) -> int:
-        return len(self._open)
-
-    def __contains__(self, key: Key) -> bool:
-        return key in self._open
-
     def get(self, key: Key) -> OpenDoor | None:
         return self._open.get(key)
 
@@ -122,7 +116,7 @@ class DoorTable:
     def request(
         self, door: Door, now: float, *, duration: float | None = None, backend: int = 0,
         closes_itself: bool = False,
-    ) -> Verdict:  # fmt: skip
+    ) -> Outcome:  # fmt: skip
         """Open ``door`` (or extend it, when open) for ``duration`` (default: the table's).
 
         An extended door keeps the backend that opened it.

@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ..codec.fields import Fields, time_values
-from ..codec.knock import Codec
+from ..codec.pipeline import Codec
 from ..codec.sequence import Hit
 from ..errors import KnockError
 from .packet import Packet
@@ -52,7 +52,7 @@ class EncodedKnocks:
         if packet.proto != "tcp" or packet.dport not in self._span:
             return []
         queue = self._queues.get(packet)
-        if queue.duplicate(packet):
+        if queue.duplicate(packet, self.codec.knock_length):
             return [Ignored(packet.src, f"duplicate SYN to port {packet.dport}")]
         queue.ports.append(packet.dport)
         if len(queue.ports) < self.codec.knock_length:

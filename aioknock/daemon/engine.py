@@ -72,6 +72,17 @@ Action = Log | Record | Open | Close
 FirewallAction = Open | Close
 
 
+@dataclass(slots=True)
+class _Opening:
+    """A door with opens (its first, or refreshes) that have not reported yet. Until they
+    have, it is neither forgotten nor closed: it is open if any of them worked."""
+
+    held: OpenDoor
+    running: int = 0  # opens handed out and not yet reported
+    opened: bool = False  # one of them worked (or the door was open before)
+    closing: str | None = None  # it came due meanwhile: close it then, with this reason
+
+
 class Engine:
     """``replays``: the memory of used knocks that the recognizers share; like the open
     doors, it outlives every reload."""
@@ -83,9 +94,8 @@ class Engine:
         self.pending = 0  # firewall actions handed out and not yet done
         self.doors = DoorTable(policy.duration, policy.cooldown)
         self.replays = ReplayMemory() if replays is None else replays
-        # Doors whose first open has not been reported yet, by serial; with the reason
-        # to close them once it has, when they came due (or the daemon stopped) meanwhile.
-        self._opening: dict[int, tuple[OpenDoor, str | None]] = {}
+        # Doors with opens not reported yet, by serial (see _Opening).
+        self._opening: dict[int, _Opening] = {}
         self._actions: list[Action] = []
         self._configure(policy, recognizers)
 
@@ -140,16 +150,23 @@ class Engine:
         if error is not None:
             verb = "open" if isinstance(action, Open) else "close"
             self._log(logging.ERROR, f"could not {verb} {action.door}: {error}")
-        if not isinstance(action, Open) or action.refresh:
+        if isinstance(action, Open):
+            self._opened(action.serial, error is None)
+
+    def _opened(self, serial: int, worked: bool) -> None:
+        opening = self._opening.get(serial)
+        if opening is None:
             return
-        held, closing = self._opening.pop(action.serial, (None, None))
-        if held is None:
+        opening.running -= 1
+        opening.opened = opening.opened or worked
+        if opening.running:
             return
-        if error is not None:
-            self.doors.forget(held)  # never opened: nothing to close; a new knock opens it
-        elif closing is not None:
-            self.doors.forget(held)
-            self._close(held, closing)
+        del self._opening[serial]
+        if not opening.opened:
+            self.doors.forget(opening.held)  # nothing to close; a new knock opens it
+        elif opening.closing is not None:
+            self.doors.forget(opening.held)
+            self._close(opening.held, opening.closing)
 
     def stop(self) -> None:
         """Close what would stay open for good once the daemon is gone: doors opened by
@@ -200,26 +217,33 @@ class Engine:
             return
         policy = self.policy
         duration = policy.duration if grant.duration is None else grant.duration
-        verdict = self.doors.request(door, now, duration=duration, backend=policy.backend,
+        outcome = self.doors.request(door, now, duration=duration, backend=policy.backend,
                                      closes_itself=policy.closes_itself)  # fmt: skip
-        if verdict == "cooldown":
+        if outcome == "cooldown":
             self._refuse(grant.source, f"cooldown, {door} was opened moments ago", grant.via)
             return
         self.counts["accept"] += 1
-        action = "opening" if verdict == "open" else "extending"
+        action = "opening" if outcome == "open" else "extending"
         self._log(logging.INFO, f"accepted knock from {grant.source} ({grant.via}): "
                                 f"{action} {door} for {duration:g} s")  # fmt: skip
         held = self.doors.get(door.key)
         assert held is not None
-        if verdict == "open" or held.serial in self._opening:
-            self._opening[held.serial] = (held, None)  # extended: no longer to be closed
-        if verdict == "open" or held.closes_itself:  # a command's rule needs no refresh
-            refresh = verdict == "extend"
-            self._firewall(Open(door, duration, held.backend, refresh, held.serial))
+        opening = self._opening.get(held.serial)
+        if opening is not None:
+            opening.closing = None  # extended: no longer to be closed when the open reports
+        if outcome == "extend" and not held.closes_itself:
+            return  # a command's rule stays as it is: a second one would outlive the close
+        if opening is None:
+            opening = self._opening[held.serial] = _Opening(held, opened=outcome == "extend")
+        opening.running += 1
+        # A refresh asks the kernel for what remains of the door's (extended) time.
+        seconds = duration if outcome == "open" else held.deadline - now
+        self._firewall(Open(door, seconds, held.backend, outcome == "extend", held.serial))
 
     def _close(self, held: OpenDoor, why: str) -> None:
-        if held.serial in self._opening:  # close it once its open is known to have worked
-            self._opening[held.serial] = (held, why)
+        opening = self._opening.get(held.serial)
+        if opening is not None:  # close it once its opens are known to have worked
+            opening.closing = why
             self.doors.keep(held)
             return
         self._log(logging.INFO, f"closing {held.door}{why}")

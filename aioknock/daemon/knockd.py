@@ -43,6 +43,7 @@ class SequenceDoors:
         self.doors = tuple(doors)
         self._progress = SourceTable(_Progress, timeout=knock_timeout, limit=max_sources)
         self._hits = frozenset(hit for door in self.doors for hit in door.sequence)
+        self._remembered = 2 * max((len(door.sequence) for door in self.doors), default=1)
 
     @property
     def sources(self) -> int:
@@ -56,7 +57,7 @@ class SequenceDoors:
         if hit not in self._hits:
             return []
         progress = self._progress.get(packet)
-        if progress.duplicate(packet):
+        if progress.duplicate(packet, self._remembered):
             return [Ignored(packet.src, f"duplicate SYN to port {packet.dport}")]
         out: list[Verdict] = [
             grant for door in self.doors if (grant := self._step(door, progress, packet, hit))

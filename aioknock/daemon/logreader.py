@@ -117,13 +117,18 @@ class LineReader:
 
     @classmethod
     def build(
-        cls, fmt: LogFormat, template: LogTemplate, *, prefix: str = "", anchored: bool = False
-    ) -> LineReader:
-        """``prefix``: the firewall rule's log prefix; kernel lines count only with it right
-        before IN=. ``anchored``: the line is a bare kernel message, which must begin with
-        the prefix, so text the kernel quotes from user space later in a message of its
-        own (a crashing program's name) cannot pass for a firewall line. A ``client``
-        template must hold _CLIENT_ and _REMOTEPORT_ (else InvalidValue)."""
+        cls, fmt: LogFormat | str, template: LogTemplate | str = "", *, prefix: str = "",
+        anchored: bool = False,
+    ) -> LineReader:  # fmt: skip
+        """A reader for ``fmt`` (``kernel``, ``client`` with ``template``, or a pattern; as
+        the settings read them, or as text). ``prefix``: the firewall rule's log prefix;
+        kernel lines count only with it right before IN=. ``anchored``: the line is a
+        bare kernel message, which must begin with the prefix, so text the kernel quotes
+        from user space later in a message of its own (a crashing program's name) cannot
+        pass for a firewall line. A ``client`` template must hold _CLIENT_ and
+        _REMOTEPORT_ (else InvalidValue)."""
+        fmt = LogFormat.parse(fmt) if isinstance(fmt, str) else fmt
+        template = LogTemplate(template) if isinstance(template, str) else template
         if fmt.name == "kernel":
             if prefix or anchored:
                 return cls(re.compile(re.escape(prefix) + KERNEL.pattern), True, anchored)
@@ -136,14 +141,6 @@ class LineReader:
             return cls(template.pattern, template=template)
         assert fmt.pattern is not None
         return cls(fmt.pattern)
-
-    @classmethod
-    def for_format(
-        cls, log_format: str, fileformat: str = "", *, prefix: str = "", anchored: bool = False
-    ) -> LineReader:
-        """``kernel`` (iptables/nftables), ``client`` (our fileformat) or a pattern, as text."""
-        fmt = LogFormat.parse(log_format)
-        return cls.build(fmt, LogTemplate(fileformat), prefix=prefix, anchored=anchored)
 
     def decode(self, line: str, now: float) -> Packet | None:
         groups = self._groups(line)

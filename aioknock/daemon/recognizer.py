@@ -80,11 +80,16 @@ class InProgress:
     started: float
     seen: set[int] = field(default_factory=set)  # sport << 16 | dport: small ints
 
-    def duplicate(self, packet: Packet) -> bool:
-        """A SYN seen before (same source port): a retransmission, not a new knock."""
+    def duplicate(self, packet: Packet, limit: int) -> bool:
+        """A SYN seen before (same source port): a retransmission, not a new knock.
+
+        At most ``limit`` are kept (a knock's length, say): a source that sends more,
+        each from a new port, costs no more memory, only the memory of the oldest."""
         key = packet.sport << 16 | packet.dport
         if packet.sport and key in self.seen:
             return True
+        if len(self.seen) >= limit:
+            self.seen.clear()
         self.seen.add(key)
         return False
 
