@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +19,7 @@ from aioknock.config.settings import DaemonSettings, DoorSettings
 from aioknock.daemon.encoded import EncodedKnocks
 from aioknock.daemon.knockd import SequenceDoors
 from aioknock.daemon.packet import Packet
-from aioknock.daemon.recognizer import Grant, Recognizer, Refusal, Verdict
+from aioknock.daemon.recognizer import PROBATION, Grant, Recognizer, Refusal, Verdict
 from aioknock.daemon.replay import DIGEST_SIZE, ReplayMemory
 
 DEFAULTS = DaemonSettings()
@@ -263,8 +265,94 @@ def test_flood_memory_bounded_and_no_false_open() -> None:
         src = f"198.18.{rng.randrange(40)}.{rng.randrange(1, 255)}"
         for d in tracker.receive(Packet(NOW + i * 1e-4, src, rng.randrange(745, 1001), "tcp", i)):
             opened += d.verdict == "accept"
-        assert tracker.sources <= 1000
+        # max_sources knocks in progress, and single SYNs on probation besides (issue 12).
+        assert tracker.sources <= (1 + PROBATION) * 1000
     assert opened == 0
+
+
+def _flooded(
+    tracker: Recognizer, ports: list[int], *, new_per_second: int, syns_each: int = 1,
+    gap: float = 0.2, noise_at: int | None = None,
+) -> list[Verdict]:  # fmt: skip
+    """The genuine knock, one port every ``gap`` seconds, while spoofed sources arrive at
+    ``new_per_second``, each sending ``syns_each`` SYNs into the span; the genuine
+    source's verdicts. ``noise_at``: a spoofed SYN from the genuine source itself
+    before port ``noise_at``."""
+    rng = random.Random(7)
+    verdicts: list[Verdict] = []
+    spoofed = 0
+    for i, port in enumerate(ports):
+        t = NOW + i * gap
+        for _ in range(int(new_per_second * gap)):
+            spoofed += 1
+            src = str(ipaddress.IPv4Address(0xC6130000 + spoofed))  # 198.19.0.0 + n
+            for k in range(syns_each):
+                tracker.receive(Packet(t, src, rng.randrange(745, 1001), "tcp", 1000 + k))
+        if noise_at == i:
+            verdicts += tracker.receive(Packet(t, SRC, rng.randrange(745, 1001), "tcp", 9))
+        verdicts += tracker.receive(Packet(t + gap / 2, SRC, port, "tcp", 40000 + i))
+    return verdicts
+
+
+@pytest.mark.parametrize(
+    ("max_sources", "new_per_second"), [(1000, 500), (10_000, 2_000), (10_000, 50_000)]
+)
+def test_a_flood_of_spoofed_sources_does_not_evict_a_knock(
+    max_sources: int, new_per_second: int
+) -> None:
+    """Issue 12: oldest-first eviction lost every knock at these rates. Sources with one
+    SYN wait on probation and a flood of them churns only that tier."""
+    codec = make_codec()
+    tracker = encoded(codec, max_sources=max_sources)
+    verdicts = _flooded(tracker, knock_ports(codec), new_per_second=new_per_second)
+    assert [v.verdict for v in verdicts] == ["accept"], verdicts
+    assert tracker.sources <= (1 + PROBATION) * max_sources
+
+
+def test_sources_sending_a_few_syns_each_push_out_the_least_advanced_first() -> None:
+    """Spoofed sources that send 3 SYNs each reach the main tier; a knock that has come
+    further than they have stays, and they push one another out instead."""
+    codec = make_codec()
+    tracker = encoded(codec, max_sources=1000)
+    verdicts = _flooded(tracker, knock_ports(codec), new_per_second=2_000, syns_each=3)
+    assert [v.verdict for v in verdicts] == ["accept"], verdicts
+
+
+def test_a_stray_syn_before_the_knock_costs_one_refusal_not_the_knock() -> None:
+    """Issue 12: one SYN spoofed from the client's address turned 5/5 into 0/5."""
+    codec = make_codec()
+    for noise_at in (0, 1):  # before the first port, or before the second
+        tracker = encoded(codec)
+        ports = knock_ports(codec)
+        if noise_at == 0:
+            verdicts = feed(tracker, [811], sport0=1) + feed(tracker, ports, now=NOW + 1)
+            assert [v.verdict for v in verdicts] == ["refuse", "accept"], verdicts
+        else:  # inside the knock: its ports are no longer one window, it fails
+            mixed = [ports[0], 811, *ports[1:]]
+            verdicts = feed(tracker, mixed)
+            assert accepted(verdicts) == []
+            assert [v.verdict for v in verdicts] == ["refuse"]
+
+
+def test_garbage_from_one_source_is_refused_once_per_knock_length() -> None:
+    codec = make_codec()
+    tracker = encoded(codec)
+    n = codec.knock_length
+    rng = random.Random(3)
+    verdicts = feed(tracker, [rng.randrange(745, 1001) for _ in range(3 * n)])
+    assert [v.verdict for v in verdicts] == ["refuse"] * 3
+    assert tracker.sources == 1  # its window slides on, at the lowest rank
+
+
+def test_a_knock_must_come_within_knock_timeout() -> None:
+    """The window holds no port older than knock_timeout, however the ports arrived."""
+    codec = make_codec()
+    tracker = encoded(codec, knock_timeout=5)
+    ports = knock_ports(codec)
+    slow = [Packet(NOW + i * 0.5, SRC, p, "tcp", 40000 + i) for i, p in enumerate(ports)]
+    assert [v for p in slow for v in tracker.receive(p)] == []  # 32 ports over 15.5 s
+    fast = feed(encoded(codec, knock_timeout=16), ports)
+    assert [v.verdict for v in fast] == ["accept"]
 
 
 def test_sequence_door() -> None:
@@ -285,3 +373,16 @@ def test_sequence_door() -> None:
     for i, (port, proto) in enumerate(wrong):
         decisions += tracker.receive(Packet(NOW + 10 + i, SRC, port, proto, 200 + i))
     assert accepted(decisions) == []
+
+
+def test_a_sequence_must_come_within_knock_timeout() -> None:
+    door = DoorSettings("ssh", ((7000, "tcp"), (8000, "udp"), (9000, "tcp")), 22)
+    tracker = SequenceDoors([door], knock_timeout=5, max_sources=10)
+
+    def hits(*times: float) -> list[Verdict]:
+        packets = [Packet(NOW + t, SRC, port, proto, int(t * 10) + 1)
+                   for (port, proto), t in zip(door.sequence, times, strict=True)]  # fmt: skip
+        return [v for packet in packets for v in tracker.receive(packet)]
+
+    assert accepted(hits(0.0, 1.0, 6.5)) == []  # the last hit came too late
+    assert [v.verdict for v in hits(7.0, 8.0, 9.0)] == ["accept"]

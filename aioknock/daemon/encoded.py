@@ -1,8 +1,12 @@
 """The prototype's encoded knock: a span of ports carrying fields, maybe encrypted.
 
-Per source, the span's ports are queued as they arrive; once the queue holds as
-many ports as a knock has, it is decoded and judged (time fields, CLIENT against
-the source, replay), then the queue starts again.
+Per source, the span's ports are kept as they arrive, at most as many as a knock has
+and none older than ``knock_timeout``: a sliding window. Once it is full it is
+decoded; a knock that decodes is judged (time fields, CLIENT against the source,
+replay) and the window starts again. One that does not loses its oldest port and
+waits for the next: a stray SYN before a knock (noise, or one spoofed from the
+client's address) costs one decode, not the knock. A stray SYN inside a knock breaks
+it: the prototype's knock has nothing to find its ports by but their place.
 """
 
 from __future__ import annotations
@@ -20,8 +24,22 @@ from .replay import ReplayMemory, digest
 
 
 @dataclass(slots=True)
-class _Queue(InProgress):
+class _Window(InProgress):
+    # Lists, not deques: a knock is a few dozen ports, and a list costs a tenth of the
+    # memory, which counts with tens of thousands of sources in a flood.
     ports: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # when each port came
+    failed: int = 0  # windows in a row that did not decode
+
+    def prune(self, now: float, timeout: float) -> None:
+        """Forget ports older than ``timeout``: a knock must come within it."""
+        limit = now - timeout
+        times = self.times
+        if not times or times[0] >= limit:
+            return
+        old = next((i for i, t in enumerate(times) if t >= limit), len(times))
+        del times[:old], self.ports[:old]
+        self.started = times[0] if times else now
 
 
 class EncodedKnocks:
@@ -38,12 +56,13 @@ class EncodedKnocks:
         # Knocks accepted, by their cipher's replay key; bounded by count, not by time: a
         # time field repeats (mod 256), and an altered IV refreshes it (ciphers.py).
         self.replays = ReplayMemory() if replays is None else replays
-        self._queues = SourceTable(_Queue, timeout=knock_timeout, limit=max_sources)
+        self.knock_timeout = knock_timeout
+        self._windows = SourceTable(_Window, timeout=knock_timeout, limit=max_sources)
         self._span = frozenset(codec.span.ports)
 
     @property
     def sources(self) -> int:
-        return len(self._queues)
+        return len(self._windows)
 
     def wanted(self) -> list[Hit]:
         return [(port, "tcp") for port in self.codec.span.ports]
@@ -51,19 +70,32 @@ class EncodedKnocks:
     def receive(self, packet: Packet) -> list[Verdict]:
         if packet.proto != "tcp" or packet.dport not in self._span:
             return []
-        queue = self._queues.get(packet)
-        if queue.duplicate(packet, self.codec.knock_length):
+        window = self._windows.get(packet)
+        if window.duplicate(packet, self.codec.knock_length):
             return [Ignored(packet.src, f"duplicate SYN to port {packet.dport}")]
-        queue.ports.append(packet.dport)
-        if len(queue.ports) < self.codec.knock_length:
+        window.prune(packet.now, self.knock_timeout)
+        window.ports.append(packet.dport)
+        window.times.append(packet.now)
+        if len(window.ports) < self.codec.knock_length:
+            if not window.failed:
+                self._windows.rank(packet.src, window, len(window.ports))
             return []
-        ports = queue.ports
-        self._queues.drop(packet.src)
         try:
-            knock = self.codec.decode(ports)
+            knock = self.codec.decode(list(window.ports))
         except KnockError as exc:
-            return [Refusal(packet.src, exc.reason)]
+            return self._slide(packet.src, window, exc.reason)
+        self._windows.drop(packet.src)
         return [self._judge(packet, knock.fields, knock.payload)]
+
+    def _slide(self, src: str, window: _Window, reason: str) -> list[Verdict]:
+        """The window is not a knock: drop its oldest port and wait for the next. One
+        refusal is logged per knock's length of ports that were not a knock."""
+        del window.ports[0], window.times[0]
+        window.failed += 1
+        self._windows.demote(src, window)
+        if window.failed % self.codec.knock_length == 1 or self.codec.knock_length == 1:
+            return [Refusal(src, reason)]
+        return []
 
     def _judge(self, packet: Packet, fields: Fields, payload: bytes) -> Verdict:
         src = packet.src

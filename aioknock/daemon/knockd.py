@@ -41,6 +41,7 @@ class SequenceDoors:
         self, doors: Sequence[SequenceDoor], *, knock_timeout: float, max_sources: int
     ) -> None:
         self.doors = tuple(doors)
+        self.knock_timeout = knock_timeout
         self._progress = SourceTable(_Progress, timeout=knock_timeout, limit=max_sources)
         self._hits = frozenset(hit for door in self.doors for hit in door.sequence)
         self._remembered = 2 * max((len(door.sequence) for door in self.doors), default=1)
@@ -57,12 +58,19 @@ class SequenceDoors:
         if hit not in self._hits:
             return []
         progress = self._progress.get(packet)
+        if packet.now - progress.started > self.knock_timeout:  # too slow: start again
+            progress.next.clear()
+            progress.seen.clear()
+            progress.started = packet.now
         if progress.duplicate(packet, self._remembered):
             return [Ignored(packet.src, f"duplicate SYN to port {packet.dport}")]
         out: list[Verdict] = [
             grant for door in self.doors if (grant := self._step(door, progress, packet, hit))
         ]
-        if not any(progress.next.values()):
+        furthest = max(progress.next.values(), default=0)
+        if furthest:
+            self._progress.rank(packet.src, progress, furthest)
+        else:
             self._progress.drop(packet.src)
         return out
 

@@ -75,10 +75,12 @@ class Recognizer(Protocol):
 
 @dataclass(slots=True)
 class InProgress:
-    """What every per-source state holds: when it began, and the SYNs already counted."""
+    """What every per-source state holds: when it began, the SYNs already counted, and
+    where the source table ranks it (see ``SourceTable``)."""
 
     started: float
     seen: set[int] = field(default_factory=set)  # sport << 16 | dport: small ints
+    bucket: int = 1
 
     def duplicate(self, packet: Packet, limit: int) -> bool:
         """A SYN seen before (same source port): a retransmission, not a new knock.
@@ -96,37 +98,98 @@ class InProgress:
 
 S = TypeVar("S", bound=InProgress)
 
+PROBATION = 2  # sources with a single packet: up to this many times ``limit``
+DEMOTED = 0  # the bucket of a source that sent what is not a knock: dropped first
+_SWEEPS = 8  # expiry runs this many times per timeout, not on every packet
+
 
 class SourceTable(Generic[S]):
-    """Per-source knocks in progress: at most ``limit``, each for ``timeout`` seconds;
-    when full, the oldest is dropped first."""
+    """Per-source knocks in progress, bounded in memory; under a flood, what looks least
+    like a knock is dropped first.
+
+    A source with one packet is on probation: up to ``PROBATION * limit`` of them, the
+    oldest dropped first, so a flood of spoofed addresses that send one SYN each churns
+    only this tier. From its second packet a source is in the main tier (``limit``),
+    ranked by how far its knock has come (``rank``): when full, the least advanced is
+    dropped, the oldest of those first, and a source its recognizer demoted (it sent
+    what is not a knock) before any other. A genuine knock climbs a rank with
+    every packet; a flood that wants to push it out must send as many packets per
+    spoofed address as the knock has come, within ``timeout``.
+    """
 
     def __init__(self, make: Callable[[float], S], *, timeout: float, limit: int) -> None:
         self.make, self.timeout, self.limit = make, timeout, limit
-        self._states: OrderedDict[str, S] = OrderedDict()
+        self.probation = PROBATION * limit
+        self._states: dict[str, S] = {}
+        self._buckets: dict[int, OrderedDict[str, None]] = {1: OrderedDict()}
+        self._main = 0  # sources past probation
+        self._sweep_at = 0.0
 
     def __len__(self) -> int:
         return len(self._states)
 
     def get(self, packet: Packet) -> S:
-        """The state of the packet's source, begun now if it has none."""
-        self.expire(packet.now)
+        """The state of the packet's source, begun now (on probation) if it has none."""
+        now = packet.now
+        if now >= self._sweep_at:
+            self.expire(now)
         state = self._states.get(packet.src)
         if state is None:
-            state = self._states[packet.src] = self.make(packet.now)
-            if len(self._states) > self.limit:
-                self._states.popitem(last=False)
+            state = self._states[packet.src] = self.make(now)
+            waiting = self._buckets[1]
+            waiting[packet.src] = None
+            if len(waiting) > self.probation:
+                self._remove(next(iter(waiting)))
         return state
 
+    def rank(self, src: str, state: S, level: int) -> None:
+        """The source's knock has come ``level`` packets far."""
+        # One bucket per doubling (1, 2-3, 4-7, ...): a source moves a few times a knock,
+        # and finding the least advanced takes a handful of steps.
+        bucket = level.bit_length()
+        if bucket != state.bucket:
+            self._move(src, state, bucket)
+
+    def demote(self, src: str, state: S) -> None:
+        """The source sent what is not a knock: first to go when room is needed."""
+        if state.bucket != DEMOTED:
+            self._move(src, state, DEMOTED)
+
     def drop(self, src: str) -> None:
-        self._states.pop(src, None)
+        if src in self._states:
+            self._remove(src)
 
     def expire(self, now: float) -> None:
-        """Drop knocks that did not complete within ``timeout``."""
+        """Drop knocks that began more than ``timeout`` ago (memory only: a recognizer
+        checks each knock's age itself)."""
+        self._sweep_at = now + self.timeout / _SWEEPS
         limit = now - self.timeout
-        states = self._states
-        while states:
-            src, state = next(iter(states.items()))
-            if state.started >= limit:
-                break
-            del states[src]
+        for members in list(self._buckets.values()):
+            while members:
+                src = next(iter(members))
+                if self._states[src].started >= limit:
+                    break
+                self._remove(src)
+
+    def _move(self, src: str, state: S, bucket: int) -> None:
+        was_main = state.bucket != 1
+        del self._buckets[state.bucket][src]
+        state.bucket = bucket
+        self._buckets.setdefault(bucket, OrderedDict())[src] = None
+        if not was_main:
+            self._main += 1
+            if self._main > self.limit:
+                self._remove(self._least_advanced(src))
+
+    def _least_advanced(self, keep: str) -> str:
+        for bucket in sorted(b for b, members in self._buckets.items() if b != 1 and members):
+            for src in self._buckets[bucket]:
+                if src != keep:
+                    return src
+        raise AssertionError("the main tier is full of one source")
+
+    def _remove(self, src: str) -> None:
+        state = self._states.pop(src)
+        del self._buckets[state.bucket][src]
+        if state.bucket != 1:
+            self._main -= 1
