@@ -263,11 +263,36 @@ def test_refusals_ignores_records_and_bad_grants() -> None:
         f"ignored knock from {A}: duplicate SYN",
     ]
     recorded = feed(engine, stub, grant(digest=b"d" * 16))
-    assert recorded[0] == Record(b"d" * 16)  # before the door opens, whether it opens or not
+    assert recorded == [Record(b"d" * 16)]  # before the door opens, whether it opens or not
+    engine.recorded(Record(b"d" * 16))
+    assert firewall(engine.actions()) == [Open(DOOR_A, 30, 0)]
     bad = feed(engine, stub, grant("fe80::1%eth0", digest=b"e" * 16))
-    assert bad[0] == Record(b"e" * 16)
-    assert "refused knock from fe80::1%eth0 (stub): an IPv6 address with a scope id" in logs(bad)[0]
+    assert bad == [Record(b"e" * 16)]
+    engine.recorded(Record(b"e" * 16))
+    refused = logs(engine.actions())
+    assert "refused knock from fe80::1%eth0 (stub): an IPv6 address with a scope id" in refused[0]
     assert engine.counts == {"accept": 1, "refuse": 2, "ignore": 1, "packets": 3}
+
+
+def test_a_knock_that_could_not_be_recorded_opens_nothing() -> None:
+    """Fail closed: a restart would forget it, and it could then be replayed."""
+    engine, stub = make()
+    record = feed(engine, stub, grant(digest=b"d" * 16))[0]
+    assert isinstance(record, Record) and engine.pending == 1
+    engine.recorded(record, "replay_file: cannot record a used knock in /x: No space left")
+    actions = engine.actions()
+    assert firewall(actions) == [] and engine.pending == 0
+    assert logs(actions) == [
+        f"refused knock from {A} (stub): it could not be recorded as used: replay_file: "
+        "cannot record a used knock in /x: No space left"
+    ]
+    lenient = Engine(Policy(30, 2, refuse_unrecorded=False), [stub])
+    record = feed(lenient, stub, grant(digest=b"d" * 16))[0]
+    assert isinstance(record, Record)
+    lenient.recorded(record, "disk full")
+    actions = lenient.actions()
+    assert "accepted anyway (replay_failure = accept): disk full" in logs(actions)[0]
+    assert firewall(actions) == [Open(DOOR_A, 30, 0)]
 
 
 def test_packets_no_recognizer_wants_cost_nothing() -> None:

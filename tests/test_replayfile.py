@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_daemon import client, daemon_settings, running, wait_for
 
 from aioknock.asyncio.daemon import KnockDaemon
-from aioknock.asyncio.replayfile import MAGIC, ReplayFile
+from aioknock.asyncio.replayfile import LEGACY_MAGIC, MAGIC, RECORD_SIZE, ReplayFile, record
 from aioknock.config.loader import build_settings
 from aioknock.config.settings import DaemonSettings
 from aioknock.daemon.replay import DIGEST_SIZE
@@ -25,6 +25,11 @@ digests = st.binary(min_size=DIGEST_SIZE, max_size=DIGEST_SIZE)
 
 def d(i: int) -> bytes:
     return i.to_bytes(DIGEST_SIZE, "big")
+
+
+def r(i: int) -> bytes:
+    """d(i) as the file holds it: with its checksum."""
+    return record(d(i))
 
 
 @settings(max_examples=60, deadline=None)
@@ -39,7 +44,7 @@ def test_what_is_added_is_read_back_newest_kept(
     again = ReplayFile.load(path, limit)
     assert list(again.digests) == added[-limit:]
     # The file never holds more than twice the memory (plus the header).
-    assert os.path.getsize(path) <= len(MAGIC) + 2 * limit * DIGEST_SIZE
+    assert os.path.getsize(path) <= len(MAGIC) + 2 * limit * RECORD_SIZE
 
 
 def test_a_new_file_is_created_at_start_private(tmp_path: Path) -> None:
@@ -54,22 +59,22 @@ def test_a_partial_record_from_a_crash_is_dropped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "replay"
-    path.write_bytes(MAGIC + d(1) + d(2) + d(3)[:5])
+    path.write_bytes(MAGIC + r(1) + r(2) + r(3)[:5])
     with caplog.at_level(logging.WARNING):
         store = ReplayFile.load(str(path), 10)
     assert list(store.digests) == [d(1), d(2)]
     assert "partial record" in caplog.text
-    assert path.read_bytes() == MAGIC + d(1) + d(2)
+    assert path.read_bytes() == MAGIC + r(1) + r(2)
     store.add(d(4))
     assert list(ReplayFile.load(str(path), 10).digests) == [d(1), d(2), d(4)]
 
 
 def test_only_the_newest_records_are_read_from_a_long_file(tmp_path: Path) -> None:
     path = tmp_path / "replay"
-    path.write_bytes(MAGIC + b"".join(d(i) for i in range(50)))
+    path.write_bytes(MAGIC + b"".join(r(i) for i in range(50)))
     store = ReplayFile.load(str(path), 8)
     assert list(store.digests) == [d(i) for i in range(42, 50)]
-    assert path.read_bytes() == MAGIC + b"".join(d(i) for i in range(42, 50))
+    assert path.read_bytes() == MAGIC + b"".join(r(i) for i in range(42, 50))
 
 
 @pytest.mark.parametrize(
@@ -114,11 +119,11 @@ def test_read_only_mode_neither_creates_nor_writes(tmp_path: Path) -> None:
     store = ReplayFile.load(str(path), 10, write=False)
     store.add(d(1))
     assert not path.exists()
-    path.write_bytes(MAGIC + d(1))
+    path.write_bytes(MAGIC + r(1))
     store = ReplayFile.load(str(path), 10, write=False)
     store.add(d(2))
     store.replace([d(3)])
-    assert path.read_bytes() == MAGIC + d(1)
+    assert path.read_bytes() == MAGIC + r(1)
 
 
 def test_a_failed_append_is_logged_and_the_memory_kept(
@@ -131,8 +136,9 @@ def test_a_failed_append_is_logged_and_the_memory_kept(
     folder.rmdir()
     (tmp_path / "state").write_text("now a file")
     with caplog.at_level(logging.ERROR):
-        store.add(d(7))
-    assert "cannot record a used knock" in caplog.text and "Traceback" not in caplog.text
+        error = store.add(d(7))  # the daemon refuses the knock with this (fail closed)
+    assert error is not None and "cannot record a used knock" in error
+    assert "\n" not in error and "Traceback" not in caplog.text
     assert list(store.digests) == [d(7)]
 
 
@@ -159,11 +165,11 @@ def test_a_file_changed_behind_its_back_is_written_anew(tmp_path: Path) -> None:
     store.add(d(1))
     path.unlink()  # deleted while the daemon runs: recreated whole, with its header
     store.add(d(2))
-    assert path.read_bytes() == MAGIC + d(1) + d(2)
+    assert path.read_bytes() == MAGIC + r(1) + r(2)
     with path.open("ab") as f:  # cut short or grown (a full disk, another writer)
         f.write(b"xyz")
     store.add(d(3))
-    assert path.read_bytes() == MAGIC + d(1) + d(2) + d(3)
+    assert path.read_bytes() == MAGIC + r(1) + r(2) + r(3)
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     path.unlink()
@@ -177,7 +183,7 @@ def test_a_file_changed_behind_its_back_is_written_anew(tmp_path: Path) -> None:
 
 
 def replays_in(path: Path) -> int:
-    return (path.stat().st_size - len(MAGIC)) // DIGEST_SIZE
+    return (path.stat().st_size - len(MAGIC)) // RECORD_SIZE
 
 
 async def test_a_used_knock_stays_used_across_a_restart(home: Path) -> None:
@@ -209,14 +215,14 @@ async def test_a_used_knock_stays_used_across_a_restart(home: Path) -> None:
 
 def test_a_reload_to_a_full_file_keeps_what_this_daemon_accepted(home: Path) -> None:
     full = home / "full"
-    full.write_bytes(MAGIC + b"".join(d(i) for i in range(100_000)))
+    full.write_bytes(MAGIC + b"".join(r(i) for i in range(100_000)))
     daemon = KnockDaemon(daemon_settings(home, replay_file=str(home / "first")))
     mine = b"m" * DIGEST_SIZE
     daemon.engine.replays.load([mine])  # as if accepted here
     daemon.reload(daemon_settings(home, replay_file=str(full)))
     kept = daemon.engine.replays.items()
     assert len(kept) == 100_000 and kept[-1] == mine and d(0) not in kept
-    assert full.read_bytes()[-DIGEST_SIZE:] == mine
+    assert full.read_bytes()[-RECORD_SIZE:] == record(mine)
 
 
 def test_replay_file_setting_is_checked_and_resolved(tmp_path: Path) -> None:
@@ -256,3 +262,85 @@ def test_a_bad_replay_file_stops_the_start_and_a_reload_keeps_the_old(home: Path
         daemon.reload(bad)
     assert daemon.settings is good and daemon.replay is not None
     assert daemon.replay.path == str(home / "replay")
+
+
+# ------------------------------------------------------- damage is found, and said
+
+
+def test_damaged_records_are_dropped_counted_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: flipped bytes in every record loaded silently and let replays in."""
+    path = tmp_path / "replay"
+    good = MAGIC + r(1) + r(2) + r(3)
+    damaged = bytearray(good)
+    damaged[len(MAGIC) + RECORD_SIZE + 3] ^= 0x40  # in the second record's digest
+    path.write_bytes(bytes(damaged))
+    with caplog.at_level(logging.ERROR):
+        store = ReplayFile.load(str(path), 10)
+    assert list(store.digests) == [d(1), d(3)] and store.damaged == 1
+    assert "1 records failed their checksum" in caplog.text
+    assert path.read_bytes() == MAGIC + r(1) + r(3)  # written anew without it
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 3 * RECORD_SIZE - 1), st.integers(1, 255))
+def test_any_flipped_byte_of_a_record_is_found(
+    tmp_path_factory: pytest.TempPathFactory, where: int, flip: int
+) -> None:
+    path = tmp_path_factory.mktemp("f") / "replay"
+    data = bytearray(MAGIC + r(1) + r(2) + r(3))
+    data[len(MAGIC) + where] ^= flip
+    path.write_bytes(bytes(data))
+    store = ReplayFile.load(str(path), 10, write=False)
+    assert store.damaged == 1 and len(store.digests) == 2
+
+
+def test_an_empty_file_is_reported_as_cut_short(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daemon writes the header first: no bytes at all means the file was cut."""
+    path = tmp_path / "replay"
+    path.touch()
+    with caplog.at_level(logging.ERROR):
+        ReplayFile.load(str(path), 10)
+    assert "is empty, though the daemon writes a header first" in caplog.text
+    assert path.read_bytes() == MAGIC
+
+
+def test_a_file_of_the_first_format_is_read_and_written_anew(tmp_path: Path) -> None:
+    path = tmp_path / "replay"
+    path.write_bytes(LEGACY_MAGIC + d(1) + d(2) + d(3)[:4])
+    store = ReplayFile.load(str(path), 10)
+    assert list(store.digests) == [d(1), d(2)]
+    assert path.read_bytes() == MAGIC + r(1) + r(2)
+
+
+async def test_a_knock_that_cannot_be_recorded_is_refused(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: a full or read-only disk let knocks in that a restart then forgot."""
+    caplog.set_level(logging.INFO, logger="aioknock")
+    state = home / "state"
+    state.mkdir()
+    replay = state / "replay"
+    for policy, verdict in (("refuse", "refuse"), ("accept", "accept")):
+        if not state.is_dir():
+            state.unlink()
+            state.mkdir()
+        settings = daemon_settings(home, replay_file=str(replay), replay_failure=policy,
+                                   duration=60)  # fmt: skip
+        async with running(settings) as daemon:
+            await asyncio.sleep(0.5)
+            replay.unlink()
+            state.rmdir()
+            state.write_text("the folder is gone: nothing can be written there")
+            await asyncio.to_thread(client, home / "fw.log")
+            assert await wait_for(lambda: daemon.counts[verdict] == 1), daemon.counts  # noqa: B023
+            opened = await wait_for(lambda: bool(list(home.glob("open-*"))), 1)
+            assert opened == (policy == "accept")  # the refused knock opened nothing
+        assert daemon.counts["accept" if verdict == "refuse" else "refuse"] == 0
+    assert (
+        "it could not be recorded as used: replay_file: cannot record a used knock" in caplog.text
+    )
+    assert "not recorded as used, accepted anyway (replay_failure = accept)" in caplog.text

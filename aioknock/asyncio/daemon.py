@@ -105,7 +105,8 @@ class _Configuration:
     @property
     def policy(self) -> Policy:
         s = self.settings
-        return Policy(s.duration, s.cooldown, self.backend_id, self.backend.closes_itself)
+        return Policy(s.duration, s.cooldown, self.backend_id, self.backend.closes_itself,
+                      refuse_unrecorded=s.replay_failure == "refuse")  # fmt: skip
 
     @property
     def source(self) -> tuple[str, str]:
@@ -216,17 +217,19 @@ class KnockDaemon:
     # -------------------------------------------------------------------- actions
 
     def _perform(self) -> None:
-        """Carry out what the engine decided, in order."""
-        for action in self.engine.actions():
-            if isinstance(action, Log):
-                log.log(action.level, "%s", action.message)
-            elif isinstance(action, Record):
-                if self.replay is not None:
-                    self.replay.add(action.digest)
-            else:
-                self._inflight[action.backend] += 1
-                self._queue.put_nowait(action)
-                self._timer_wake.set()
+        """Carry out what the engine decided, in order (and what that leads to)."""
+        while actions := self.engine.actions():
+            for action in actions:
+                if isinstance(action, Log):
+                    log.log(action.level, "%s", action.message)
+                elif isinstance(action, Record):
+                    # Small and local (a few a minute): written and synced on the loop.
+                    error = self.replay.add(action.digest) if self.replay is not None else None
+                    self.engine.recorded(action, error)
+                else:
+                    self._inflight[action.backend] += 1
+                    self._queue.put_nowait(action)
+                    self._timer_wake.set()
 
     async def _work(self) -> None:
         """Run firewall actions one at a time, in the order decided: a slow command (up

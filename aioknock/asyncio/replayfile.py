@@ -1,33 +1,54 @@
 """The daemon's replay memory on disk, so that a restart does not make a used knock good again.
 
-The file is a 16-byte header and then one 16-byte digest per knock accepted, oldest
-first. Each digest is appended by one ``write()`` on a file opened for that write
-alone (knocks are accepted a few times a minute, not thousands), so there is no
-descriptor to hand over on reload and a crash loses at most the last, partial
-record, which the next start drops. Whenever the file is not exactly what this
-daemon wrote (gone, short, grown a partial record) or holds twice the memory's
-size, it is written anew to a fresh temporary file and renamed over the old one, so
-it is never half-written. Only a regular file with one link is read or appended to:
-the daemon runs as root, and must not be steered into another file. Writes are small
-and local: they run on the event loop.
+The file is a 16-byte header and then one 20-byte record per knock accepted, oldest
+first: the knock's 16-byte digest and a 4-byte checksum of it, so that a damaged
+record is found, reported and counted instead of silently forgetting a knock. Each
+record is appended by one ``write()`` and synced (``fsync``) before the knock's door
+opens, on a file opened for that write alone (knocks are accepted a few times a
+minute, not thousands), so there is no descriptor to hand over on reload and a crash
+loses at most the last, partial record, which the next start drops. The daemon always
+writes the header first: an empty file was cut short, and is reported. Files of the
+first format (bare 16-byte digests, no checksums) are read and written anew.
+
+Whenever the file is not exactly what this daemon wrote (gone, short, grown a partial
+record, damaged) or holds twice the memory's size, it is written anew to a fresh
+temporary file and renamed over the old one, so it is never half-written. Only a
+regular file with one link is read or appended to: the daemon runs as root, and must
+not be steered into another file. A file that was removed is started anew, empty: the
+knocks it held could then be replayed (within the time fields' tolerance).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import stat
 import tempfile
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from ..daemon.replay import DIGEST_SIZE
 from ..errors import ConfigError
 
 log = logging.getLogger("aioknock.daemon")
-MAGIC = b"aioknock-replay\n"  # a non-empty file without it is not ours, and is left alone
+MAGIC = b"aioknock-replay2"  # a non-empty file without it is not ours, and is left alone
+LEGACY_MAGIC = b"aioknock-replay\n"  # the first format: bare digests, no checksums
+CHECK_SIZE = 4
+RECORD_SIZE = DIGEST_SIZE + CHECK_SIZE
+
+
+def record(digest: bytes) -> bytes:
+    """One record: the digest and its checksum (against damage, not against an attacker,
+    who could as well delete the file)."""
+    return (
+        digest + hashlib.blake2b(digest, digest_size=CHECK_SIZE, person=b"aioknock-replay").digest()
+    )
+
+
 _FLAGS = os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -36,56 +57,49 @@ class ReplayFile:
         self.path, self.limit, self.write = path, limit, write
         self.digests: deque[bytes] = deque(digests, maxlen=limit)
         self._records = len(self.digests)  # records in the file, which may exceed the limit
+        self.damaged = 0  # records found damaged when the file was read
 
     @classmethod
     def load(cls, path: str, limit: int, *, write: bool = True) -> ReplayFile:
-        """Read ``path`` (a missing or empty file is empty) and, when ``write``, create or
-        tidy it now: a folder the daemon cannot write to must fail at start, not at a knock."""
-        records: list[bytes] = []
+        """Read ``path`` (a missing file is empty) and, when ``write``, create or tidy it
+        now: a folder the daemon cannot write to must fail at start, not at a knock."""
         try:
             fd = os.open(path, os.O_RDONLY | _FLAGS)
         except FileNotFoundError:
-            size, total, partial = 0, 0, 0
+            contents = _Contents(missing=True)
         except OSError as exc:
             raise _error(path, "cannot read", exc) from None
         else:
             try:
-                size = _check(fd)
-                head = os.pread(fd, len(MAGIC), 0)
-                if size and head != MAGIC:
-                    raise ConfigError(f"{path} is not an aioknock replay file (left as it is)",
-                                      key="replay_file")  # fmt: skip
-                total, partial = divmod(max(0, size - len(MAGIC)), DIGEST_SIZE)
-                keep = min(total, limit)
-                data = os.pread(fd, keep * DIGEST_SIZE, len(MAGIC) + (total - keep) * DIGEST_SIZE)
+                contents = _read(fd, path, limit)
             except OSError as exc:
                 raise _error(path, "cannot read", exc) from None
             finally:
                 os.close(fd)
-            whole = len(data) - len(data) % DIGEST_SIZE
-            records = [data[i : i + DIGEST_SIZE] for i in range(0, whole, DIGEST_SIZE)]
-        if partial:
-            log.warning("replay_file %s: dropped a partial record at its end", path)
-        store = cls(path, limit, records, write=write)
-        store._records = total
-        if write and (not size or partial or total > limit):
+        contents.report(path)
+        store = cls(path, limit, contents.digests, write=write)
+        store._records = contents.total
+        store.damaged = contents.damaged
+        if write and contents.untidy(limit):
             try:
                 store._rewrite()
             except OSError as exc:
                 raise _error(path, "cannot write", exc) from None
         return store
 
-    def add(self, digest: bytes) -> None:
-        """Record one accepted knock; a failure is logged (the memory still holds it)."""
+    def add(self, digest: bytes) -> str | None:
+        """Record one accepted knock, durably; why it could not be, or None. The memory
+        holds it either way."""
         if not self.write:
-            return
+            return None
         self.digests.append(digest)
         self._records += 1
         try:
-            if self._records > 2 * self.limit or not self._append(digest):
+            if self._records > 2 * self.limit or not self._append(record(digest)):
                 self._rewrite()
         except OSError as exc:
-            log.error("%s", _error(self.path, "cannot record a used knock", exc))
+            return str(_error(self.path, "cannot record a used knock in", exc))
+        return None
 
     def replace(self, digests: Iterable[bytes]) -> None:
         """Hold exactly ``digests`` (a reload that names a new file passes it the memory)."""
@@ -97,20 +111,24 @@ class ReplayFile:
         except OSError as exc:
             log.error("%s", _error(self.path, "cannot write", exc))
 
-    def _append(self, digest: bytes) -> bool:
-        """Append to the file as this daemon left it; False when it is not (then rewrite)."""
+    def _append(self, data: bytes) -> bool:
+        """Append to the file as this daemon left it, and sync it; False when it is not as
+        left (then it is written anew); OSError when the write or the sync fails."""
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | _FLAGS)
         except FileNotFoundError:
             return False
         try:
-            expected = len(MAGIC) + (self._records - 1) * DIGEST_SIZE
+            expected = len(MAGIC) + (self._records - 1) * RECORD_SIZE
             try:
                 if _check(fd) != expected:
                     return False
             except OSError:  # swapped for something else: put ours back beside it
                 return False
-            return os.write(fd, digest) == len(digest)
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+            return True
         finally:
             os.close(fd)
 
@@ -119,7 +137,7 @@ class ReplayFile:
         # A fresh, unguessable name (O_EXCL): nothing already in the folder is reused.
         fd, tmp = tempfile.mkstemp(prefix=f".{name[:200]}.", suffix=".tmp", dir=folder)
         try:
-            view = memoryview(MAGIC + b"".join(self.digests))
+            view = memoryview(MAGIC + b"".join(map(record, self.digests)))
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
@@ -139,6 +157,53 @@ class ReplayFile:
             finally:
                 os.close(dirfd)
         self._records = len(self.digests)
+
+
+@dataclass(slots=True)
+class _Contents:
+    """What a replay file held: the newest digests, and what was wrong with it."""
+
+    digests: list[bytes] = field(default_factory=list)
+    total: int = 0  # records in the file, which may exceed the limit
+    partial: bool = False  # a record cut short at the end (a crash while writing)
+    damaged: int = 0  # records whose checksum failed: dropped, and counted
+    empty: bool = False  # an existing file of no bytes: the daemon writes a header first
+    legacy: bool = False  # the first format, to be written anew in this one
+    missing: bool = False  # no file yet (or it was removed): created now
+
+    def untidy(self, limit: int) -> bool:
+        """Whether the file must be written anew: created, cut, damaged or too long."""
+        wrong = self.missing or self.empty or self.partial or self.damaged or self.legacy
+        return bool(wrong) or self.total > limit
+
+    def report(self, path: str) -> None:
+        if self.empty:
+            log.error("replay_file %s is empty, though the daemon writes a header first: it "
+                      "was cut short, and the knocks it held could be replayed", path)  # fmt: skip
+        if self.damaged:
+            log.error("replay_file %s: %d records failed their checksum and were dropped; "
+                      "the knocks they held could be replayed", path, self.damaged)  # fmt: skip
+        if self.partial:
+            log.warning("replay_file %s: dropped a partial record at its end", path)
+
+
+def _read(fd: int, path: str, limit: int) -> _Contents:
+    size = _check(fd)
+    if not size:
+        return _Contents(empty=True)
+    head = os.pread(fd, len(MAGIC), 0)
+    if head not in (MAGIC, LEGACY_MAGIC):
+        raise ConfigError(f"{path} is not an aioknock replay file (left as it is)",
+                          key="replay_file")  # fmt: skip
+    width = RECORD_SIZE if head == MAGIC else DIGEST_SIZE
+    total, rest = divmod(size - len(MAGIC), width)
+    keep = min(total, limit)
+    data = os.pread(fd, keep * width, len(MAGIC) + (total - keep) * width)
+    chunks = [data[i : i + width] for i in range(0, len(data) - len(data) % width, width)]
+    if head == LEGACY_MAGIC:
+        return _Contents(chunks, total, bool(rest), legacy=True)
+    good = [c[:DIGEST_SIZE] for c in chunks if record(c[:DIGEST_SIZE]) == c]
+    return _Contents(good, total, bool(rest), damaged=len(chunks) - len(good))
 
 
 def _check(fd: int) -> int:

@@ -263,6 +263,12 @@ class DaemonSettings(KnockSettings):
         "file that keeps the knocks already used across restarts (empty: memory only, so a "
         "knock used before a restart could be replayed within time_tolerance)", metavar="PATH",
     )  # fmt: skip
+    replay_failure: str = opt(
+        "refuse", choice("refuse", "accept"),
+        "a knock whose use cannot be written to replay_file (disk full, read-only): refuse "
+        "it (fail closed), or accept it anyway (weaker: after a restart it could be "
+        "replayed)",
+    )  # fmt: skip
     backend: str = opt("nftables", choice("nftables", "command"),
                        "nftables (built-in set with timeouts) or command (open/close)")  # fmt: skip
     nft_table: str = opt("aioknock", NFT_NAME, "the daemon's own nftables table", metavar="NAME")

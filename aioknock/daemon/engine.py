@@ -35,6 +35,7 @@ class Policy:
     cooldown: float
     backend: int = 0
     closes_itself: bool = False
+    refuse_unrecorded: bool = True  # a used knock that cannot be recorded opens nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,8 @@ class Log:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """Make a used knock durable (the replay file), before any door opens for it."""
+    """Make a used knock durable (the replay file); its doors open once ``recorded``
+    says it is (or, with ``refuse_unrecorded`` off, whatever it says)."""
 
     digest: bytes
 
@@ -96,6 +98,8 @@ class Engine:
         self.replays = ReplayMemory() if replays is None else replays
         # Doors with opens not reported yet, by serial (see _Opening).
         self._opening: dict[int, _Opening] = {}
+        # Knocks waiting for their Record to be made durable, by digest, with their time.
+        self._recording: dict[bytes, tuple[Grant, float]] = {}
         self._actions: list[Action] = []
         self._configure(policy, recognizers)
 
@@ -168,6 +172,21 @@ class Engine:
             self.doors.forget(opening.held)
             self._close(opening.held, opening.closing)
 
+    def recorded(self, record: Record, error: str | None = None) -> None:
+        """The used knock is on record (``error``: why it could not be): open its doors,
+        or refuse it, failing closed, if a restart could let it in again."""
+        grant, now = self._recording.pop(record.digest)
+        self.pending -= 1
+        if error is not None:
+            if self.policy.refuse_unrecorded:
+                self._refuse(grant.source, f"it could not be recorded as used: {error}",
+                             grant.via)  # fmt: skip
+                return
+            self._log(logging.WARNING, f"knock from {grant.source} ({grant.via}) not recorded "
+                                       f"as used, accepted anyway (replay_failure = accept): "
+                                       f"{error}")  # fmt: skip
+        self._open_doors(grant, now)
+
     def stop(self) -> None:
         """Close what would stay open for good once the daemon is gone: doors opened by
         commands. Doors whose rules expire by themselves keep their timeouts."""
@@ -197,8 +216,14 @@ class Engine:
         self._log(logging.WARNING, f"refused knock from {source}{door}: {reason}")
 
     def _grant(self, grant: Grant, now: float) -> None:
-        if grant.digest:
-            self._actions.append(Record(grant.digest))  # used up now, door or not
+        if not grant.digest:
+            self._open_doors(grant, now)
+        else:  # used up now, door or not; the doors wait for the record
+            self._recording[grant.digest] = (grant, now)
+            self.pending += 1
+            self._actions.append(Record(grant.digest))
+
+    def _open_doors(self, grant: Grant, now: float) -> None:
         flags = dict(grant.flags)
         for port, proto in grant.ports:
             try:
