@@ -376,3 +376,88 @@ def test_an_unreadable_path_is_one_clear_error(tmp_path: Path, kind: str) -> Non
         path.symlink_to(path)
     with follow.Follower(str(path)) as f, pytest.raises(follow.FollowError, match="cannot read"):
         f.poll_once()
+
+
+# ------------------------------------------------------------- issue 12: faults
+
+
+def test_copytruncate_that_grew_past_the_offset_between_polls(
+    log_path: Path, follower: Follower, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: truncated and written past where reading stood, within one poll: the
+    size alone did not tell, and the 8 knock lines in it were lost without a word."""
+    append(log_path, "x" * 200 + "\n")
+    assert follower.poll_once() == ["x" * 200]
+    with open(log_path, "r+b") as f:
+        f.truncate(0)
+    knock = [f"SRC=198.18.0.1 DPT={40000 + i} SYN knock line {i:02d}" for i in range(8)]
+    append(log_path, "".join(line + "\n" for line in knock))
+    assert os.path.getsize(log_path) > 201
+    with caplog.at_level(logging.WARNING):
+        assert follower.poll_once() == knock
+    assert "truncated and written again" in caplog.text
+    append(log_path, "next\n")
+    assert follower.poll_once() == ["next"]
+
+
+def test_a_size_that_shrank_between_polls_is_a_truncation(
+    log_path: Path, follower: Follower
+) -> None:
+    append(log_path, "a\nb\n")
+    assert follower.poll_once() == ["a", "b"]
+    with open(log_path, "r+b") as f:  # shorter than at the last poll, same first bytes
+        f.truncate(len("old 1\nold 2\n") + 2)
+    assert follower.poll_once() == ["old 1", "old 2", "a"]
+
+
+async def test_a_long_line_is_drained_without_waiting(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: lines over the cap were dropped at 1.25 MiB/s, the follower sleeping
+    between bites although more was waiting. It reads on until caught up."""
+    append(log_path, "")
+    f = Follower(str(log_path), from_start=True)
+    append(log_path, "y" * (8 * follow.READ_LIMIT) + "\nafter the long line\n")
+    slept = 0
+    real_sleep = asyncio.sleep
+
+    async def counting(delay: float) -> None:
+        nonlocal slept
+        slept += 1
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", counting)
+    lines = f.lines()
+    assert await asyncio.wait_for(anext(lines), 5) == ["after the long line"]
+    await lines.aclose()
+    assert slept == 0
+
+
+def test_a_fifo_at_the_path_is_refused_at_once(tmp_path: Path) -> None:
+    """Issue 12: a FIFO hung the reading thread (and SIGTERM) until a writer came."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with Follower(str(fifo)) as f, pytest.raises(follow.FollowError, match="not a regular file"):
+        f.poll_once()
+    assert time.monotonic() - started < 1
+
+
+def test_a_file_turned_into_something_else_is_waited_for(
+    log_path: Path, follower: Follower, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: a logfile replaced by a directory made the daemon exit."""
+    append(log_path, "one\n")
+    assert follower.poll_once() == ["one"]
+    log_path.unlink()
+    log_path.mkdir()
+    with caplog.at_level(logging.WARNING):
+        assert follower.poll_once() == []
+        assert follower.poll_once() == []
+    assert caplog.text.count("no longer a regular file") == 1
+    log_path.rmdir()
+    os.mkfifo(log_path)
+    assert follower.poll_once() == []  # a FIFO now: still waiting, and not blocked
+    log_path.unlink()
+    append(log_path, "back\n")
+    assert follower.poll_once() == ["back"]
