@@ -68,7 +68,6 @@ import sys
 import tempfile
 import time
 from array import array
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,7 +320,9 @@ def _watch(state: dict[str, Any], daemons: list[Any]) -> Callable[[], None]:
     from aioknock.asyncio.follow import Follower
     from aioknock.daemon.encoded import EncodedKnocks
     from aioknock.daemon.packet import Packet
-    from aioknock.daemon.recognizer import Grant, Verdict
+    from aioknock.daemon.recognizer import Grant, SourceTable, Verdict
+
+    watched: list[Any] = []
 
     def end_burst() -> None:
         """Keep bursts of 1,000 packets or more (at most 50) and count all."""
@@ -352,14 +353,16 @@ def _watch(state: dict[str, Any], daemons: list[Any]) -> Callable[[], None]:
                 state["poll"] = (t0, c0)
             return lines
 
-    class WatchedQueues(OrderedDict[str, Any]):
-        def popitem(self, last: bool = True) -> tuple[str, Any]:
-            key, value = super().popitem(last)
-            if not last:  # the source table pops the oldest only to stay within max_sources
-                state["evictions"] += 1
-                if kind_of(key) != "flood" and len(state["evicted"]) < MAX_DECISIONS:
-                    state["evicted"].append([key, time.time()])
-            return key, value
+    def watch_evictions(table: SourceTable[Any]) -> None:
+        evict = table.evict
+
+        def evicted(src: str) -> None:
+            state["evictions"] += 1
+            if kind_of(src) != "flood" and len(state["evicted"]) < MAX_DECISIONS:
+                state["evicted"].append([src, time.time()])
+            evict(src)
+
+        table.evict = evicted  # type: ignore[method-assign]
 
     def record(verdict: Verdict, now: float) -> None:
         if verdict.verdict != "ignore" and len(state["decisions"]) < MAX_DECISIONS:
@@ -383,16 +386,15 @@ def _watch(state: dict[str, Any], daemons: list[Any]) -> Callable[[], None]:
             self._watch_queues()
             daemons.append(self)
 
-        def reload(self, settings: Any) -> None:
-            super().reload(settings)
+        def _switch(self, conf: Any) -> None:
+            super()._switch(conf)
             self._watch_queues()
 
         def _watch_queues(self) -> None:
             for r in self.engine.recognizers:
-                if isinstance(r, EncodedKnocks) and not isinstance(
-                    r._queues._states, WatchedQueues
-                ):
-                    r._queues._states = WatchedQueues(r._queues._states)
+                if isinstance(r, EncodedKnocks) and r not in watched:
+                    watched.append(r)
+                    watch_evictions(r._windows)
 
         async def run(self, stop: asyncio.Event) -> None:
             state["rss_ready_kb"] = _proc_status("VmRSS")["VmRSS"]

@@ -28,7 +28,26 @@ KMSG = "/dev/kmsg"  # the kernel's log itself: its lines are bare messages (anch
 # Matched token by token, in linear time: a regular expression for it backtracks
 # quadratically (or worse) on long lines, and a log line may carry text a stranger chose.
 # A log prefix without its trailing space runs into IN= ("knockIN=eth0").
-KERNEL = re.compile(r"IN=\S*\s+OUT=")  # where a kernel line's fields begin
+_TOKEN_END = re.compile(r"\S*")
+_OUT_NEXT = re.compile(r"\s+OUT=")
+
+
+def _kernel_start(line: str, prefix: str, anchored: bool) -> int:
+    """Where the packet fields begin: the first ``IN=`` right after ``prefix`` whose
+    token is followed by ``OUT=`` (-1 for none). Linear in the line: a token that fails
+    is never scanned again for the ``IN=`` inside it, which would fail alike."""
+    target = prefix + "IN="
+    at = 0 if line.startswith(target) else -1 if anchored else line.find(target)
+    while at >= 0:
+        start = at + len(prefix)
+        m = _TOKEN_END.match(line, start + 3)
+        assert m is not None  # \S* matches anywhere
+        if _OUT_NEXT.match(line, m.end()):
+            return start
+        if anchored:
+            return -1
+        at = line.find(target, m.end())
+    return -1
 
 
 # Between OUT= and SRC= the kernel writes only these: anything else means the IN=/OUT=
@@ -110,10 +129,11 @@ class LogFormat:
 class LineReader:
     """Turns one log line into a Packet, or None for lines that are not knocks."""
 
-    pattern: re.Pattern[str]
+    pattern: re.Pattern[str] | None = None  # a pattern of the user's, or the template's
     kernel: bool = False
-    anchored: bool = False  # the match must start the line (/dev/kmsg messages)
+    anchored: bool = False  # the fields must start the line (/dev/kmsg messages)
     template: LogTemplate | None = None  # log_format = client
+    prefix: str = ""  # kernel lines: the firewall rule's log prefix, right before IN=
 
     @classmethod
     def build(
@@ -130,9 +150,7 @@ class LineReader:
         fmt = LogFormat.parse(fmt) if isinstance(fmt, str) else fmt
         template = LogTemplate(template) if isinstance(template, str) else template
         if fmt.name == "kernel":
-            if prefix or anchored:
-                return cls(re.compile(re.escape(prefix) + KERNEL.pattern), True, anchored)
-            return cls(KERNEL, kernel=True)
+            return cls(kernel=True, anchored=anchored, prefix=prefix)
         if fmt.name == "client":
             missing = {"client", "remoteport"} - template.fields()
             if missing:
@@ -175,9 +193,9 @@ class LineReader:
                 return None
             return {"src": record.client, "dport": str(record.remoteport),
                     "sport": str(record.clientport) if record.clientport else None}  # fmt: skip
-        m = self.pattern.match(line) if self.anchored else self.pattern.search(line)
-        if m is None:
-            return None
-        if self.kernel:  # the fields start at the match's IN= (after any prefix)
-            return _kernel_fields(line, line.rfind("IN=", m.start(), m.end()))
-        return m.groupdict()
+        if self.kernel:
+            start = _kernel_start(line, self.prefix, self.anchored)
+            return _kernel_fields(line, start) if start >= 0 else None
+        assert self.pattern is not None
+        m = self.pattern.search(line)
+        return None if m is None else m.groupdict()

@@ -124,6 +124,7 @@ class SourceTable(Generic[S]):
         self._buckets: dict[int, OrderedDict[str, None]] = {1: OrderedDict()}
         self._main = 0  # sources past probation
         self._sweep_at = 0.0
+        self.evictions = 0  # sources dropped for room, not for age
 
     def __len__(self) -> int:
         return len(self._states)
@@ -139,7 +140,7 @@ class SourceTable(Generic[S]):
             waiting = self._buckets[1]
             waiting[packet.src] = None
             if len(waiting) > self.probation:
-                self._remove(next(iter(waiting)))
+                self.evict(next(iter(waiting)))
         return state
 
     def rank(self, src: str, state: S, level: int) -> None:
@@ -179,7 +180,7 @@ class SourceTable(Generic[S]):
         if not was_main:
             self._main += 1
             if self._main > self.limit:
-                self._remove(self._least_advanced(src))
+                self.evict(self._least_advanced(src))
 
     def _least_advanced(self, keep: str) -> str:
         for bucket in sorted(b for b, members in self._buckets.items() if b != 1 and members):
@@ -187,6 +188,11 @@ class SourceTable(Generic[S]):
                 if src != keep:
                     return src
         raise AssertionError("the main tier is full of one source")
+
+    def evict(self, src: str) -> None:
+        """Drop a source to make room."""
+        self.evictions += 1
+        self._remove(src)
 
     def _remove(self, src: str) -> None:
         state = self._states.pop(src)
