@@ -1,7 +1,8 @@
 """The knock daemon under a flood: ingest rate, memory and false opens, per run mode.
 
-    sudo python benchmarks/bench_daemon.py [--modes network,file] [--rates 0,100000]
-        [--packets 100000] [--sources 10000] [--knocks 5] [--forged 100] [--profile] [--keep]
+    sudo python benchmarks/bench_daemon.py [--modes network,file,spoof] [--rates 0,100000]
+        [--packets 100000] [--sources 10000] [--knocks 5] [--forged 100]
+        [--spoof-rates 5000,50000] [--spoof-knocks 5] [--spoof-pool 130047] [--profile] [--keep]
 
 Root and Linux only. The script builds two network namespaces joined by a veth pair
 (server 198.18.0.1/15 on veth-s, client 198.18.0.2/15 on veth-c, IPv6 off, a static
@@ -45,7 +46,22 @@ pkt/CPU-s (packets / the daemon's CPU seconds) are taken over the bursts of >= 1
 packets. In file mode a batch's time starts when the read that found its lines began.
 A false open is an accepted knock, or a door file, for anything but a genuine knock
 (a replay counts as false); the genuine knocks (woven and ``aioknock run``) pass if
-every one was accepted. Evictions (``max_sources`` reached) are counted too.
+every one was accepted. Evictions (room made in the source table) are counted too.
+
+* spoof: network mode against a flood of spoofed sources, one row per ``--spoof-rates``
+  rate R: SYNs paced at R (90% to the span, as above), each from the next address of a
+  shuffled pool of 198.18.4.0 - 198.19.255.254 (130,047 addresses: 198.18.0.0/15 but
+  the /22 of the namespaces and the genuine, forged and cross sources, and the broadcast
+  address). The pool is cycled in the same order: at R = 50,000/s an address recurs
+  every 2.6 s (~4 SYNs within knock_timeout), at 5,000/s never. Once the source table's
+  probation tier is full (and, where the pool recurs within 5 s, after its first
+  recurrence), ``--spoof-knocks`` genuine knocks (198.18.1.j, ``build_knock``) start
+  0.5 s apart at the client's default timing, a SYN every 0.2 s (6.2 s per knock), and
+  ``aioknock run`` with its default timeout (0.2 s) starts with the first; the flood
+  goes on until all are done. A genuine knock counts if the daemon accepted it; the
+  driver counts each genuine source's SYNs that reached the daemon, so a knock lost to
+  kernel drops is told from one lost to eviction. ``--spoof-pool`` cycles fewer
+  addresses (each then recurs sooner and reaches the main tier).
 """
 
 from __future__ import annotations
@@ -75,6 +91,8 @@ from typing import Any
 
 from _procs import fmt, interrupt_on_signals, run, stop, verdict
 
+from aioknock.daemon.recognizer import PROBATION
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 NET = ipaddress.ip_network("198.18.0.0/15")
@@ -88,13 +106,28 @@ DOOR_PORT = 22
 KNOCK_PORTS = 32  # Blowfish + RandomIV: 9 bytes -> 16 + 16-byte header -> 32 ports
 SPAN_SHARE = 0.9  # flood SYNs to the span; the rest to other ports
 MAX_PACKETS = 1_000_000
+SENDER_MAX = MAX_PACKETS + 100_000  # SYNs the sender sends at most (flood + knocks)
 MAX_SOURCES = 60_000  # 198.19.0.1 - 198.19.239.250
 RUN_LIMIT = 60.0  # seconds: no sender, writer or drain runs longer than this
 BURST_GAP = 0.01  # seconds without a batch that end a burst (idle, not ingesting)
 CHUNK_LINES = 1000
 RUN_GAP = 0.02  # seconds between the SYNs (lines) of `aioknock run`: > BURST_GAP
+KNOCK_TIMEOUT = 10.0  # the daemon's knock_timeout
 MAX_DECISIONS = 10_000  # decisions the driver keeps for the report
 TOUCH = shutil.which("touch") or "/usr/bin/touch"
+MAX_TRACKED = 10_000  # the daemon's max_sources
+# The spoofed flood: every address of 198.18.0.0/15 but 198.18.0.0/22 (the namespaces,
+# genuine, forged and cross sources) and the broadcast address 198.19.255.255.
+RESERVED = ("198.18.0.", "198.18.1.", "198.18.2.", "198.18.3.")
+SPOOF_BASE = int(ipaddress.ip_address("198.18.4.0"))
+SPOOF_POOL = NET.num_addresses - 4 * 256 - 1  # 130,047 addresses
+SPOOF_MAX_RATE = 100_000  # SYN/s: a spoofed run stays under ~15 s and MAX_PACKETS
+SPOOF_STAGGER = 0.5  # seconds between the starts of the woven knocks
+SPOOF_LEAD_MAX = 5.0  # seconds of flood at most before the first knock
+SPOOF_TAIL = 0.5  # seconds of flood after the last knock's last SYN
+CLIENT_GAP = 0.2  # seconds between a knock's SYNs: the client's default timeout
+RUN_STARTUP = 1.0  # seconds `aioknock run` may take to start (ip netns exec, imports)
+WATCHED = frozenset([f"198.18.1.{j}" for j in range(1, 251)] + ["198.18.0.2"])
 
 
 def flood_source(i: int) -> str:
@@ -113,10 +146,20 @@ def cross_source(j: int) -> str:
     return f"198.18.3.{j + 1}"
 
 
+def spoof_source(i: int) -> str:
+    """The i-th address of the spoofed pool (198.18.4.0 - 198.19.255.254), cycling."""
+    return socket.inet_ntoa((SPOOF_BASE + i % SPOOF_POOL).to_bytes(4, "big"))
+
+
+def is_flood(src: str) -> bool:
+    """A flood source: random (198.19.x.y) or spoofed (anything outside 198.18.0.0/22)."""
+    return not src.startswith(RESERVED)
+
+
 def kind_of(src: str) -> str:
     if src == CLIENT:
         return "run"  # aioknock run, genuine
-    if src.startswith("198.19."):
+    if is_flood(src):
         return "flood"
     return {"1": "genuine", "2": "forged", "3": "cross"}.get(src.split(".")[2], "other")
 
@@ -132,26 +175,57 @@ class Stream:
     flood: int  # how many of them are the random flood
     genuine: list[tuple[str, list[int]]]  # the genuine knocks: source and ports
     marks: dict[str, int] = field(default_factory=dict)  # genuine knock j first/last index
+    cue: int = -1  # the index at which `aioknock run` starts (-1: half the stream)
+    client_gap: float | None = RUN_GAP  # `aioknock run`'s timeout (None: its default)
+    spoof_rate: float = 0.0  # > 0: a spoofed-source flood paced at this rate
+    lead: float = 0.0  # spoofed: seconds of flood before the first knock
+    pool: int = 0  # spoofed: addresses cycled through
+
+    @property
+    def recurs(self) -> bool:
+        """Spoofed: whether an address comes again (the pool is used up)."""
+        return self.flood > self.pool
 
     @property
     def to_span(self) -> int:
         return sum(1 for _, _, d in self.syns if SPAN_LOW <= d <= SPAN_HIGH)
 
+    @property
+    def cue_index(self) -> int:
+        return self.cue if self.cue >= 0 else len(self.syns) // 2
 
-def build_stream(packets: int, sources: int, knocks: int, forged: int, seed: int) -> Stream:
+    @property
+    def gap(self) -> float:
+        return CLIENT_GAP if self.client_gap is None else self.client_gap
+
+
+def genuine_ports(src: str) -> list[int]:
+    """The ports of a genuine knock from ``src`` (CLIENT = src), built by the library."""
     from aioknock import ClientSettings, build_knock
 
+    settings = ClientSettings.of(knock=KNOCK, portspan=SPAN, encrypt=True, cipher="Blowfish",
+                                 key=KEY, iv=True, remote=SERVER, client=src,
+                                 port=DOOR_PORT)  # fmt: skip
+    return list(build_knock(settings).ports)
+
+
+def flood_port(rng: random.Random) -> int:
+    """A random destination port: one of the span's, or (1 - SPAN_SHARE) another."""
+    span_size = SPAN_HIGH - SPAN_LOW + 1
+    if rng.random() < SPAN_SHARE:
+        return SPAN_LOW + rng.randrange(span_size)
+    dport = rng.randrange(1, 65536 - span_size)
+    return dport + (span_size if dport >= SPAN_LOW else 0)
+
+
+def build_stream(packets: int, sources: int, knocks: int, forged: int, seed: int) -> Stream:
     rng = random.Random(seed)
     span_size = SPAN_HIGH - SPAN_LOW + 1
     order = list(range(sources)) + [rng.randrange(sources) for _ in range(packets - sources)]
     rng.shuffle(order)
     items: list[tuple[float, str, int, int]] = []
     for i, s in enumerate(order):
-        if rng.random() < SPAN_SHARE:
-            dport = SPAN_LOW + rng.randrange(span_size)
-        else:
-            dport = rng.randrange(1, 65536 - span_size)
-            dport += span_size if dport >= SPAN_LOW else 0
+        dport = flood_port(rng)  # before the source port: the same stream as before for a seed
         items.append((float(i), flood_source(s), rng.randrange(1024, 65536), dport))
     # Knock-shaped SYNs: 32 ports, one every `gap` flood SYNs.
     gap = max(1, packets // (max(knocks, 1) * KNOCK_PORTS * 4))
@@ -164,10 +238,7 @@ def build_stream(packets: int, sources: int, knocks: int, forged: int, seed: int
     genuine: list[tuple[str, list[int]]] = []
     for j in range(knocks):
         src = genuine_source(j)
-        settings = ClientSettings.of(knock=KNOCK, portspan=SPAN, encrypt=True, cipher="Blowfish",
-                                  key=KEY, iv=True, remote=SERVER, client=src,
-                                  port=DOOR_PORT)  # fmt: skip
-        ports = build_knock(settings).ports
+        ports = genuine_ports(src)
         start = (j + 0.2) * packets / knocks
         weave(src, ports, start)
         weave(src, ports, start + width + gap)  # replayed by the same source
@@ -183,6 +254,53 @@ def build_stream(packets: int, sources: int, knocks: int, forged: int, seed: int
         idx = [i for i, (s, _, d) in enumerate(syns) if s == src]
         marks[f"{j}:first"], marks[f"{j}:last"] = idx[0], idx[len(ports) - 1]
     return Stream(syns, packets, genuine, marks)
+
+
+def spoof_timing(rate: float, knocks: int, pool: int = SPOOF_POOL) -> tuple[float, float]:
+    """(lead, duration) of a spoofed run: the knocks begin once the probation tier is
+    full and, where the pool recurs within SPOOF_LEAD_MAX, after its first recurrence;
+    the flood lasts until the last woven knock and `aioknock run` are done."""
+    fill = (1 + PROBATION) * MAX_TRACKED / rate
+    cycle = pool / rate
+    lead = min(SPOOF_LEAD_MAX, max(1.0, 1.2 * fill, cycle + 0.4))
+    knock = (KNOCK_PORTS - 1) * CLIENT_GAP
+    return lead, lead + max((knocks - 1) * SPOOF_STAGGER, RUN_STARTUP) + knock + SPOOF_TAIL
+
+
+def build_spoof_stream(rate: float, knocks: int, seed: int, size: int = SPOOF_POOL) -> Stream:
+    """A flood paced at ``rate`` in which every SYN comes from the next address of a
+    shuffled pool of ``size`` (one recurs only after ``size`` SYNs), with ``knocks`` genuine
+    knocks woven in at the client's default timing (a SYN every CLIENT_GAP seconds),
+    SPOOF_STAGGER apart; `aioknock run` (default timeout) starts at the first of them."""
+    rng = random.Random(seed)
+    lead, duration = spoof_timing(rate, knocks, size)
+    pool = [spoof_source(i) for i in range(size)]
+    rng.shuffle(pool)
+    events: list[tuple[float, int, int, int]] = []  # (flood index, knock j, SYN m, port)
+    genuine: list[tuple[str, list[int]]] = []
+    for j in range(knocks):
+        src = genuine_source(j)
+        ports = genuine_ports(src)
+        genuine.append((src, ports))
+        for m, port in enumerate(ports):
+            events.append(((lead + j * SPOOF_STAGGER + m * CLIENT_GAP) * rate, j, m, port))
+    events.sort()
+    flood = int(duration * rate)
+    syns: list[tuple[str, int, int]] = []
+    marks: dict[str, int] = {}
+    e = 0
+    for k in range(flood):
+        while e < len(events) and events[e][0] <= k:
+            _, j, m, port = events[e]
+            if m in (0, KNOCK_PORTS - 1):
+                marks[f"{j}:{'first' if m == 0 else 'last'}"] = len(syns)
+            syns.append((genuine[j][0], rng.randrange(1024, 65536), port))
+            e += 1
+        dport = flood_port(rng)
+        syns.append((pool[k % size], rng.randrange(1024, 65536), dport))
+    cue = marks["0:first"] if knocks else len(syns) // 2
+    return Stream(syns, flood, genuine, marks, cue=cue, client_gap=None, spoof_rate=rate,
+                  lead=lead, pool=size)  # fmt: skip
 
 
 def _checksum(data: bytes) -> int:
@@ -226,12 +344,14 @@ def _in_namespace(name: str) -> bool:
 
 
 def sender_main(
-    netns: str, packets_path: str, rate: float, limit: float, marks_json: str, out: str
-) -> None:
-    """Send the prepared 40-byte SYNs to their (single) destination; bounded in time."""
+    netns: str, packets_path: str, rate: float, limit: float, marks_json: str, out: str,
+    cue: int = -1,
+) -> None:  # fmt: skip
+    """Send the prepared 40-byte SYNs to their (single) destination; bounded in time.
+    Prints "cue" once packet ``cue`` (-1: half of them) is due."""
     data = Path(packets_path).read_bytes()
     count = len(data) // 40
-    if count > MAX_PACKETS + 100_000 or len(data) % 40:
+    if count > SENDER_MAX or len(data) % 40:
         raise SystemExit("bad packet file")
     dst = {data[i * 40 + 16 : i * 40 + 20] for i in range(count)}
     if len(dst) != 1 or ipaddress.ip_address(next(iter(dst))) not in NET:
@@ -246,15 +366,15 @@ def sender_main(
     sent = 0
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     t0, p0 = time.time(), time.perf_counter()
-    half = count // 2
+    cue = count // 2 if cue < 0 else cue
     for i, pkt in enumerate(chunks):
         if not i & 63:
             now = time.perf_counter()
             if now - p0 > limit:
                 break
-            if half and i >= half:
-                print("half", flush=True)  # the parent starts `aioknock run` now
-                half = 0
+            if cue >= 0 and i >= cue:
+                print("cue", flush=True)  # the parent starts `aioknock run` now
+                cue = -1
             if rate and (ahead := p0 + i / rate - now) > 0:
                 time.sleep(ahead)
         if i in marks:
@@ -287,10 +407,12 @@ def _proc_status(*names: str) -> dict[str, int]:
 def driver_main(conf: str, out: str, profile: str) -> int:
     """``aioknock daemon -conf CONF``, watched; writes what it saw to ``out`` on exit."""
     from aioknock.asyncio.daemon import KnockDaemon
+    from aioknock.daemon.encoded import EncodedKnocks
 
     state: dict[str, Any] = {"kernel": None, "burst": None, "bursts": [], "burst_count": 0,
                              "decisions": [], "rss_ready_kb": 0, "poll": None,
-                             "evictions": 0, "evicted": []}  # fmt: skip
+                             "evictions": 0, "evicted": [], "syns_from": {},
+                             "main_peak": 0}  # fmt: skip
     daemons: list[KnockDaemon] = []
 
     end_burst = _watch(state, daemons)
@@ -298,10 +420,13 @@ def driver_main(conf: str, out: str, profile: str) -> int:
     end_burst()
     status = _proc_status("VmRSS", "VmHWM")
     d = daemons[-1] if daemons else None
+    tables = [r._windows for r in d.engine.recognizers if isinstance(r, EncodedKnocks)] if d else []
     result = {
         "rc": rc,
         "counts": d.counts if d else {},
         "sources": sum(r.sources for r in d.engine.recognizers) if d else -1,
+        "main_sources": sum(t._main for t in tables),  # past probation
+        "source_bound": sum(t.limit + t.probation for t in tables),
         "max_sources": d.settings.max_sources if d else -1,
         "cpu_total": time.process_time(),
         "rss_end_kb": status["VmRSS"],
@@ -358,7 +483,7 @@ def _watch(state: dict[str, Any], daemons: list[Any]) -> Callable[[], None]:
 
         def evicted(src: str) -> None:
             state["evictions"] += 1
-            if kind_of(src) != "flood" and len(state["evicted"]) < MAX_DECISIONS:
+            if not is_flood(src) and len(state["evicted"]) < MAX_DECISIONS:
                 state["evicted"].append([src, time.time()])
             evict(src)
 
@@ -419,6 +544,13 @@ def _watch(state: dict[str, Any], daemons: list[Any]) -> Callable[[], None]:
             b["end"], b["cpu1"] = time.perf_counter(), time.process_time()
             b["packets"] += len(packets)
             b["batches"] += 1
+            # Outside the batch's time: SYNs from genuine sources, sources past probation.
+            counted = state["syns_from"]
+            for p in packets:
+                if p.src in WATCHED:
+                    counted[p.src] = counted.get(p.src, 0) + 1
+            main = sum(r._windows._main for r in watched)
+            state["main_peak"] = max(state["main_peak"], main)
 
     setattr(sniffer_mod, "Sniffer", WatchedSniffer)  # noqa: B010 - module attribute
     setattr(daemon_mod, "Sniffer", WatchedSniffer)  # noqa: B010
@@ -530,7 +662,9 @@ def env_for(home: Path) -> dict[str, str]:
     return {**env, "HOME": str(home), "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}"}
 
 
-def write_confs(tmp: Path, mode: str, logfile: Path, opens: Path) -> tuple[Path, Path]:
+def write_confs(tmp: Path, mode: str, logfile: Path, opens: Path,
+                client_timeout: float | None = RUN_GAP) -> tuple[Path, Path]:  # fmt: skip
+    """The daemon's and `aioknock run`'s configurations (client_timeout None: its default)."""
     keyfile = tmp / "knock.key"
     keyfile.write_text(KEY + "\n")
     keyfile.chmod(0o600)
@@ -538,14 +672,16 @@ def write_confs(tmp: Path, mode: str, logfile: Path, opens: Path) -> tuple[Path,
               "iv": "yes", "key_file": str(keyfile)}  # fmt: skip
     daemon = {
         **common, "runmode": mode, "interface": SERVER_IF, "logfile": str(logfile),
-        "log_format": "kernel", "from_start": "yes", "max_sources": "10000",
-        "knock_timeout": "10", "backend": "command", "duration": "30", "cooldown": "0",
+        "log_format": "kernel", "from_start": "yes", "max_sources": str(MAX_TRACKED),
+        "knock_timeout": f"{KNOCK_TIMEOUT:g}", "backend": "command", "duration": "30",
+        "cooldown": "0",
         "open": f"{TOUCH} {opens}/open_%IP%_%PORT%_%PROTO%",
     }  # fmt: skip
     client = {**common, "remote": SERVER, "port": str(DOOR_PORT), "quiet": "yes"}
     if mode == "file":
         client |= {"logtofile": "yes", "logfile": str(logfile)}
-    client["timeout"] = str(RUN_GAP)
+    if client_timeout is not None:
+        client["timeout"] = str(client_timeout)
     paths = tmp / f"daemon-{mode}.conf", tmp / f"client-{mode}.conf"
     for path, values in zip(paths, (daemon, client), strict=True):
         path.write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
@@ -614,6 +750,28 @@ class Result:
         by_file = sum(1 for name in self.opens if name.split("_")[1] not in genuine)
         return max(false, by_file)
 
+    def genuine_syns(self) -> dict[str, tuple[int, int]]:
+        """Per genuine source: (its SYNs that reached the daemon, SYNs it sent)."""
+        sent: dict[str, int] = {CLIENT: KNOCK_PORTS}
+        for src, _, _ in self.stream.syns:
+            if src in WATCHED:
+                sent[src] = sent.get(src, 0) + 1
+        got = self.driver.get("syns_from", {})
+        return {src: (got.get(src, 0), n) for src, n in sent.items()}
+
+    def losses(self) -> list[str]:
+        """Why each genuine knock that was not accepted failed, as far as it shows."""
+        accepted = {d[2] for d in self.accepts() if d[1] == d[2]}
+        evicted = {a for a, _ in self.driver.get("evicted", [])}
+        out = []
+        for src, (got, sent) in self.genuine_syns().items():
+            if src in accepted:
+                continue
+            why = [f"{sent - got} of its {sent} SYNs lost in the kernel"] if got < sent else []
+            why += ["evicted from the source table"] if src in evicted else []
+            out.append(f"{src}: {', '.join(why) or 'every SYN read, not evicted'}")
+        return out
+
 
 def start_daemon(pair: Pair, tmp: Path, conf: Path, label: str, profile: bool) -> tuple[
     subprocess.Popen[bytes], Path, Path, Path
@@ -646,51 +804,64 @@ def finish_daemon(proc: subprocess.Popen[bytes], res: Result, out: Path, err: Pa
         res.profile = prof.read_text()
 
 
-def run_network(pair: Pair, tmp: Path, stream: Stream, rate: float, profile: bool) -> Result:
-    label = f"network-{int(rate)}"
-    res = Result("network " + ("max" if not rate else f"{rate:,.0f}/s"), "network", stream)
-    opens = tmp / f"opens-{label}"
-    opens.mkdir()
-    dconf, cconf = write_confs(tmp, "network", tmp / "unused.log", opens)
-    blob = tmp / f"{label}.pkts"
+def write_blob(path: Path, stream: Stream) -> None:
+    """The stream as 40-byte IPv4 + TCP SYNs to the server, for the sender."""
     rng = random.Random(1)
-    with open(blob, "wb") as f:
+    with open(path, "wb") as f:
         for i, (src, sport, dport) in enumerate(stream.syns):
             f.write(syn_packet(src, SERVER, sport, dport, rng.getrandbits(32), i & 0xFFFF or 1))
+
+
+def in_client(pair: Pair, tmp: Path, argv: list[str]) -> subprocess.Popen[str]:
+    """This Python running ``argv`` in the client namespace."""
+    return subprocess.Popen(
+        ["ip", "netns", "exec", pair.client, sys.executable, *argv],
+        cwd=tmp, env=env_for(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def send_and_knock(pair: Pair, tmp: Path, label: str, blob: Path, cconf: Path,
+                   stream: Stream, rate: float, res: Result) -> None:  # fmt: skip
+    """Send the stream from the client namespace; `aioknock run` starts at its cue."""
+    sent_json = tmp / f"sender-{label}.json"
+    call = (pair.client, str(blob), rate, RUN_LIMIT, json.dumps(stream.marks), str(sent_json),
+            stream.cue_index)  # fmt: skip
+    sender = in_client(pair, tmp, ["-c", f"import bench_daemon as b; b.sender_main(*{call!r})"])
+    try:
+        assert sender.stdout is not None
+        sender.stdout.readline()  # "cue" (or EOF: it failed)
+        client = in_client(pair, tmp, ["-m", "aioknock", "run", "-conf", str(cconf)])
+        try:
+            _, serr = sender.communicate(timeout=RUN_LIMIT + 10)
+            _, cerr = client.communicate(timeout=RUN_LIMIT)
+            res.run_rc, res.run_err = client.returncode, cerr.strip()
+        finally:
+            stop(client, signal.SIGINT)
+    finally:
+        stop(sender, signal.SIGINT)
+    if sender.returncode != 0:
+        raise RuntimeError(f"sender failed ({sender.returncode}): {serr.strip()}")
+    sent = json.loads(sent_json.read_text())
+    res.sent, res.send_wall, res.send_start = sent["sent"], sent["wall"], sent["start"]
+    res.send_errors, res.marks = sent["errors"], sent["marks"]
+
+
+def run_network(pair: Pair, tmp: Path, stream: Stream, rate: float, profile: bool) -> Result:
+    if stream.spoof_rate:
+        label, name = f"spoof-{int(rate)}", f"spoof {spoof_name(stream)}"
+    else:
+        label, name = f"network-{int(rate)}", "network " + ("max" if not rate else f"{rate:,.0f}/s")
+    res = Result(name, "network", stream)
+    opens = tmp / f"opens-{label}"
+    opens.mkdir()
+    dconf, cconf = write_confs(tmp, "network", tmp / "unused.log", opens, stream.client_gap)
+    blob = tmp / f"{label}.pkts"
+    write_blob(blob, stream)
     proc, out, err, prof = start_daemon(pair, tmp, dconf, label, profile)
     try:
         wait_log(err, rf"capturing on {SERVER_IF}", proc)
         link0, nft0 = link_stats(pair.server, SERVER_IF), nft_counter(pair.server)
-        sent_json = tmp / f"sender-{label}.json"
-        call = (pair.client, str(blob), rate, RUN_LIMIT, json.dumps(stream.marks), str(sent_json))
-        code = f"import bench_daemon as b; b.sender_main(*{call!r})"
-        sender = subprocess.Popen(
-            ["ip", "netns", "exec", pair.client, sys.executable, "-c", code],
-            cwd=tmp, env=env_for(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert sender.stdout is not None
-            sender.stdout.readline()  # "half": half the stream is out (or EOF: it failed)
-            # The real client knocks from the middle of the flood on.
-            client = subprocess.Popen(
-                ["ip", "netns", "exec", pair.client, sys.executable, "-m", "aioknock", "run",
-                 "-conf", str(cconf)],
-                cwd=tmp, env=env_for(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            try:
-                _, serr = sender.communicate(timeout=RUN_LIMIT + 10)
-                _, cerr = client.communicate(timeout=RUN_LIMIT)
-                res.run_rc, res.run_err = client.returncode, cerr.strip()
-            finally:
-                stop(client, signal.SIGINT)
-        finally:
-            stop(sender, signal.SIGINT)
-        if sender.returncode != 0:
-            raise RuntimeError(f"sender failed ({sender.returncode}): {serr.strip()}")
-        sent = json.loads(sent_json.read_text())
-        res.sent, res.send_wall, res.send_start = sent["sent"], sent["wall"], sent["start"]
-        res.send_errors, res.marks = sent["errors"], sent["marks"]
+        send_and_knock(pair, tmp, label, blob, cconf, stream, rate, res)
         finish_daemon(proc, res, out, err, prof)
         link1, nft1 = link_stats(pair.server, SERVER_IF), nft_counter(pair.server)
         res.link = {k: link1[k] - link0[k] for k in link1}
@@ -778,16 +949,77 @@ def print_table(rows: list[Result]) -> None:
               f"{r.false_opens():>5}")  # fmt: skip
 
 
+def print_spoof_table(rows: list[Result]) -> None:
+    width = max(17, *(len(r.label) for r in rows))
+    head = (f"{'run':<{width}} {'SYNs sent':>9} {'send s':>6} {'sent/s':>7} {'recur s':>7} "
+            f"{'kdrop':>6} {'daemon pkts':>11} {'CPU s':>5} {'evictions':>9} {'sources':>7} "
+            f"{'main':>6} {'genuine':>7} {'%':>6} {'false':>5}")  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        d, s = r.driver, r.stream
+        counts, kernel = d.get("counts", {}), d.get("kernel") or {}
+        true, genuine = r.true_opens()
+        recur = s.pool / s.spoof_rate if s.recurs else None
+        print(f"{r.label:<{width}} {r.sent:>9,} {r.send_wall:>6.2f} "
+              f"{r.sent / r.send_wall if r.send_wall else 0:>7,.0f} {fmt(recur, '.2f'):>7} "
+              f"{fmt(kernel.get('dropped'), ','):>6} {counts.get('packets', 0):>11,} "
+              f"{d.get('cpu_total', 0):>5.2f} {d.get('evictions', 0):>9,} "
+              f"{d.get('sources', -1):>7,} {d.get('main_sources', -1):>6,} "
+              f"{f'{true}/{genuine}':>7} {100 * true / genuine:>5.1f}% "
+              f"{r.false_opens():>5}")  # fmt: skip
+        for note in spoof_notes(r):
+            print(f"    note: {note}")
+
+
+def spoof_notes(r: Result) -> list[str]:
+    """What a spoofed row's figures do not say by themselves."""
+    notes = []
+    dropped = (r.driver.get("kernel") or {}).get("dropped", 0)
+    if dropped:
+        lost = sum(n - got for got, n in r.genuine_syns().values())
+        notes.append(f"the sender outran the daemon: {dropped:,} SYNs dropped in the kernel "
+                     f"(capture buffer full), {lost} of them genuine")  # fmt: skip
+    s = r.stream
+    if s.recurs:
+        cycle, peak = s.pool / s.spoof_rate, r.driver.get("main_peak", -1)
+        on_probation = PROBATION * r.driver.get("max_sources", 0) / (s.spoof_rate * SPAN_SHARE)
+        notes.append(f"the pool of {s.pool:,} spoofed addresses recurs every {cycle:.2f} s: "
+                     f"~{KNOCK_TIMEOUT / cycle:.1f} SYNs per address within knock_timeout; "
+                     f"probation holds {on_probation:.2f} s of span SYNs; at most {peak:,} "
+                     "sources were past probation at once")  # fmt: skip
+    return notes + [f"not accepted: {loss}" for loss in r.losses()]
+
+
+def spoof_name(s: Stream) -> str:
+    pool = "" if s.pool == SPOOF_POOL else f" pool {s.pool:,}"
+    return f"{s.spoof_rate:,.0f}/s{pool}"
+
+
+def describe_stream(s: Stream) -> str:
+    if not s.spoof_rate:
+        extra = len(s.syns) - s.flood
+        return (f"{s.flood:,} random SYNs from "
+                f"{len({src for src, _, _ in s.syns if src.startswith('198.19.')}):,} flood "
+                f"sources + {extra:,} knock-shaped ({len(s.genuine)} genuine, {len(s.genuine)} "
+                f"replayed by the same source, {len(s.genuine)} by another, "
+                f"{extra // KNOCK_PORTS - 3 * len(s.genuine)} forged); {s.to_span:,} to the "
+                "span")  # fmt: skip
+    cycle = s.pool / s.spoof_rate
+    recur = (f"each recurring every {cycle:.2f} s" if s.recurs
+             else f"each once (the pool would recur after {cycle:.1f} s)")  # fmt: skip
+    return (f"{s.flood:,} SYNs at {s.spoof_rate:,.0f}/s ({s.flood / s.spoof_rate:.2f} s) from "
+            f"{min(s.flood, s.pool):,} spoofed addresses in 198.18.4.0-{spoof_source(s.pool - 1)}, "
+            f"{recur}; + {len(s.syns) - s.flood} SYNs of {len(s.genuine)} genuine knocks (a SYN "
+            f"every {CLIENT_GAP} s, starting {SPOOF_STAGGER} s apart from +{s.lead:.2f} s) and "
+            f"`aioknock run` (default timeout {CLIENT_GAP} s) from +{s.lead:.2f} s; "
+            f"{s.to_span:,} to the span")  # fmt: skip
+
+
 def details(r: Result) -> None:
     d = r.driver
-    s = r.stream
     print(f"\n{r.label}:")
-    extra = len(s.syns) - s.flood
-    print(f"  stream: {s.flood:,} random SYNs from "
-          f"{len({src for src, _, _ in s.syns if src.startswith('198.19.')}):,} flood sources + "
-          f"{extra:,} knock-shaped ({len(s.genuine)} genuine, {len(s.genuine)} replayed by the "
-          f"same source, {len(s.genuine)} by another, {extra // KNOCK_PORTS - 3 * len(s.genuine)}"
-          f" forged); {s.to_span:,} to the span")  # fmt: skip
+    print(f"  stream: {describe_stream(r.stream)}")
     if r.send_errors:
         print(f"  send errors: {r.send_errors}")
     if r.mode == "network":
@@ -802,7 +1034,21 @@ def details(r: Result) -> None:
           f"{d.get('burst_count', 0)}; of >= 1,000 packets: " + "; ".join(
         f"{b['packets']:,} pkts in {b['end'] - b['start']:.3f} s, {b['batches']:,} batches, "
         f"{b['cpu1'] - b['cpu0']:.2f} CPU-s, from +{b['epoch'] - r.send_start:.2f} s"
-        for b in bursts))  # fmt: skip
+        for b in bursts[:8])
+        + ("; ..." if len(bursts) > 8 else "" if bursts else "none"))  # fmt: skip
+    print_memory(r)
+    print_decisions(r)
+    print_genuine(r)
+    if r.run_rc != 0:
+        print(f"  aioknock run failed: exit {r.run_rc}: {r.run_err}")
+    print(f"  door files: {len(r.opens)} ({', '.join(r.opens[:8])})")
+    if r.profile:
+        print(f"\n--- cProfile of the daemon, {r.label} (slowed down by the profiler) ---")
+        print(r.profile.rstrip())
+
+
+def print_memory(r: Result) -> None:
+    d = r.driver
     ready, peak, sources = d.get("rss_ready_kb", 0), d.get("hwm_kb", 0), d.get("sources", 0)
     print(
         f"  memory: RSS {ready / 1024:.1f} MB when ready, peak (VmHWM) {peak / 1024:.1f} MB "
@@ -813,9 +1059,14 @@ def details(r: Result) -> None:
             else ""
         )
         + f"), {d.get('rss_end_kb', 0) / 1024:.1f} MB at exit; sources in progress at exit "
-        f"{sources:,} (max_sources {d.get('max_sources', -1):,}); daemon CPU "
+        f"{sources:,}, {d.get('main_sources', -1):,} of them past probation (max_sources "
+        f"{d.get('max_sources', -1):,}, probation {PROBATION} x that); daemon CPU "
         f"{d.get('cpu_total', 0):.2f} s"
     )
+
+
+def print_decisions(r: Result) -> None:
+    d = r.driver
     why: dict[str, int] = {}
     for v, src, _, _, _, reason in d.get("decisions", []):
         key = f"{v} {kind_of(src)}: {re.sub(r'[0-9.]+', 'N', reason)}"
@@ -823,39 +1074,49 @@ def details(r: Result) -> None:
     for key, n in sorted(why.items()):
         print(f"    {n:>5} x {key}")
     evicted = d.get("evicted", [])
-    print(f"  evictions (more than max_sources knocks in progress): "
+    print(f"  evictions (room made in the source table): "
           f"{d.get('evictions', 0):,}; of knocks not from the flood: {len(evicted)}"
           + (" (" + ", ".join(f"{kind_of(a)} {a}" for a, _ in evicted[:6]) + ")" if evicted
              else ""))  # fmt: skip
+
+
+def print_genuine(r: Result) -> None:
+    d, s = r.driver, r.stream
     first = min((t for k, t in r.marks.items() if k.endswith("first")), default=None)
     last = max((t for k, t in r.marks.items() if k.endswith("last")), default=None)
     if first is not None and last is not None:
         verb = "sent" if r.mode == "network" else "written"
         print(f"  genuine knocks woven in: {verb} +{first - r.send_start:.2f} to "
               f"+{last - r.send_start:.2f} s of a {r.send_wall:.2f} s flood")  # fmt: skip
+    evicted = {a for a, _ in d.get("evicted", [])}
+    syns = r.genuine_syns() if r.mode == "network" else {}
     for src in [g for g, _ in s.genuine] + [CLIENT]:
         got = [x for x in d.get("decisions", []) if x[1] == src]
-        what = "; ".join(f"{x[0]} at +{x[4] - r.send_start:.2f} s ({x[5]})" for x in got[:3])
-        if any(a == src for a, _ in evicted):
-            what = "; ".join(filter(None, [what, "evicted (max_sources)"]))
-        name = "aioknock run" if src == CLIENT else "woven"
+        what = [f"{x[0]} at +{x[4] - r.send_start:.2f} s ({x[5]})" for x in got[:3]]
+        what = what or ["no decision"]
+        if src in evicted:
+            what.append("evicted (source table full)")
         if src == CLIENT and got and got[0][0] == "accept" and r.mode == "network":
-            first_syn = got[0][4] - (KNOCK_PORTS - 1) * RUN_GAP - r.send_start
-            what += f"; its first SYN about +{first_syn:.2f} s"
-        print(f"    {name} {src}: {what or 'no decision (a SYN lost?)'}")
-    if r.run_rc != 0:
-        print(f"  aioknock run failed: exit {r.run_rc}: {r.run_err}")
-    print(f"  door files: {len(r.opens)} ({', '.join(r.opens[:8])})")
-    if r.profile:
-        print(f"\n--- cProfile of the daemon, {r.label} (slowed down by the profiler) ---")
-        print(r.profile.rstrip())
+            first_syn = got[0][4] - (KNOCK_PORTS - 1) * s.gap - r.send_start
+            what.append(f"its first SYN about +{first_syn:.2f} s")
+        if src in syns:
+            what.append(f"{syns[src][0]}/{syns[src][1]} of its SYNs reached the daemon")
+        name = "aioknock run" if src == CLIENT else "woven"
+        print(f"    {name} {src}: {'; '.join(what)}")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modes", default="network,file", help="network, file or both")
+    parser.add_argument("--modes", default="network,file,spoof",
+                        help="network, file, spoof (spoofed sources), comma-separated")  # fmt: skip
     parser.add_argument("--rates", default="0,100000",
                         help="network send rates, SYN/s (0 = as fast as possible)")  # fmt: skip
+    parser.add_argument("--spoof-rates", default="5000,50000",
+                        help=f"spoofed flood rates, SYN/s (1-{SPOOF_MAX_RATE:,})")  # fmt: skip
+    parser.add_argument("--spoof-pool", type=int, default=SPOOF_POOL,
+                        help=f"spoofed addresses to cycle (at most {SPOOF_POOL:,})")  # fmt: skip
+    parser.add_argument("--spoof-knocks", type=int, default=5,
+                        help="genuine knocks woven into each spoofed flood")  # fmt: skip
     parser.add_argument("--packets", type=int, default=100_000, help="random SYNs in the flood")
     parser.add_argument("--sources", type=int, default=10_000, help="flood source addresses")
     parser.add_argument("--knocks", type=int, default=5, help="genuine knocks woven in")
@@ -864,37 +1125,88 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the daemon")
     parser.add_argument("--keep", action="store_true", help="keep the temporary files")
     args = parser.parse_args()
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    rates = [float(x) for x in args.rates.split(",") if x.strip()]
-    if not set(modes) <= {"network", "file"} or not all(0 <= r <= 10_000_000 for r in rates):
-        parser.error("modes: network, file; rates >= 0")
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    args.spoof_rates = [float(x) for x in args.spoof_rates.split(",") if x.strip()]
+    if not set(args.modes) <= {"network", "file", "spoof"}:
+        parser.error("modes: network, file, spoof")
+    if not all(0 <= r <= 10_000_000 for r in args.rates):
+        parser.error("rates >= 0")
+    if not all(1 <= r <= SPOOF_MAX_RATE for r in args.spoof_rates):
+        parser.error(f"spoof rates 1-{SPOOF_MAX_RATE:,}")
+    if not 1_000 <= args.spoof_pool <= SPOOF_POOL:
+        parser.error(f"spoof pool 1,000-{SPOOF_POOL:,}")
+    if not (1 <= args.knocks <= 250 and 0 <= args.forged <= 250 and 1 <= args.spoof_knocks <= 8):
+        parser.error("knocks 1-250, forged 0-250, spoof knocks 1-8")
+    for rate in args.spoof_rates:
+        flood = rate * spoof_timing(rate, args.spoof_knocks, args.spoof_pool)[1]
+        if flood + KNOCK_PORTS * args.spoof_knocks > SENDER_MAX:
+            parser.error(f"spoofed flood at {rate:,.0f}/s: more than {SENDER_MAX:,} SYNs")
     if not 1 <= args.sources <= min(MAX_SOURCES, args.packets) <= args.packets <= MAX_PACKETS:
         parser.error(f"1 <= sources <= {MAX_SOURCES}, sources <= packets <= {MAX_PACKETS}")
-    if not (1 <= args.knocks <= 250 and 0 <= args.forged <= 250):
-        parser.error("knocks 1-250, forged 0-250")
     if sys.platform != "linux" or os.geteuid() != 0:
         parser.error("needs root on Linux (network namespaces, nftables, raw sockets)")
     if missing := [c for c in ("ip", "nft", "sysctl") if shutil.which(c) is None]:
         parser.error(f"missing commands: {', '.join(missing)}")
+    return args
 
+
+def run_all(pair: Pair, tmp: Path, args: argparse.Namespace) -> list[Result]:
+    rows: list[Result] = []
+    for mode in args.modes:
+        for rate in {"network": args.rates, "file": [0.0], "spoof": args.spoof_rates}[mode]:
+            sub = tmp / f"{mode}-{int(rate)}"
+            sub.mkdir()
+            if mode == "spoof":
+                stream = build_spoof_stream(rate, args.spoof_knocks, args.seed, args.spoof_pool)
+            else:
+                stream = build_stream(args.packets, args.sources, args.knocks, args.forged,
+                                      args.seed)  # fmt: skip
+            if mode == "file":
+                rows.append(run_file(pair, sub, stream, args.profile))
+            else:
+                rows.append(run_network(pair, sub, stream, rate, args.profile))
+    return rows
+
+
+def checks(rows: list[Result]) -> None:
+    print("\nChecks:")
+    false = sum(r.false_opens() for r in rows)
+    print(f"  [{verdict(false == 0)}] false opens == 0: "
+          + ", ".join(f"{r.label} {r.false_opens()}" for r in rows))  # fmt: skip
+    for r in rows:
+        true, genuine = r.true_opens()
+        if r.stream.spoof_rate:
+            why = "" if true == genuine else f" ({'; '.join(r.losses())})"
+            print(f"  [{verdict(true == genuine)}] spoofed sources at {spoof_name(r.stream)}: "
+                  f"genuine knocks accepted {true}/{genuine}{why}")  # fmt: skip
+        else:
+            print(f"  [{verdict(true == genuine)}] {r.label}: genuine knocks during the flood "
+                  f"accepted: {true}/{genuine}")  # fmt: skip
+    spoofed = [r for r in rows if r.stream.spoof_rate]
+    if spoofed:
+        full = [r.stream.spoof_rate for r in spoofed if r.true_opens()[0] == r.true_opens()[1]]
+        print(f"  highest spoofed rate with every genuine knock accepted: "
+              f"{f'{max(full):,.0f}/s' if full else 'none'}")  # fmt: skip
+    bounded = all(0 <= r.driver.get("main_sources", -1) <= r.driver.get("max_sources", 0)
+                  and r.driver.get("sources", -1) <= r.driver.get("source_bound", 0)
+                  for r in rows)  # fmt: skip
+    print(f"  [{verdict(bounded)}] sources in progress <= max_sources past probation, <= "
+          f"{1 + PROBATION} x max_sources in all: " + ", ".join(
+              f"{r.label} {r.driver.get('main_sources')}/{r.driver.get('sources')}"
+              for r in rows))  # fmt: skip
+
+
+def main() -> int:
+    args = parse_args()
     interrupt_on_signals()
     print(f"aioknock daemon (CLI, uvloop), knock = {KNOCK}, Blowfish iv=yes, portspan {SPAN}: "
-          f"{KNOCK_PORTS} ports per knock; max_sources 10000; {os.cpu_count()} CPUs, "
+          f"{KNOCK_PORTS} ports per knock; max_sources {MAX_TRACKED}; {os.cpu_count()} CPUs, "
           f"kernel {os.uname().release}\n", flush=True)  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="akbd-"))
-    rows: list[Result] = []
     try:
         with namespaces() as pair:
-            for mode in modes:
-                for rate in rates if mode == "network" else [0.0]:
-                    stream = build_stream(args.packets, args.sources, args.knocks, args.forged,
-                                          args.seed)  # fmt: skip
-                    sub = tmp / f"{mode}-{int(rate)}"
-                    sub.mkdir()
-                    if mode == "network":
-                        rows.append(run_network(pair, sub, stream, rate, args.profile))
-                    else:
-                        rows.append(run_file(pair, sub, stream, args.profile))
+            rows = run_all(pair, tmp, args)
     except KeyboardInterrupt:
         print("\ninterrupted; namespaces removed", file=sys.stderr)
         return 130
@@ -903,20 +1215,16 @@ def main() -> int:
             print(f"\nfiles kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    print_table(rows)
+    plain = [r for r in rows if not r.stream.spoof_rate]
+    spoofed = [r for r in rows if r.stream.spoof_rate]
+    if plain:
+        print_table(plain)
+    if spoofed:
+        print("\nSpoofed sources (a new address per SYN, genuine knocks at 0.2 s per SYN):")
+        print_spoof_table(spoofed)
     for r in rows:
         details(r)
-    print("\nChecks:")
-    false = sum(r.false_opens() for r in rows)
-    print(f"  [{verdict(false == 0)}] false opens == 0: "
-          + ", ".join(f"{r.label} {r.false_opens()}" for r in rows))  # fmt: skip
-    for r in rows:
-        true, genuine = r.true_opens()
-        print(f"  [{verdict(true == genuine)}] {r.label}: genuine knocks during the flood "
-              f"accepted: {true}/{genuine}")  # fmt: skip
-    bounded = all(0 <= r.driver.get("sources", -1) <= r.driver.get("max_sources", 0) for r in rows)
-    print(f"  [{verdict(bounded)}] sources in progress <= max_sources: "
-          + ", ".join(f"{r.label} {r.driver.get('sources')}" for r in rows))  # fmt: skip
+    checks(rows)
     return 0
 
 
