@@ -308,3 +308,49 @@ async def test_a_backend_bug_fails_that_action_only(
         "bug" in caplog.text
     )
     assert not (home / "open-127.0.0.1-tcp-2223").exists(), "stopping closes the door"
+
+
+def test_a_configuration_that_names_unusable_things_is_refused(home: Path) -> None:
+    """Issue 12: a logfile that is a directory or a FIFO, a missing interface or open
+    program were accepted (at start, or by SIGHUP) and then stopped or hung the daemon."""
+    fifo = home / "fifo"
+    os.mkfifo(fifo)
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"logfile": str(home)}, "logfile: .* is not a regular file"),
+        ({"logfile": str(fifo)}, "logfile: .* is not a regular file"),
+        ({"runmode": "network", "interface": "no-such-if0"}, "interface: no such network"),
+        ({"open": "/nonexistent/iptables -I INPUT"}, "open: no program '/nonexistent/iptables'"),
+        ({"close": "no-such-program-here %IP%"}, "close: no program 'no-such-program-here' on"),
+    ]
+    for extra, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            KnockDaemon(daemon_settings(home, **extra))
+    daemon = KnockDaemon(daemon_settings(home))
+    for extra, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            daemon.reload(daemon_settings(home, **extra))
+        assert daemon.settings.logfile == str(home / "fw.log")  # the old one goes on
+
+
+async def test_a_hung_close_command_cannot_hold_the_stop(
+    home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: a hanging firewall command made SIGTERM take 38 s. The stop waits
+    STOP_WAIT at most, says what was left undone, and kills the command."""
+    from aioknock.asyncio import daemon as daemon_mod
+
+    monkeypatch.setattr(daemon_mod, "STOP_WAIT", 0.5)
+    caplog.set_level(logging.INFO, logger="aioknock")
+    pidfile = home / "close.pid"
+    hang = f"sh -c 'echo $$ > {pidfile}; exec sleep 60'"
+    started = 0.0
+    async with running(daemon_settings(home, duration=60, close=hang)):
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(client, home / "fw.log")
+        assert await wait_for(lambda: (home / "open-127.0.0.1-tcp-22").exists())
+        started = time.monotonic()
+    assert time.monotonic() - started < 3
+    assert "still running after 0.5 s, not done: close tcp/22 for 127.0.0.1" in caplog.text
+    assert await wait_for(pidfile.exists)
+    pid = int(pidfile.read_text())
+    assert await wait_for(lambda: not Path(f"/proc/{pid}").exists()), "the command was left"

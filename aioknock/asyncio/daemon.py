@@ -13,8 +13,11 @@ import contextlib
 import ipaddress
 import itertools
 import logging
+import os
+import shutil
 import signal
 import socket
+import stat
 import time
 import traceback
 from collections import Counter, OrderedDict
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from ..config.settings import DaemonSettings
 from ..config.values import placed
 from ..daemon.encoded import EncodedKnocks
-from ..daemon.engine import Engine, FirewallAction, Log, Open, Policy, Record
+from ..daemon.engine import Engine, FirewallAction, Log, Open, Policy, Record, wanted_ports
 from ..daemon.knockd import SequenceDoors
 from ..daemon.logreader import KMSG
 from ..daemon.packet import Packet
@@ -38,6 +41,7 @@ from .replayfile import ReplayFile
 from .sniffer import Sniffer
 
 log = logging.getLogger("aioknock.daemon")
+STOP_WAIT = 4.5  # seconds the stop waits for queued firewall commands, at most
 
 
 def make_recognizers(settings: DaemonSettings, replays: ReplayMemory) -> list[Recognizer]:
@@ -59,6 +63,42 @@ def make_backend(settings: DaemonSettings) -> Backend:
         return NftBackend(settings.nft_table, settings.nft_mark, test=settings.test)
     assert settings.open is not None  # the settings refuse backend = command without it
     return CommandBackend(settings.open, settings.close, test=settings.test)
+
+
+def check_paths(settings: DaemonSettings) -> None:
+    """What the settings name outside themselves: the log to follow is a regular file (or
+    not there yet), the interface exists, the commands are programs that can run. A
+    reload that names something unusable must be refused before anything changes."""
+    if settings.runmode == "file" and settings.logfile != KMSG:
+        _check_logfile(settings.logfile)
+    if settings.runmode == "network" and settings.interface:
+        try:
+            socket.if_nametoindex(settings.interface)
+        except OSError:
+            raise ConfigError("no such network interface", key="interface") from None
+    for key, command in (("open", settings.open), ("close", settings.close)):
+        if command is not None and settings.backend == "command":
+            _check_program(command.argv[0], key)
+
+
+def _check_logfile(path: str) -> None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return  # waited for
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                          key="logfile") from None  # fmt: skip
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path} is not a regular file (a directory, a FIFO?)", key="logfile")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"cannot read {path}: permission denied", key="logfile")
+
+
+def _check_program(program: str, key: str) -> None:
+    if shutil.which(program) is None:
+        where = "" if "/" in program else " on PATH"
+        raise ConfigError(f"no program {program!r}{where} that can run", key=key)
 
 
 class LocalAddresses:
@@ -133,10 +173,12 @@ class KnockDaemon:
             replays.load(self.replay.digests)
         # Firewall actions wait here for the one worker that runs them in order.
         self._queue: asyncio.Queue[FirewallAction] = asyncio.Queue()
+        self._undone: list[FirewallAction] = []  # queued or running, in order
         self._timer_wake = asyncio.Event()
         self._restart = asyncio.Event()
         self._started = False
         self._sniffer: Sniffer | None = None
+        self._capture_ready: Sniffer | None = None  # opened by a reload, for the next feed
         self._feeding: tuple[tuple[str, str], asyncio.Task[None]] | None = None
 
     @property
@@ -152,6 +194,10 @@ class KnockDaemon:
     def _prepare(self, settings: DaemonSettings, replays: ReplayMemory) -> _Configuration:
         """Everything is built before anything is replaced: a reload that fails half-way
         must leave the old configuration whole."""
+        try:
+            check_paths(settings)
+        except ConfigError as exc:
+            raise placed(exc, settings.origins) from None
         recognizers = make_recognizers(settings, replays)
         backend = make_backend(settings)
         replay, write = self.replay, not settings.test
@@ -195,17 +241,31 @@ class KnockDaemon:
         log.info("configuration reloaded")
 
     async def _reload_pending(self) -> None:
-        """Set the waiting configuration's backend up; switch to it if that worked."""
+        """Set the waiting configuration's backend (and any new capture) up; switch to it
+        if that worked."""
         conf, self._pending = self._pending, None
         if conf is None:
             return
         try:
             await conf.backend.setup()  # a reload may name another table
+            capture = self._new_capture(conf)
         except AioknockError as exc:
             log.error("reload failed, keeping the old configuration: %s", exc)
             return
-        if self._pending is None:  # else a newer one came meanwhile: that one is next
-            self._switch(conf)
+        if self._pending is not None:  # a newer one came meanwhile: that one is next
+            if capture is not None:
+                capture.close()
+            return
+        self._capture_ready = capture
+        self._switch(conf)
+
+    def _new_capture(self, conf: _Configuration) -> Sniffer | None:
+        """A capture on another interface is opened before the switch: if it cannot be,
+        the old configuration goes on."""
+        if conf.settings.runmode != "network" or conf.source == self._current.source:
+            return None
+        tcp, udp = wanted_ports(conf.recognizers)
+        return Sniffer(tcp, udp, interface=conf.settings.interface or None, clock=self.clock)
 
     def _prune_backends(self) -> None:
         """Forget backends that no open door and no queued action needs any more."""
@@ -228,6 +288,7 @@ class KnockDaemon:
                     self.engine.recorded(action, error)
                 else:
                     self._inflight[action.backend] += 1
+                    self._undone.append(action)
                     self._queue.put_nowait(action)
                     self._timer_wake.set()
 
@@ -242,6 +303,7 @@ class KnockDaemon:
                 self.engine.action_done(action, error)
                 self._perform()  # before task_done: what it queues is waited for too
             finally:
+                self._undone.remove(action)
                 self._inflight[action.backend] -= 1
                 if not self._inflight[action.backend]:
                     del self._inflight[action.backend]
@@ -300,8 +362,11 @@ class KnockDaemon:
             self._receive(packets, len(packets))
 
     async def _capture(self, conf: _Configuration) -> None:
-        tcp, udp = self.engine.wanted()
-        sniffer = Sniffer(tcp, udp, interface=conf.settings.interface or None, clock=self.clock)
+        sniffer, self._capture_ready = self._capture_ready, None
+        if sniffer is None:
+            tcp, udp = self.engine.wanted()
+            interface = conf.settings.interface or None
+            sniffer = Sniffer(tcp, udp, interface=interface, clock=self.clock)
         self._sniffer = sniffer
         local = LocalAddresses()
         try:
@@ -368,13 +433,23 @@ class KnockDaemon:
             try:
                 self.engine.stop()
                 self._perform()
-                await self._queue.join()  # each command is bounded by ACTION_TIMEOUT
+                await self._finish_actions()
             finally:
                 await _cancelled(worker)
                 self._running = False
             c = self.counts
             log.info("stopped: %d packets, %d accepted, %d refused, %d ignored",
                      c["packets"], c["accept"], c["refuse"], c["ignore"])  # fmt: skip
+
+    async def _finish_actions(self) -> None:
+        """Let the queued firewall actions run, for STOP_WAIT seconds at most: a hung
+        command (each is killed after ACTION_TIMEOUT) must not hold the stop."""
+        try:
+            await asyncio.wait_for(self._queue.join(), STOP_WAIT)
+        except TimeoutError:
+            left = "; ".join(f"{type(a).__name__.lower()} {a.door}" for a in self._undone)
+            log.error("stopping: firewall commands still running after %g s, not done: %s",
+                      STOP_WAIT, left)  # fmt: skip
 
     async def _serve(self, stopper: asyncio.Task[bool]) -> None:
         """Read packets until stopped; on a reload, set the new backend up first."""

@@ -85,6 +85,14 @@ class _Opening:
     closing: str | None = None  # it came due meanwhile: close it then, with this reason
 
 
+def wanted_ports(recognizers: Sequence[Recognizer]) -> tuple[list[int], list[int]]:
+    """The TCP and UDP ports the recognizers read."""
+    hits = {hit for recognizer in recognizers for hit in recognizer.wanted()}
+    return sorted(p for p, proto in hits if proto == "tcp"), sorted(
+        p for p, proto in hits if proto == "udp"
+    )
+
+
 class Engine:
     """``replays``: the memory of used knocks that the recognizers share; like the open
     doors, it outlives every reload."""
@@ -123,9 +131,7 @@ class Engine:
 
     def wanted(self) -> tuple[list[int], list[int]]:
         """The TCP and UDP ports some recognizer reads (the capture filter's question)."""
-        tcp = sorted(port for port, proto in self._routes if proto == "tcp")
-        udp = sorted(port for port, proto in self._routes if proto == "udp")
-        return tcp, udp
+        return wanted_ports(self.recognizers)
 
     def backends_in_use(self) -> set[int]:
         """The backends that open doors still hold, besides the current one."""
