@@ -673,3 +673,42 @@ def test_readme_32768_port_span_example(capsys: pytest.CaptureFixture[str]) -> N
     assert ports == [30699, 15407, 3181, 29338, 4418, 29547, 28847, 21198, 1153]
     code, out, _ = run(capsys, "decode", "-portspan", span, "-knock", knock, *map(str, ports))
     assert out == " ".join(f"flag{i}={v}" for i, v in enumerate(data)) + "\n"
+
+
+# ------------------------------------------- issue 12: one line, never "internal error"
+
+
+def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
+    if not (tmp / "fifo").exists():
+        os.mkfifo(tmp / "fifo")
+    include = write(tmp / "nul.conf", "port = 22\n<<include x\0y>>\n")
+    deep = write(tmp / "deep.toml", "a = " + "[" * 3000 + "]" * 3000 + "\n")
+    for i in range(60):
+        write(tmp / f"c{i}.conf", f"<<include c{i + 1}.conf>>\n")
+    write(tmp / "c60.conf", "port = 22\n")
+    (tmp / "binary.key").write_bytes(bytes(range(256)))
+    nul_remote = write(tmp / "remote.conf", "remote = 127.0.0.1\0evil\n")
+    return [
+        (["run", "-test", ""], "an empty host name"),
+        (["run", "-test", "-conf", str(include)], "'x\\x00y' is not a usable file name"),
+        (["run", "-test", "-conf", str(tmp / "c0.conf")], "includes nested deeper than 32"),
+        (["run", "-test", "-flag" + "1" * 5000, "3"], "unknown option -flag111"),
+        (["run", "-test", "-conf", str(deep)], "not valid TOML: nested too deeply"),
+        (["run", "-test", "-encrypt", "-key_file", "/dev/zero"], "not a regular file"),
+        (["run", "-test", "--hosts", "/dev/zero"], "not a regular file"),
+        (["run", "-test", "-encrypt", "-key_file", str(tmp / "fifo")], "not a regular file"),
+        (["run", "-test", "-conf", str(tmp / "fifo")], "not a regular file"),
+        (["run", "-test", "-encrypt", "-key_file", str(tmp / "binary.key")], "is not UTF-8 text"),
+        (["run", "-test", "-conf", str(nul_remote)], "remote: expected a host name"),
+        (["run", "-test", "-port", "２２"], "port: expected a whole number 0-65535, got '２２'"),  # noqa: RUF001
+        (["run", "-test", "-timeout", "0_5"], "timeout: expected a number of seconds"),
+    ]
+
+
+def test_bad_input_is_one_clear_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Issue 12, point 13: each of these was an internal error, a hang or a wrong host."""
+    for argv, needle in _bad_inputs(tmp_path):
+        code, out, err = run(capsys, *argv)
+        line = one_error_line(err)
+        assert (code, out) == (2, ""), (argv, err)
+        assert needle in line and "internal error" not in line, (argv, line)

@@ -643,3 +643,40 @@ def test_progress_only_on_a_terminal(cli: list[str], env: dict[str, str]) -> Non
     text = out.decode(errors="replace")
     assert "/40" in text and "host/s" in text, text
     assert "knocked 40 hosts" in text
+
+
+def _limited(limit: int) -> Callable[[], None]:
+    def set_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return set_limit
+
+
+@pytest.mark.parametrize("concurrency", [None, 500])
+def test_a_low_open_files_limit_slows_a_fleet_but_fails_no_host(
+    cli: list[str], env: dict[str, str], tmp_path: Path, concurrency: int | None
+) -> None:
+    """Issue 12: with a limit of 64 the default concurrency silently dropped to 1, and
+    -concurrency 500 failed most hosts with "Too many open files", naming none."""
+    hosts = tmp_path / "fleet.txt"
+    hosts.write_text("".join(f"127.3.{i // 250}.{i % 250 + 1}\n" for i in range(300)))
+    extra = ["-concurrency", str(concurrency)] if concurrency else []
+    cmd = [*cli, "--hosts", str(hosts), "-timeout", "0", "-portspan", "42000-42255",
+           "-knock", "PORT,RAND", "--json", *extra]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60,
+                         preexec_fn=_limited(64), check=False)  # fmt: skip
+    results = json_lines(res)
+    assert res.returncode == 0, res.stderr
+    assert len(results) == 300 and all(r["ok"] for r in results)
+    warnings = [line for line in res.stderr.splitlines() if "open-files limit (64)" in line]
+    assert len(warnings) == 1, res.stderr
+    assert "ulimit -n" in warnings[0] and (concurrency is None or "not 500" in warnings[0])
+
+
+async def test_every_error_line_names_its_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_files(*_: Any) -> str:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(fleet, "client_for", out_of_files)
+    result = await knock("127.0.0.1", settings(knock="CLIENT,PORT"))
+    assert not result.ok and result.error == "127.0.0.1: Too many open files"

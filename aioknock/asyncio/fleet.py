@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import math
 import resource
 import time
@@ -31,6 +32,8 @@ from ..config.values import override, place, placed
 from ..errors import AioknockError, ConfigError
 from .client import client_for, plan_knock
 from .sender import HOLD_MAX, Attempt, Mode, Resolved, resolve, send_knock
+
+log = logging.getLogger("aioknock.fleet")
 
 Ports = Sequence[int | tuple[int, str]]
 ARGUMENT = "knock_many() argument"
@@ -77,17 +80,35 @@ class KnockResult:
         }
 
 
-def default_concurrency(knocks_per_host: int, timeout: float, mode: Mode = "syn") -> int:
+def open_files() -> int:
+    """The soft limit of open files (RLIMIT_NOFILE)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
+
+
+def hosts_that_fit(sockets_per_host: int) -> int:
+    """Hosts whose sockets (and one more each, for the route look-up) fit under the
+    open-files limit, with headroom for the loop itself (a quarter of a small limit)."""
+    soft = open_files()
+    return max(1, (soft - min(FD_HEADROOM, soft // 4)) // (sockets_per_host + 1))
+
+
+def sockets_per_host(knocks_per_host: int, timeout: float, *, watch: bool = True) -> int:
+    """Sockets one host holds at once: one unless its knocks are watched to the end."""
+    if not watch:
+        return 1
+    hold = min(max(timeout, 0.05), HOLD_MAX)
+    return max(1, min(knocks_per_host, math.ceil(hold / timeout) + 1 if timeout else 1))
+
+
+def default_concurrency(
+    knocks_per_host: int, timeout: float, mode: Mode = "syn", *, watch: bool = True
+) -> int:
     """Hosts in flight: their sockets fit under RLIMIT_NOFILE with headroom, and
     together they ask for at most ``SYN_RATE`` (``CONNECT_RATE``) knocks per second
     (each host sends one per ``timeout``). More would not finish sooner: the loop
     would fall behind its schedule and send late, back-to-back knocks."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    hold = min(max(timeout, 0.05), HOLD_MAX)
-    per_host = max(1, min(knocks_per_host, math.ceil(hold / timeout) + 1 if timeout else 1))
-    if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
-    by_fds = (soft - FD_HEADROOM) // (per_host + 1)
+    by_fds = hosts_that_fit(sockets_per_host(knocks_per_host, timeout, watch=watch))
     rate = SYN_RATE if mode == "syn" else CONNECT_RATE
     by_rate = math.ceil(rate * timeout) if timeout > 0 else by_fds
     return max(1, min(by_fds, by_rate))
@@ -156,7 +177,9 @@ async def _knock(host: str, settings: ClientSettings, watch: bool) -> KnockResul
             result.verified = await _verify(target, settings.verify, settings.verify_timeout)
         result.ok = True
     except (AioknockError, OSError) as exc:
-        result.error = str(exc)
+        # Every line names its host ("Too many open files" alone says nothing of which).
+        error = str(exc) if isinstance(exc, AioknockError) else exc.strerror or str(exc)
+        result.error = error if host in error else f"{host}: {error}"
     finally:
         result.finished = time.time()
     return result
@@ -211,9 +234,10 @@ async def knock_many(
     """
     settings = _settings(what, overrides)
     if concurrency is None:
-        concurrency = settings.concurrency or _default_for(settings)
+        concurrency = settings.concurrency or _default_for(settings, watch)
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, not {concurrency}")
+    concurrency = _within_open_files(concurrency, settings, watch)
     results = _knock_all(_iterate(targets), settings, concurrency, watch)
     try:
         async for result in results:
@@ -222,10 +246,30 @@ async def knock_many(
         await results.aclose()  # now, not when the collector finds it: sockets close
 
 
-def _default_for(settings: ClientSettings) -> int:
-    per_host = len(settings.sequence) or settings.codec.knock_length
+def _default_for(settings: ClientSettings, watch: bool) -> int:
     mode: Mode = "connect" if settings.connect else "syn"
-    return default_concurrency(per_host, settings.timeout, mode)
+    return default_concurrency(_knocks_per_host(settings), settings.timeout, mode, watch=watch)
+
+
+def _knocks_per_host(settings: ClientSettings) -> int:
+    return len(settings.sequence) or settings.codec.knock_length
+
+
+def _within_open_files(concurrency: int, settings: ClientSettings, watch: bool) -> int:
+    """``concurrency``, or what the open-files limit allows if that is less (said once:
+    a run held back by it is slower than it need be, and one beyond it fails hosts)."""
+    per_host = sockets_per_host(_knocks_per_host(settings), settings.timeout, watch=watch)
+    fit = hosts_that_fit(per_host)
+    if fit < concurrency or (not settings.concurrency and fit < _by_rate(settings)):
+        log.warning("the open-files limit (%d) lets %d hosts be knocked at once%s; "
+                    "ulimit -n raises it", open_files(), fit,
+                    f", not {concurrency}" if fit < concurrency else "")  # fmt: skip
+    return min(concurrency, fit)
+
+
+def _by_rate(settings: ClientSettings) -> int:
+    rate = CONNECT_RATE if settings.connect else SYN_RATE
+    return math.ceil(rate * settings.timeout) if settings.timeout > 0 else 1 << 30
 
 
 async def _knock_all(

@@ -77,6 +77,9 @@ def numeric_target(host: str, family: int = socket.AF_UNSPEC) -> Resolved | None
 
 
 async def resolve(host: str, family: int = socket.AF_UNSPEC) -> Resolved:
+    if not host or not host.isprintable() or any(c.isspace() for c in host):
+        # A NUL cuts a name short in some resolvers (uvloop's): another host is knocked.
+        raise SendError(f"cannot resolve {host!r}: not a valid host name")
     if (target := numeric_target(host, family)) is not None:
         return target
     loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from ..asyncio.fleet import HostSpec, host_settings
+from ..config.regular import MAX_HOSTS, read_regular
 from ..config.settings import ClientSettings
 from ..config.values import Given, canonical, read_values
 from ..errors import ConfigError
@@ -27,6 +28,8 @@ def parse_line(line: str, where: str, base: ClientSettings | None = None) -> Hos
     host, rest = words[0], words[1:]
     if "=" in host:
         raise ConfigError(f"expected a host first, got {host!r}", source=where)
+    if not host.isprintable():
+        raise ConfigError(f"{host!r} is not a host name or address", source=where)
     overrides: dict[str, Any] = {}
     for word in rest:
         key, eq, value = word.partition("=")
@@ -55,12 +58,14 @@ def from_lines(
 
 def read_hosts_file(path: str, base: ClientSettings | None = None) -> list[HostSpec]:
     try:
-        with open(path, encoding="utf-8") as f:
-            targets = list(from_lines(f, path, base))
+        text = read_regular(path, MAX_HOSTS).decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read hosts file: {exc.strerror}", source=path) from None
     except UnicodeDecodeError:
         raise ConfigError("cannot read hosts file: not UTF-8 text", source=path) from None
+    except ValueError:
+        raise ConfigError("cannot read hosts file: not a usable file name", source=path) from None
+    targets = list(from_lines(text.splitlines(), path, base))
     if not targets:
         raise ConfigError("no hosts in the hosts file", source=path)
     return targets

@@ -229,6 +229,8 @@ def _targets(ns: argparse.Namespace, settings: ClientSettings) -> tuple[Any, int
                               source="command line")  # fmt: skip
         return stdin_hosts(settings), None
     for word in ns.targets:
+        if not word.strip():
+            raise ConfigError("an empty host name", source="command line")
         # "-encrypt yes", "-debug 2": would be knocked as hosts (2 is 0.0.0.2).
         if word.lower() in BOOL_WORDS or word.isdigit():
             i = ns.argv.index(word)

@@ -15,7 +15,7 @@ from typing import Any
 from ..config.table import Key, Table
 from ..errors import ConfigError
 
-_FLAG_ARG = re.compile(r"--?flag(\d+)(?:=(.*))?", re.IGNORECASE)
+_FLAG_ARG = re.compile(r"--?flag(\d{1,9})(?:=(.*))?", re.IGNORECASE)
 _OPTION = re.compile(r"--?[A-Za-z].*")  # the next option, not a value (-flag0 -test)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .general import Block, Entry, read_general
+from .regular import MAX_CONFIG, read_regular
 from .table import Table
 from .values import FLAG_KEY, canonical, check_key
 
@@ -103,7 +104,7 @@ def _toml_duplicate(path: Path, lines: list[str]) -> None:
 def _read_toml(path: Path, cls: type[Table]) -> Layer:
     layer = Layer(str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_CONFIG).decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read file: {exc.strerror or exc}", source=str(path)) from None
     except UnicodeDecodeError:
@@ -112,6 +113,8 @@ def _read_toml(path: Path, cls: type[Table]) -> Layer:
     _toml_duplicate(path, lines)
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError("not valid TOML: nested too deeply", source=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         line = int(found.group(1)) if found else len(lines) or None
@@ -160,7 +163,8 @@ def read_file(path: Path, cls: type[Table]) -> Layer:
     if not path.exists():
         raise ConfigError("no such config file", source=str(path))
     if not path.is_file():
-        raise ConfigError("not a config file (a directory?)", source=str(path))
+        raise ConfigError("not a config file: not a regular file (a directory, a FIFO?)",
+                          source=str(path))  # fmt: skip
     if path.suffix.lower() == ".toml":
         return _read_toml(path, cls)
     return _read_general(path, cls)

@@ -18,6 +18,8 @@ from typing import TypeGuard
 
 from aioknock.errors import ConfigError
 
+from .regular import MAX_CONFIG, read_regular
+
 __all__ = ["Block", "Entry", "parse_general", "read_general"]
 
 
@@ -35,6 +37,8 @@ class Block:
     label: str  # e.g. "ssh" ("" when the block has none)
     entries: tuple[Entry, ...]
 
+
+MAX_INCLUDE_DEPTH = 32  # includes within includes: deeper is a mistake (or a trap)
 
 # Perl reads bytes, so its \s is ASCII whitespace: re.ASCII and _WS keep e.g. U+00A0 a value char.
 _A = re.ASCII
@@ -124,10 +128,13 @@ def _load(path: str, *, source: str | None = None, line: int | None = None) -> s
     """
     what = f"cannot read {path}" if source else "cannot read file"
     try:
-        data = Path(path).read_bytes()
+        data = read_regular(path, MAX_CONFIG)
     except OSError as exc:
         msg = f"{what}: {exc.strerror or exc}"
         raise ConfigError(msg, source=source or path, line=line) from exc
+    except ValueError:  # a NUL in the name
+        msg = f"{path!r} is not a usable file name"
+        raise ConfigError(msg, source=source or path, line=line) from None
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
@@ -235,7 +242,14 @@ class _Reader:
     def include(self, name: str, source: str, line: int, base_dir: Path) -> None:
         # Deliberate deviation: Perl's default resolves against the cwd (wrong under systemd).
         path = name if os.path.isabs(name) else str(base_dir / name)
-        real = os.path.realpath(path)
+        try:
+            real = os.path.realpath(path)
+        except ValueError:  # a NUL in the name
+            raise ConfigError(f"{name!r} is not a usable file name", source=source,
+                              line=line) from None  # fmt: skip
+        if len(self.active) >= MAX_INCLUDE_DEPTH:
+            raise ConfigError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", source=source,
+                              line=line)  # fmt: skip
         if real in (r for r, _ in self.active):
             chain = " -> ".join([n for _, n in self.active] + [path])
             raise ConfigError(f"include cycle: {chain}", source=source, line=line)

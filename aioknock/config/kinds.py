@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,11 +76,26 @@ def _yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
 
+_DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII only: int() also takes full-width digits, "2_2"
+_DECIMAL = re.compile(r"(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+-]?[0-9]{1,3})?")
+_MARK = re.compile(r"0[xX][0-9a-fA-F]{1,8}|[0-9]{1,10}")
+
+
+def _number(raw: object, pattern: re.Pattern[str], base: int = 10) -> int:
+    """A whole number written as ASCII digits (a program may pass an int)."""
+    if isinstance(raw, bool):
+        raise ValueError
+    if isinstance(raw, int):
+        return raw
+    text = _text(raw)
+    if not pattern.fullmatch(text):
+        raise ValueError
+    return int(text, base)
+
+
 def integer(low: int, high: int | None = None) -> Kind:
     def convert(raw: object) -> int:
-        if isinstance(raw, bool):
-            raise ValueError
-        value = raw if isinstance(raw, int) else int(_text(raw), 10)
+        value = _number(raw, _DIGITS)
         if value < low or (high is not None and value > high):
             raise ValueError
         return value
@@ -98,7 +114,12 @@ def seconds(low: float = 0.0, high: float = DAY) -> Kind:
     def convert(raw: object) -> float:
         if isinstance(raw, bool):
             raise ValueError
-        value = float(raw) if isinstance(raw, int | float) else float(_text(raw))
+        if isinstance(raw, int | float):
+            value = float(raw)
+        elif _DECIMAL.fullmatch(text := _text(raw)):
+            value = float(text)
+        else:
+            raise ValueError
         if not math.isfinite(value) or not low <= value <= high:
             raise ValueError
         return value
@@ -114,7 +135,7 @@ def level(high: int) -> Kind:
             return int(BOOL_WORDS[raw.strip().lower()])
         if isinstance(raw, bool):
             return int(raw)
-        value = raw if isinstance(raw, int) else int(_text(raw), 10)
+        value = _number(raw, _DIGITS)
         if not 0 <= value <= high:
             raise ValueError
         return value
@@ -140,9 +161,7 @@ def _path(raw: object) -> str:
 
 
 def _mark(raw: object) -> int:
-    if isinstance(raw, bool):
-        raise ValueError
-    value = raw if isinstance(raw, int) else int(_text(raw), 0)
+    value = _number(raw, _MARK, 0)
     if not 0 < value < 1 << 32:
         raise ValueError
     return nftables.check_mark(value)
@@ -170,6 +189,15 @@ def _client(raw: object) -> str:
         return str(ipaddress.IPv4Address(value))
     except ValueError:
         raise InvalidValue(f"expected an IPv4 address, empty or auto, got {value!r}") from None
+
+
+def _host(raw: object) -> str:
+    """A host name or address: printable, no spaces (a NUL would cut the name short in
+    the resolver, knocking another host than the one named)."""
+    value = _text(raw)
+    if not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError
+    return value
 
 
 FAMILIES = {"any": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}
@@ -202,5 +230,6 @@ TEMPLATE = Kind("template", "a log line template", lambda raw: LogTemplate(_text
 LOG_FORMAT = Kind("format", "kernel, client or a pattern", lambda raw: LogFormat.parse(_text(raw)))
 NFT_NAME = Kind("name", "an nftables name", lambda raw: nftables.check_table(_text(raw)))
 CLIENT = Kind("address", "an IPv4 address, empty or auto", _client)
+HOST = Kind("host", "a host name or address (printable, no spaces)", _host)
 FAMILY = Kind("choice", "any, 4 or 6", _family, _family_name)
 PROTO = Kind("proto", "tcp or udp", lambda raw: proto_of(_text(raw)))

@@ -37,6 +37,7 @@ from .kinds import (
     EXACT_TEXT,
     FAMILY,
     FIELDS,
+    HOST,
     LOG_FORMAT,
     MARK,
     NFT_NAME,
@@ -140,7 +141,7 @@ class KnockSettings(Table):
 class ClientSettings(KnockSettings):
     """Keys of ``aioknock run``, the prototype's knockclient options first."""
 
-    remote: str = opt("127.0.0.1", TEXT, "host to knock: name or address", metavar="HOST")
+    remote: str = opt("127.0.0.1", HOST, "host to knock: name or address", metavar="HOST")
     client: str = opt(
         AUTO, CLIENT, "IPv4 address put in CLIENT; empty or auto = the local address "
         "the kernel would use to reach remote", metavar="ADDRESS", host=True,

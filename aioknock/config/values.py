@@ -21,12 +21,13 @@ from typing import Any, TypeVar, cast
 
 from ..errors import ConfigError
 from .kinds import FLAG
+from .regular import MAX_KEY, read_regular
 from .table import Key, Table, per_host_keys
 
 log = logging.getLogger("aioknock.config")
 
 T = TypeVar("T", bound=Table)
-FLAG_KEY = re.compile(r"flag(\d+)", re.ASCII)
+FLAG_KEY = re.compile(r"flag(\d{1,9})", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +153,13 @@ def read_key_file(value: str, where: str) -> tuple[str, Path]:
     key_path = config_relative(value, where)
     at = {"key": "key_file", **place(where)}
     try:
-        lines = key_path.read_text(encoding="utf-8").splitlines()
+        lines = read_regular(key_path, MAX_KEY).decode("utf-8").splitlines()
+    except UnicodeDecodeError:  # before ValueError, which it is too
+        raise ConfigError(f"{key_path} is not UTF-8 text", **at) from None
     except ValueError:  # a NUL in the path
         raise ConfigError(f"{value!r} is not a usable file name", **at) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {key_path}: {exc.strerror or exc}", **at) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{key_path} is not UTF-8 text", **at) from None
     if not lines or not lines[0]:
         raise ConfigError(f"{key_path} has an empty first line", **at)
     _warn_readable(key_path, where)

@@ -12,6 +12,7 @@ it: the prototype's knock has nothing to find its ports by but their place.
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass, field
 
 from ..codec.fields import Fields, time_values
@@ -113,15 +114,40 @@ class EncodedKnocks:
                      reason="knock verified", digest=used)  # fmt: skip
 
     def _stale_field(self, fields: Fields, now: float) -> str:
-        if not fields.times:
-            return ""
-        tol = int(self.time_tolerance)
-        allowed: dict[str, set[int]] = {name: set() for name, _ in fields.times}
-        for offset in range(-tol, tol + 1):
-            values = time_values(now + offset, localtime=self.codec.localtime)
-            for name, seen in allowed.items():
-                seen.add(values[name])
-        return next((name for name, value in fields.times if value not in allowed[name]), "")
+        """The first time field whose value no moment within ``time_tolerance`` of now
+        has; "" when all are fresh."""
+        for name, value in fields.times:
+            if value not in self._allowed(name, now):
+                return name
+        return ""
+
+    def _allowed(self, name: str, now: float) -> set[int]:
+        """The values a time field takes within ``time_tolerance`` of ``now``, in bounded
+        work whatever the tolerance: the field is sampled once per the shortest time it
+        holds a value (a second for THISSECOND, a minute for THISMINUTE, ...), and a
+        span that holds every value (256 seconds for THISSECOND) needs no sampling."""
+        tol = float(int(self.time_tolerance))
+        step, cycle = _SAMPLING[name]
+        if 2 * tol + 1 >= cycle:
+            return _ALL_VALUES
+        first, last = now - tol, now + tol
+        count = int((last - first) // step) + 1
+        moments = [first + i * step for i in range(count)] + [last]
+        localtime = self.codec.localtime
+        return {time_values(t, localtime=localtime)[name] for t in moments}
+
+
+_ALL_VALUES = set(range(256))
+# Per time field: how long it holds one value at least (seconds), and a span in which it
+# takes all 256 values (mod 256). THISHOUR and THISDAY change at local-time offsets too,
+# so they are sampled every half hour, whatever the time zone.
+_SAMPLING = {
+    "THISSECOND": (1.0, 256.0),
+    "THISMINUTE": (60.0, 86_400.0),
+    "THISHOUR": (1800.0, math.inf),
+    "THISDAY": (1800.0, math.inf),
+    "THISYEAR": (1800.0, math.inf),
+}
 
 
 def _same_ip(a: str, b: str) -> bool:
