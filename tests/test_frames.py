@@ -1,17 +1,36 @@
 """Frame parsing and the kernel filter, without sockets.
 
 The filter is run here by a small classic-BPF interpreter (it belongs to the tests,
-not the package) and held to the parser's answer on random packets: the kernel lets
-a packet through exactly when ``decode_frame`` sees a knock to a wanted port.
+not the package) and held to the parser's answer on random packets: on a packet
+whose lengths and checksums are right, the kernel lets it through exactly when
+``decode_frame`` sees a knock to a wanted port; on any packet, never less.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import struct
 from typing import TypeVar
 
 import pytest
+from helpers.packets import (
+    ACK,
+    FIN,
+    RST,
+    SYN,
+    V4_DST,
+    V6_DST,
+    cooked,
+    ether,
+    ext_header,
+    flipped,
+    frag_header,
+    internet_checksum,
+    ipv4,
+    ipv6,
+    patched,
+    tcp,
+    udp,
+)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -19,66 +38,8 @@ from aioknock.daemon import frames
 from aioknock.daemon.frames import build_filter, decode_frame, port_ranges
 from aioknock.daemon.packet import Packet
 
-SYN, ACK, RST, FIN = 0x02, 0x10, 0x04, 0x01
 PACKET_HOST = 0
 T = TypeVar("T")
-
-# ------------------------------------------------------------------ builders
-
-
-V4_DST, V6_DST = "198.18.0.2", "2001:2::2"  # where the helpers below send
-
-
-def tcp(sport: int, dport: int, flags: int = SYN, options: bytes = b"") -> bytes:
-    doff = (20 + len(options)) // 4
-    return struct.pack(">HHIIBBHHH", sport, dport, 1, 0, doff << 4, flags, 64240, 0, 0) + options
-
-
-def udp(sport: int, dport: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
-
-
-def ipv4(
-    src: str, payload: bytes, proto: int = 6, *, options: bytes = b"", frag: int = 0,
-    more: bool = False, ihl: int | None = None, dst: str = "198.18.0.2",
-) -> bytes:  # fmt: skip
-    ihl = (20 + len(options)) // 4 if ihl is None else ihl
-    flags_frag = (0x2000 if more else 0) | frag
-    header = struct.pack(
-        ">BBHHHBBH4s4s", 0x40 | ihl, 0, 20 + len(options) + len(payload), 7, flags_frag,
-        64, proto, 0, ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed,
-    )  # fmt: skip
-    return header + options + payload
-
-
-def ext_header(next_header: int, units: int = 0) -> bytes:
-    """Hop-by-hop / routing / destination options header of (units + 1) * 8 bytes."""
-    return bytes([next_header, units]) + bytes(6 + 8 * units)
-
-
-def frag_header(next_header: int, offset: int = 0, more: bool = False) -> bytes:
-    return struct.pack(">BBHI", next_header, 0, (offset << 3) | more, 0x1234)
-
-
-def ipv6(src: str, payload: bytes, next_header: int = 6, dst: str = "2001:2::2") -> bytes:
-    return (
-        struct.pack(">IHBB", 6 << 28, len(payload), next_header, 64)
-        + ipaddress.IPv6Address(src).packed
-        + ipaddress.IPv6Address(dst).packed
-        + payload
-    )
-
-
-def ether(payload: bytes, ethertype: int, vlans: tuple[int, ...] = ()) -> bytes:
-    head = bytes.fromhex("020000000002020000000001")
-    for tpid in vlans:
-        head += struct.pack(">HH", tpid, 100)
-    return head + struct.pack(">H", ethertype) + payload
-
-
-def cooked(payload: bytes, ethertype: int) -> bytes:
-    return struct.pack(">HHH8sH", 0, 1, 6, bytes(8), ethertype) + payload
-
 
 # ------------------------------------------------------------------- parsing
 
@@ -126,7 +87,8 @@ def test_cooked_link() -> None:
 
 
 def test_ipv4_mapped_source_shown_as_ipv4() -> None:
-    packet = decode_frame(ipv6("::ffff:198.18.0.7", tcp(3, 4)), 0.0, link="ip")
+    """Never on a real interface (a martian there), but shown as IPv4 where taken."""
+    packet = decode_frame(ipv6("::ffff:198.18.0.7", tcp(3, 4)), 0.0, link="ip", loopback=True)
     assert packet is not None and packet.src == "198.18.0.7"
 
 
@@ -134,7 +96,7 @@ def test_ipv6_extension_headers_walked() -> None:
     chain = (
         ext_header(43, 1)  # hop-by-hop, 16 bytes
         + ext_header(44, 0)  # routing
-        + frag_header(60, 0, more=True)  # first fragment
+        + frag_header(60, 0)  # an atomic fragment (RFC 6946): the whole packet
         + ext_header(6, 2)  # destination options, 24 bytes
         + tcp(999, 40001)
     )
@@ -158,13 +120,17 @@ def test_ipv6_extension_chain_is_bounded() -> None:
     assert not accepts(program, build(frames.MAX_IPV6_EXTENSIONS + 1))
 
 
-def test_fragments() -> None:
-    first = ipv4("198.18.0.1", tcp(1, 2), more=True)
-    later = ipv4("198.18.0.1", tcp(1, 2), frag=185)
-    assert decode_frame(first, 0.0, link="ip") is not None
-    assert decode_frame(later, 0.0, link="ip") is None
-    later6 = ipv6("2001:2::1", frag_header(6, 185) + tcp(1, 2), 44)
-    assert decode_frame(later6, 0.0, link="ip") is None
+def test_fragments_are_not_knocks() -> None:
+    """A first fragment whose rest never comes would never reach a socket: no knock."""
+    for packet in (
+        ipv4("198.18.0.1", tcp(1, 2), more=True),
+        ipv4("198.18.0.1", tcp(1, 2), frag=185),
+        ipv6("2001:2::1", frag_header(6, 0, more=True) + tcp(1, 2), 44),
+        ipv6("2001:2::1", frag_header(6, 185) + tcp(1, 2), 44),
+    ):
+        assert decode_frame(packet, 0.0, link="ip") is None
+    atomic = ipv6("2001:2::1", frag_header(6) + tcp(1, 2), 44)
+    assert decode_frame(atomic, 0.0, link="ip") == Packet(0.0, "2001:2::1", 2, "tcp", 1, V6_DST)
 
 
 KNOCKS = [
@@ -347,9 +313,11 @@ def test_filter_drops_truncated(packet: bytes) -> None:
         assert not accepts(program, packet[:size]), size
 
 
-def test_filter_drops_later_fragments() -> None:
+def test_filter_drops_fragments() -> None:
     program = ALL_KNOCKS
-    assert accepts(program, ipv4("198.18.0.1", tcp(1, 2), more=True))
+    assert not accepts(program, ipv4("198.18.0.1", tcp(1, 2), more=True))
+    assert not accepts(program, ipv6("2001:2::1", frag_header(6, 0, True) + tcp(1, 2), 44))
+    assert accepts(program, ipv6("2001:2::1", frag_header(6) + tcp(1, 2), 44))
     for offset in (1, 185, 0x1000, 0x1FFF):
         assert not accepts(program, ipv4("198.18.0.1", tcp(1, 2), frag=offset))
         assert not accepts(program, ipv6("2001:2::1", frag_header(6, offset) + tcp(1, 2), 44))
@@ -411,71 +379,211 @@ def transports(draw: st.DrawFn, near: frozenset[int]) -> tuple[int, bytes]:
     return proto, draw(st.binary(min_size=0, max_size=24))
 
 
+#: A packet and whether it is *clean*: every length and checksum right, so that only
+#: its shape (and, off loopback, its addresses) decides whether it is a knock.
+Drawn = tuple[bytes, bool]
+
+
 @st.composite
-def ip_packets(draw: st.DrawFn, near: frozenset[int] = frozenset(PORTS_LIST)) -> bytes:
+def ip_packets(draw: st.DrawFn, near: frozenset[int] = frozenset(PORTS_LIST)) -> Drawn:
     """IPv4/IPv6 packets, mostly well-formed, some mangled, truncated or junk."""
     proto, payload = draw(transports(near))
     kind = draw(st.sampled_from(["v4", "v4", "v6", "v6", "junk"]))
     if kind == "junk":
-        return draw(st.binary(max_size=80))
+        return draw(st.binary(max_size=80)), False
     if kind == "v4":
         options = bytes(4 * draw(st.sampled_from([0, 1, 3, 10])))
         ihl: int | None = rarely(draw, None, st.integers(0, 15))
         frag = rarely(draw, 0, st.sampled_from([1, 185, 0x1000, 0x1FFF]))
         src = str(ipaddress.IPv4Address(draw(st.integers(0, 2**32 - 1))))
         packet = ipv4(src, payload, proto, options=options, frag=frag,
-                      more=draw(st.booleans()), ihl=ihl)  # fmt: skip
+                      more=rarely(draw, False, st.just(True)), ihl=ihl)  # fmt: skip
+        clean = ihl is None or ihl * 4 == 20 + len(options)
     else:
         chain = draw(st.lists(st.sampled_from([0, 43, 60, 44]), max_size=8))
         nh = proto
         for kind_ in reversed(chain):
             if kind_ == 44:
                 offset = rarely(draw, 0, st.sampled_from([1, 8191]))
-                payload = frag_header(nh, offset, True) + payload
+                payload = frag_header(nh, offset, rarely(draw, False, st.just(True))) + payload
             else:
                 payload = ext_header(nh, draw(st.integers(0, 3))) + payload
             nh = kind_
         src_int = draw(st.integers(0, 2**128 - 1) | st.integers(0xFFFF00000000, 0xFFFFFFFFFFFF))
-        packet = ipv6(str(ipaddress.IPv6Address(src_int)), payload, nh)
+        packet, clean = ipv6(str(ipaddress.IPv6Address(src_int)), payload, nh), True
     if not rarely(draw, True, st.just(False)):
         packet = packet[: draw(st.integers(0, len(packet)))]
-    return packet
+        clean = False
+    return packet, clean
 
 
 @st.composite
-def filter_cases(draw: st.DrawFn) -> tuple[bytes, frozenset[int], frozenset[int]]:
+def filter_cases(draw: st.DrawFn) -> tuple[Drawn, frozenset[int], frozenset[int]]:
     tcp_ports, udp_ports = draw(port_sets), draw(port_sets)
     near = {p + d for p in tcp_ports | udp_ports for d in (-1, 0, 1)} & set(range(65536))
     return draw(ip_packets(frozenset(near) or frozenset(PORTS_LIST))), tcp_ports, udp_ports
 
 
+def check_agreement(accepted: bool, drawn: Drawn, wanted: bool) -> None:
+    """The kernel never drops what the parser takes; on a clean packet, the two agree."""
+    clean = drawn[1]
+    if wanted:
+        assert accepted
+    if clean:
+        assert accepted == wanted
+
+
 @settings(max_examples=1000, deadline=None)
 @given(ip_packets())
-def test_filter_agrees_with_parser_on_structure(packet: bytes) -> None:
+def test_filter_agrees_with_parser_on_structure(drawn: Drawn) -> None:
     """With every port wanted, only the packet's shape decides: the sharpest check."""
-    program = ALL_KNOCKS
-    parsed = decode_frame(packet, 0.0, link="ip")
-    assert accepts(program, packet) == (parsed is not None and parsed.dport != 0)
+    parsed = decode_frame(drawn[0], 0.0, link="ip", loopback=True)
+    check_agreement(accepts(ALL_KNOCKS, drawn[0]), drawn, parsed is not None and parsed.dport != 0)
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(filter_cases())
-def test_filter_agrees_with_parser(case: tuple[bytes, frozenset[int], frozenset[int]]) -> None:
-    packet, tcp_ports, udp_ports = case
+def test_filter_agrees_with_parser(case: tuple[Drawn, frozenset[int], frozenset[int]]) -> None:
+    drawn, tcp_ports, udp_ports = case
     program = build_filter(tcp_ports, udp_ports)
-    parsed = decode_frame(packet, 0.0, link="ip")
+    parsed = decode_frame(drawn[0], 0.0, link="ip", loopback=True)
     wanted = parsed is not None and parsed.dport in (
         tcp_ports if parsed.proto == "tcp" else udp_ports
     )
-    assert accepts(program, packet) == wanted, (parsed, program)
+    check_agreement(accepts(program, drawn[0]), drawn, wanted)
 
 
 @settings(max_examples=300, deadline=None)
 @given(ip_packets())
-def test_link_headers_agree(packet: bytes) -> None:
+def test_link_headers_agree(drawn: Drawn) -> None:
+    packet = drawn[0]
     assume(packet[:1] and packet[0] >> 4 in (4, 6))
     ethertype = 0x0800 if packet[0] >> 4 == 4 else 0x86DD
     direct = decode_frame(packet, 3.0, link="ip")
     assert decode_frame(ether(packet, ethertype), 3.0) == direct
     assert decode_frame(ether(packet, ethertype, (0x8100,)), 3.0) == direct
     assert decode_frame(cooked(packet, ethertype), 3.0, link="cooked") == direct
+
+
+# ------------------------------------------- property: what the kernel would drop
+
+
+def martian(address: str) -> bool:
+    """The rule, said with ``ipaddress`` rather than with the parser's bytes."""
+    a = ipaddress.ip_address(address)
+    if isinstance(a, ipaddress.IPv4Address):
+        return a in ipaddress.ip_network("0.0.0.0/8") or a.is_loopback or int(a) >> 29 == 7
+    return a.is_unspecified or a.is_loopback or a.is_multicast or a.ipv4_mapped is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(ip_packets())
+def test_martian_sources_only_on_loopback(drawn: Drawn) -> None:
+    packet = drawn[0]
+    there = decode_frame(packet, 0.0, link="ip", loopback=True)
+    here = decode_frame(packet, 0.0, link="ip")
+    if there is None:
+        assert here is None
+        return
+    v6 = packet[0] >> 4 == 6
+    src = str(ipaddress.ip_address(packet[8:24] if v6 else packet[12:16]))
+    assert (here is None) == (martian(src) or martian(there.dst)), (src, there)
+    assert here is None or here == there
+
+
+@settings(max_examples=300, deadline=None)
+@given(ip_packets(), st.data())
+def test_any_changed_byte_is_refused(drawn: Drawn, data: st.DataObject) -> None:
+    """Headers and checksums together catch every changed byte of a knock that a
+    checksum covers: all of IPv4; IPv6 but for traffic class, flow label and hop
+    limit (bytes 0-3, 7), here without extension headers (no checksum covers them).
+    The one exception: a UDP checksum over IPv4 changed to zero ("no checksum")."""
+    packet = drawn[0]
+    parsed = decode_frame(packet, 0.0, link="ip", loopback=True)
+    assume(parsed is not None)
+    assert parsed is not None
+    v6 = packet[0] >> 4 == 6
+    assume(not v6 or packet[6] in (6, 17))
+    covered = [i for i in range(len(packet)) if not v6 or (i >= 4 and i != 7)]
+    at = data.draw(st.sampled_from(covered))
+    new = data.draw(st.integers(0, 255).filter(lambda b: b != packet[at]))
+    changed = packet[:at] + bytes([new]) + packet[at + 1 :]
+    if decode_frame(changed, 0.0, link="ip", loopback=True) is not None:
+        ihl = (packet[0] & 15) * 4
+        assert parsed.proto == "udp" and not v6
+        assert at in (ihl + 6, ihl + 7) and changed[ihl + 6 : ihl + 8] == b"\0\0"
+
+
+# ------------------------------------------------------ what the kernel would drop
+
+GOOD_V4 = ipv4("198.18.0.1", tcp(1, 40000))
+GOOD_V6 = ipv6("2001:2::1", tcp(1, 40000))
+
+
+def test_checksums_are_verified() -> None:
+    assert decode_frame(GOOD_V4, 0.0, link="ip") is not None
+    assert internet_checksum(GOOD_V4[:20]) == 0
+    bad_ip, bad_tcp, bad_tcp6 = flipped(GOOD_V4, 10), flipped(GOOD_V4, 36), flipped(GOOD_V6, 56)
+    for packet in (bad_ip, bad_tcp, bad_tcp6):
+        assert decode_frame(packet, 0.0, link="ip") is None
+    # Offloaded (the capture says so): the kernel checks the TCP sum, not us; the IP
+    # header's sum is always there to check.
+    assert decode_frame(bad_tcp, 0.0, link="ip", transport_checksum=False) is not None
+    assert decode_frame(bad_tcp6, 0.0, link="ip", transport_checksum=False) is not None
+    assert decode_frame(bad_ip, 0.0, link="ip", transport_checksum=False) is None
+    assert decode_frame(ipv4("198.18.0.1", tcp(1, 2), transport_sum=False), 0.0, link="ip") is None
+
+
+def test_udp_checksum_zero_means_none_over_ipv4_only() -> None:
+    v4 = ipv4("198.18.0.1", udp(1, 7000, b"x"), 17, transport_sum=False)
+    v6 = ipv6("2001:2::1", udp(1, 7000, b"x"), 17, transport_sum=False)
+    assert decode_frame(v4, 0.0, link="ip") == Packet(0.0, "198.18.0.1", 7000, "udp", 1, V4_DST)
+    assert decode_frame(v6, 0.0, link="ip") is None
+    good6 = ipv6("2001:2::1", udp(1, 7000, b"x"), 17)
+    assert decode_frame(good6, 0.0, link="ip") is not None
+
+
+def test_lengths_are_checked() -> None:
+    v4 = ipv4("198.18.0.1", tcp(1, 40000))
+    assert decode_frame(v4 + bytes(6), 0.0, link="ip") is not None  # Ethernet padding
+    for total in (0, 19, 20, 39, 41, 1500):  # shorter than its headers, or than it says
+        assert decode_frame(ipv4("198.18.0.1", tcp(1, 2), total=total), 0.0, link="ip") is None
+    four, six_words = patched(tcp(1, 2), 12, b"\x40"), patched(tcp(1, 2), 12, b"\x60")
+    assert decode_frame(ipv4("198.18.0.1", four), 0.0, link="ip") is None
+    assert decode_frame(ipv4("198.18.0.1", six_words), 0.0, link="ip") is None  # past the end
+    assert decode_frame(ipv4("198.18.0.1", six_words + bytes(4)), 0.0, link="ip") is not None
+    short_udp = patched(udp(1, 2, b"abc"), 4, b"\x00\x07")
+    long_udp = patched(udp(1, 2, b"abc"), 4, b"\x00\x0c")
+    assert decode_frame(ipv4("198.18.0.1", short_udp, 17), 0.0, link="ip") is None
+    assert decode_frame(ipv4("198.18.0.1", long_udp, 17), 0.0, link="ip") is None
+    trailing = ipv4("198.18.0.1", patched(udp(1, 2, b"abc"), 4, b"\x00\x0a"), 17)
+    assert decode_frame(trailing, 0.0, link="ip") is None  # its sum covers 10 bytes, not 11
+    six = GOOD_V6
+    assert decode_frame(six + bytes(8), 0.0, link="ip") is not None
+    assert decode_frame(patched(six, 4, b"\x00\x00"), 0.0, link="ip") is None  # jumbogram
+    assert decode_frame(patched(six, 4, b"\x00\x13"), 0.0, link="ip") is None
+    assert decode_frame(patched(six, 4, b"\x00\x15"), 0.0, link="ip") is None
+
+
+@pytest.mark.parametrize(
+    "src", ["127.0.0.1", "0.0.0.0", "0.1.2.3", "224.0.0.1", "239.1.1.1", "255.255.255.255",
+            "240.0.0.1"],
+)  # fmt: skip
+def test_martian_ipv4_sources(src: str) -> None:
+    packet = ipv4(src, tcp(1, 2))
+    assert decode_frame(packet, 0.0, link="ip") is None
+    assert decode_frame(packet, 0.0, link="ip", loopback=True) is not None
+
+
+@pytest.mark.parametrize("src", ["::", "::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:198.18.0.7"])
+def test_martian_ipv6_sources(src: str) -> None:
+    packet = ipv6(src, tcp(1, 2))
+    assert decode_frame(packet, 0.0, link="ip") is None
+    assert decode_frame(packet, 0.0, link="ip", loopback=True) is not None
+
+
+def test_loopback_destinations_only_on_loopback() -> None:
+    for packet in (ipv4("198.18.0.1", tcp(1, 2), dst="127.0.0.1"),
+                   ipv6("2001:2::1", tcp(1, 2), dst="::1")):  # fmt: skip
+        assert decode_frame(packet, 0.0, link="ip") is None
+        assert decode_frame(packet, 0.0, link="ip", loopback=True) is not None

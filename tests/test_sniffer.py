@@ -12,7 +12,6 @@ import json
 import os
 import selectors
 import socket
-import struct
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import packets
 from helpers.netns import NetnsPair, requires_root
 
 from aioknock.asyncio.sniffer import CaptureError, Sniffer
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Prints "ready", then [src, dport, proto, sport] per packet. A JSON line [tcp, udp] on
 # stdin swaps the filter (answered by "updated"); end of stdin prints the kernel's
-# {"stats": [received, dropped]} and stops it.
+# {"stats": [received, dropped], "refused": n} and stops it.
 SNIFF = textwrap.dedent(
     """
     import asyncio, json, sys
@@ -45,7 +45,8 @@ SNIFF = textwrap.dedent(
                 line = sys.stdin.readline()
                 if not line:
                     loop.remove_reader(0)
-                    print(json.dumps({"stats": sniffer.stats()}), flush=True)
+                    stats = {"stats": sniffer.stats(), "refused": sniffer.refused}
+                    print(json.dumps(stats), flush=True)
                     sniffer.close()
                     return
                 sniffer.update_filter(*json.loads(line))
@@ -125,7 +126,7 @@ class SniffProc:
         self.proc = pair.popen(pair.server, args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=env)  # fmt: skip
         self._buf = b""
-        self.received = self.dropped = -1
+        self.received = self.dropped = self.refused = -1
         assert self.read(1, timeout=5.0) == ["ready"], self._stderr()
 
     def _stderr(self) -> str:
@@ -170,6 +171,7 @@ class SniffProc:
         assert self.proc.returncode == 0, err.decode(errors="replace")
         *lines, last = [json.loads(line) for line in (self._buf + rest).decode().splitlines()]
         self.received, self.dropped = last["stats"]
+        self.refused = last["refused"]
         return lines
 
 
@@ -225,6 +227,56 @@ def test_reports_exactly_the_wanted_packets(pair: NetnsPair, by_name: bool) -> N
     expect(pair, sniff, events, wanted)
     assert sniff.stop() == []
     assert (sniff.received, sniff.dropped) == (len(wanted), 0)  # all else stopped in-kernel
+
+
+# argv[1]: interface, argv[2]: destination MAC, argv[3]: JSON list of hex IP packets,
+# written raw to the link one by one, 10 ms apart: no stack fills in any field.
+RAW_SEND = textwrap.dedent(
+    """
+    import json, socket, sys, time
+    iface, mac, frames = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", "")), sys.argv[3]
+    with socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM) as s:
+        for packet in json.loads(frames):
+            data = bytes.fromhex(packet)
+            ethertype = 0x0800 if data[0] >> 4 == 4 else 0x86DD
+            s.sendto(data, (iface, ethertype, 0, 0, mac))
+            time.sleep(0.01)
+    """
+)
+
+
+@requires_root
+def test_frames_the_kernel_would_drop_are_not_knocks(pair: NetnsPair) -> None:
+    """Issue 12, point 3: written raw to the wire (so no offload marks the checksum as
+    pending), only the valid frames come out; each refusal is counted."""
+    c4, s4, c6, s6 = pair.client_ip, pair.server_ip, pair.client_ip6, pair.server_ip6
+    syn = packets.tcp(52100, 40000)
+    valid4 = packets.ipv4(c4, syn, dst=s4)
+    valid6 = packets.ipv6(c6, packets.tcp(52101, 40001), dst=s6)
+    bad = [
+        packets.flipped(valid4, 10),  # IP header checksum
+        packets.flipped(valid4, 37),  # TCP checksum
+        packets.flipped(valid6, 57),  # TCP checksum over IPv6
+        packets.ipv4(c4, syn, dst=s4, more=True),  # a first fragment, never completed
+        packets.ipv4(c4, syn, dst=s4, total=24),  # shorter than its headers
+        packets.ipv4("127.0.0.1", syn, dst=s4),  # martian sources on a real interface
+        packets.ipv4("224.0.0.9", syn, dst=s4),
+        packets.ipv6("::1", syn, dst=s6),
+        packets.ipv4(c4, packets.udp(52102, 41000, b"x"), 17, dst=s4)[:-1] + b"y",  # UDP sum
+    ]
+    last = packets.ipv4(c4, packets.tcp(52103, 40002), dst=s4)
+    mac = pair.run(pair.server, ["cat", f"/sys/class/net/{pair.server_if}/address"]).stdout
+    sniff = SniffProc(pair, pair.server_if, TCP_WANTED, UDP_WANTED)
+    frames = [valid4, *bad, valid6, last]
+    res = pair.run(pair.client, [sys.executable, "-c", RAW_SEND, pair.client_if, mac.strip(),
+                                 json.dumps([f.hex() for f in frames])], check=False)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    wanted = [[c4, 40000, "tcp", 52100], [c6, 40001, "tcp", 52101], [c4, 40002, "tcp", 52103]]
+    got = sniff.read(len(wanted), timeout=3.0) + sniff.read(100, timeout=0.2)
+    assert got == wanted
+    assert sniff.stop() == []
+    assert sniff.received == len(frames) - 1  # the kernel's filter drops the fragment
+    assert sniff.refused == len(bad) - 1
 
 
 @requires_root
@@ -291,13 +343,13 @@ async def test_async_iteration_batches_and_backpressure(monkeypatch: pytest.Monk
     """The asyncio part alone: frames come from a socketpair instead of the kernel."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     monkeypatch.setattr(Sniffer, "_open", lambda self, program, rcvbuf: ours)
-    syn = bytes.fromhex("450000280000000040060000c6120001c6120002")  # 198.18.0.1 -> .2
-    frames = [syn + struct.pack(">HHIIBBHHH", 1000 + i, 40000 + i, 0, 0, 0x50, 0x02, 0, 0, 0)
-              for i in range(10)]  # fmt: skip
+    frames = [packets.ipv4(packets.V4_SRC, packets.tcp(1000 + i, 40000 + i)) for i in range(10)]
     for i, frame in enumerate(frames):
         theirs.send(frame)
         if i % 3 == 0:
             theirs.send(b"\x45garbage")  # not a knock: parsed to nothing
+        if i == 5:
+            theirs.send(frame[:-1] + bytes([frame[-1] ^ 1]))  # a bad TCP checksum
     ticks = iter(range(100))
     with theirs, Sniffer([1], batch=4, max_queue=3, clock=lambda: float(next(ticks))) as sniffer:
         ours.setblocking(False)
@@ -314,19 +366,18 @@ async def test_async_iteration_batches_and_backpressure(monkeypatch: pytest.Monk
         ("198.18.0.1", 40000 + i, 1000 + i) for i in range(10)
     ]
     assert [p.now for p in got] == sorted(p.now for p in got)
+    assert sniffer.refused == 4 + 1
     assert ours.fileno() == -1
 
 
 async def test_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     monkeypatch.setattr(Sniffer, "_open", lambda self, program, rcvbuf: ours)
-    udp = bytes.fromhex("450000200000000040110000c6120001c6120002") + struct.pack(
-        ">HHHH", 7, 9, 8, 0
-    )
+    datagram = packets.ipv4(packets.V4_SRC, packets.udp(7, 9), 17)
     with theirs, Sniffer([], [9], batch=2) as sniffer:
         ours.setblocking(False)
         for _ in range(5):
-            theirs.send(udp)
+            theirs.send(datagram)
         sizes = []
         async for batch in sniffer.batches():
             assert {(p.src, p.dport, p.proto, p.sport) for p in batch} == {

@@ -16,6 +16,7 @@ import errno
 import logging
 import socket
 import struct
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
@@ -32,6 +33,13 @@ SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20; the filter also drops outgoing packets
+PACKET_AUXDATA = 8  # a struct tpacket_auxdata per packet: tp_status says about checksums
+#: tp_status bits: the checksum is not filled in yet (sent by this host, a local VM or
+#: container: the stack fills it in later and the kernel does not check it either), or
+#: the device or kernel verified it already. With neither, the parser verifies it.
+TP_STATUS_CSUMNOTREADY, TP_STATUS_CSUM_VALID = 1 << 3, 1 << 7
+ARPHRD_LOOPBACK = 772
+_AUXDATA_SPACE = socket.CMSG_SPACE(20)
 _REJECT_ALL = [(0x06, 0, 0, 0)]  # ret #0
 
 
@@ -72,6 +80,7 @@ class Sniffer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False
         self._error: OSError | None = None
+        self.refused = 0  # frames the filter passed but the parser did not take
         self._sock = self._open(program, rcvbuf)
 
     def _open(self, program: list[tuple[int, int, int, int]], rcvbuf: int) -> socket.socket:
@@ -104,6 +113,7 @@ class Sniffer:
                     sock.recv_into(self._buf)
             with contextlib.suppress(OSError):
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             try:  # as root, beyond net.core.rmem_max: room for a burst of knocks
                 sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
             except OSError:
@@ -201,7 +211,7 @@ class Sniffer:
     def _on_readable(self) -> None:
         for _ in range(self.batch):
             try:
-                size = self._sock.recv_into(self._buf)
+                size, ancillary, _, address = self._sock.recvmsg_into((self._buf,), _AUXDATA_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -211,17 +221,45 @@ class Sniffer:
                 self._error = exc
                 self._pause()
                 break
-            packet = decode_frame(self._view[:size], self.clock(), link="ip")
+            packet = decode_frame(
+                self._view[:size], self.clock(), link="ip",
+                loopback=_on_loopback(address), transport_checksum=_unverified(ancillary),
+            )  # fmt: skip
             if packet is not None:
                 self._ready.append(packet)
+            else:
+                self._refuse(size, address)
         if len(self._ready) >= self.max_queue:
             self._pause()
         self._wake()
+
+    def _refuse(self, size: int, address: object) -> None:
+        """Count (and at debug level log) a frame the parser refused: not valid, not
+        whole, from a martian source, or caught by the filter just replaced."""
+        self.refused += 1
+        if log.isEnabledFor(logging.DEBUG):
+            where = address[0] if isinstance(address, tuple) else "?"
+            log.debug("refused a %d-byte frame on %s: not a valid, whole knock", size, where)
 
     def _pause(self) -> None:
         if self._reading and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._reading = False
+
+
+def _on_loopback(address: object) -> bool:
+    """Whether ``recvmsg`` says the frame came in on a loopback device (``sll_hatype``)."""
+    return isinstance(address, tuple) and len(address) > 3 and address[3] == ARPHRD_LOOPBACK
+
+
+def _unverified(ancillary: list[tuple[int, int, bytes]]) -> bool:
+    """Whether the parser must verify the TCP/UDP checksum itself: the capture says it
+    is neither verified yet nor left for later (no auxdata: it must, to be safe)."""
+    for level, kind, data in ancillary:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= 4:
+            status = int.from_bytes(data[:4], sys.byteorder)
+            return not status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)
+    return True
 
 
 def _attach(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:

@@ -4,7 +4,9 @@
 TCP SYN or a UDP datagram, and to which port?" -- once in Python and once as a
 classic BPF program run by the kernel, so only knocks cross into Python. They are
 kept in one module, with the IPv6 walk bounded by one constant, so a property test
-can hold them to exactly the same answers.
+can hold them to the same answers. The parser alone also checks what the kernel
+checks before a socket sees a packet (lengths, checksums, martian addresses): a
+capture sees frames the kernel then drops, and those must not count as knocks.
 """
 
 from __future__ import annotations
@@ -40,17 +42,29 @@ _SKF_AD_PROTOCOL = 0xFFFFF000  # SKF_AD_OFF + 0: skb->protocol, host order
 _SKF_AD_PKTTYPE = 0xFFFFF004  # SKF_AD_OFF + 4: PACKET_HOST, ..., PACKET_OUTGOING
 
 
-def decode_frame(frame: Frame, now: float, *, link: Link = "ethernet") -> Packet | None:
+def decode_frame(
+    frame: Frame, now: float, *, link: Link = "ethernet", loopback: bool = False,
+    transport_checksum: bool = True,
+) -> Packet | None:  # fmt: skip
     """The knock candidate in ``frame``: an initial TCP SYN (SYN set, ACK clear) or a UDP
-    datagram over IPv4 or IPv6; ``None`` for anything else, a non-first fragment, or
-    input too short to hold every header it announces.
+    datagram over IPv4 or IPv6 that the kernel itself would accept; ``None`` for
+    anything else.
 
     ``link`` says what precedes the IP header: an Ethernet II header (an 802.1Q/802.1ad
     tag is skipped), a Linux "cooked" header, or nothing (``AF_PACKET``/``SOCK_DGRAM``,
     what the sniffer reads; the version nibble then tells IPv4 from IPv6).
+
+    Refused, as the kernel refuses them before any socket sees them: a frame shorter
+    than the lengths its headers announce, an IPv4 header with a bad checksum, any
+    fragment (reassembly is the kernel's; a knock is never fragmented), a TCP data
+    offset outside the segment, and, unless ``loopback`` (captured on a loopback
+    device), a martian source (0/8, 127/8, 224/3, IPv6 ::, ::1, ff00::/8, IPv4-mapped)
+    or a loopback destination. ``transport_checksum`` verifies the TCP/UDP checksum;
+    the sniffer clears it when the capture says the checksum was verified already
+    or is not filled in yet (offload), and then the kernel's own check decides.
     """
     if link == "ip":
-        return _decode_ip(frame, 0, now)
+        return _decode_ip(frame, 0, now, loopback, transport_checksum)
     offset = _LINK_HEADER[link]
     if len(frame) < offset:
         return None
@@ -60,63 +74,137 @@ def decode_frame(frame: Frame, now: float, *, link: Link = "ethernet") -> Packet
         if len(frame) < offset:
             return None
         ethertype = int.from_bytes(frame[offset - 2 : offset], "big")
-    if ethertype == ETH_P_IP and len(frame) > offset and frame[offset] >> 4 == 4:
-        return _decode_ip(frame, offset, now)
-    if ethertype == ETH_P_IPV6 and len(frame) > offset and frame[offset] >> 4 == 6:
-        return _decode_ip(frame, offset, now)
+    version = frame[offset] >> 4 if len(frame) > offset else 0
+    if (ethertype, version) in ((ETH_P_IP, 4), (ETH_P_IPV6, 6)):
+        return _decode_ip(memoryview(frame)[offset:], 0, now, loopback, transport_checksum)
     return None
 
 
-def _decode_ip(frame: Frame, start: int, now: float) -> Packet | None:
+def _decode_ip(
+    frame: Frame, start: int, now: float, loopback: bool, checksum: bool
+) -> Packet | None:
     if len(frame) <= start:
         return None
     version = frame[start] >> 4
     if version == 4:
-        ihl = (frame[start] & 0x0F) * 4
-        if ihl < 20 or len(frame) < start + 20:
-            return None
-        if int.from_bytes(frame[start + 6 : start + 8], "big") & 0x1FFF:
-            return None  # a later fragment: no transport header
-        proto = frame[start + 9]
-        src = socket.inet_ntop(socket.AF_INET, bytes(frame[start + 12 : start + 16]))
-        dst = socket.inet_ntop(socket.AF_INET, bytes(frame[start + 16 : start + 20]))
-        return _decode_transport(frame, start + ihl, proto, src, dst, now)
-    if version != 6 or len(frame) < start + 40:
+        return _decode_ipv4(memoryview(frame)[start:], now, loopback, checksum)
+    if version == 6:
+        return _decode_ipv6(memoryview(frame)[start:], now, loopback, checksum)
+    return None
+
+
+_IPV4 = struct.Struct(">BxHxxHxB2x4s4s")  # version/IHL, length, flags/offset, protocol
+
+
+def _decode_ipv4(ip: memoryview, now: float, loopback: bool, checksum: bool) -> Packet | None:
+    if len(ip) < 20:
         return None
-    proto, offset = frame[start + 6], start + 40
+    first, total, fragment, proto, src, dst = _IPV4.unpack_from(ip)
+    ihl = (first & 0x0F) * 4
+    if not 20 <= ihl <= total <= len(ip) or int.from_bytes(ip[:ihl], "big") % 0xFFFF:
+        return None  # too short for what it says, or a bad header checksum (see _sum)
+    if fragment & 0x3FFF:
+        return None  # more fragments, or a later one
+    if not loopback and (src[0] in _MARTIAN_V4_SOURCE or src[0] >= 224 or dst[0] in (0, 127)):
+        return None
+    pseudo = int.from_bytes(src + dst, "big") + proto if checksum else None
+    return _decode_transport(
+        ip[ihl:total], proto, socket.inet_ntop(socket.AF_INET, src),
+        socket.inet_ntop(socket.AF_INET, dst), now, pseudo,
+    )  # fmt: skip
+
+
+def _decode_ipv6(ip: memoryview, now: float, loopback: bool, checksum: bool) -> Packet | None:
+    if len(ip) < 40:
+        return None
+    end = 40 + int.from_bytes(ip[4:6], "big")
+    if end == 40 or end > len(ip):
+        return None  # a jumbogram (payload length 0) is not a knock either
+    ip = ip[:end]
+    proto, offset = ip[6], 40
     for _ in range(MAX_IPV6_EXTENSIONS):
         if proto in IPV6_EXTENSIONS:
-            if len(frame) < offset + 2:
+            if len(ip) < offset + 2:
                 return None
-            proto, offset = frame[offset], offset + (frame[offset + 1] + 1) * 8
+            proto, offset = ip[offset], offset + (ip[offset + 1] + 1) * 8
         elif proto == IPV6_FRAGMENT:
-            if len(frame) < offset + 8:
-                return None
-            if int.from_bytes(frame[offset + 2 : offset + 4], "big") & 0xFFF8:
-                return None
-            proto, offset = frame[offset], offset + 8
+            if len(ip) < offset + 8 or int.from_bytes(ip[offset + 2 : offset + 4], "big") & 0xFFF9:
+                return None  # only an atomic fragment (offset 0, no more) is whole
+            proto, offset = ip[offset], offset + 8
         else:
             break
-    address = ipaddress.IPv6Address(bytes(frame[start + 8 : start + 24]))
-    src = str(address.ipv4_mapped or address)
-    dst = str(ipaddress.IPv6Address(bytes(frame[start + 24 : start + 40])))
-    return _decode_transport(frame, offset, proto, src, dst, now)
+    if not loopback and _martian_v6(ip[8:24], ip[24:40]):
+        return None
+    pseudo = int.from_bytes(ip[8:40], "big") + proto if checksum else None
+    return _decode_transport(ip[offset:], proto, _ipv6_text(ip[8:24]), _ipv6_text(ip[24:40]),
+                             now, pseudo, v6=True)  # fmt: skip
+
+
+def _ipv6_text(address: memoryview) -> str:
+    """As ``ipaddress`` writes it, an IPv4-mapped one as IPv4; ``inet_ntop`` is faster
+    but writes the deprecated IPv4-compatible ::/96 in dotted form."""
+    if address[:12] == _V4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, address[12:])
+    text = socket.inet_ntop(socket.AF_INET6, address)
+    return str(ipaddress.IPv6Address(bytes(address))) if "." in text else text
+
+
+#: First octets of IPv4 sources the kernel drops as martians (with 224 and above).
+_MARTIAN_V4_SOURCE = frozenset({0, 127})
+_V6_ZERO, _V6_ONE = bytes(16), bytes(15) + b"\x01"
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def _martian_v6(src: memoryview, dst: memoryview) -> bool:
+    return (
+        src in (_V6_ZERO, _V6_ONE)
+        or src[0] == 0xFF
+        or src[:12] == _V4_MAPPED
+        or dst in (_V6_ZERO, _V6_ONE)
+    )
 
 
 def _decode_transport(
-    frame: Frame, offset: int, proto: int, src: str, dst: str, now: float
-) -> Packet | None:
+    segment: memoryview, proto: int, src: str, dst: str, now: float, pseudo: int | None,
+    v6: bool = False,
+) -> Packet | None:  # fmt: skip
+    """``segment`` runs to the end of the IP payload; ``pseudo`` (the pseudo-header's
+    addresses and protocol, as one number: see ``_sum``) is given when the checksum
+    is to be verified."""
     if proto == socket.IPPROTO_TCP:
-        if len(frame) < offset + 20 or frame[offset + 13] & 0x12 != 0x02:
+        if len(segment) < 20 or segment[13] & 0x12 != 0x02:
             return None
-        sport, dport = struct.unpack_from(">HH", frame, offset)
+        if not 20 <= (segment[12] >> 4) * 4 <= len(segment):
+            return None
+        if pseudo is not None and (pseudo + len(segment) + _sum(segment)) % 0xFFFF:
+            return None
+        sport, dport = struct.unpack_from(">HH", segment)
         return Packet(now, src, dport, "tcp", sport, dst)
     if proto == socket.IPPROTO_UDP:
-        if len(frame) < offset + 8:
+        length = int.from_bytes(segment[4:6], "big") if len(segment) >= 8 else 0
+        if not 8 <= length <= len(segment):
             return None
-        sport, dport = struct.unpack_from(">HH", frame, offset)
+        if pseudo is not None and not _udp_checksum_ok(pseudo, segment[:length], v6):
+            return None
+        sport, dport = struct.unpack_from(">HH", segment)
         return Packet(now, src, dport, "udp", sport, dst)
     return None
+
+
+def _udp_checksum_ok(pseudo: int, datagram: memoryview, v6: bool) -> bool:
+    if not datagram[6] | datagram[7]:  # "no checksum": allowed over IPv4 only
+        return not v6
+    return (pseudo + len(datagram) + _sum(datagram)) % 0xFFFF == 0
+
+
+def _sum(data: memoryview) -> int:
+    """``data`` (zero-padded to 16-bit words) as one big-endian number. The Internet
+    checksum (RFC 1071) is right when the ones' complement sum of all words is 0xFFFF;
+    as 2**16 is 1 modulo 0xFFFF, that is this number (plus the pseudo-header's, where
+    there is one) being 0 modulo 0xFFFF -- one conversion instead of a loop over
+    words. (Data of only zeros would pass too; no IP header or pseudo-header is.)"""
+    number = int.from_bytes(data, "big")
+    return number << 8 if len(data) & 1 else number
 
 
 # ------------------------------------------------------------------ kernel filter
@@ -174,9 +262,10 @@ def build_filter(tcp_ports: Iterable[int], udp_ports: Iterable[int]) -> list[Ins
     headers are walked as in the parser (up to ``MAX_IPV6_EXTENSIONS``); ports are
     compared as ranges, so a contiguous span costs three instructions.
 
-    Both sides drop, alike: non-first fragments, IPv6 behind AH/ESP/mobility headers
-    or a longer chain, IHL < 5. Neither checks checksums, IP total length or the TCP
-    data offset: a knock is read from its headers, and its source can be forged anyway.
+    Both sides drop, alike: fragments (an IPv6 atomic fragment is whole and kept),
+    IPv6 behind AH/ESP/mobility headers or a longer chain, IHL < 5, headers cut short.
+    Only the parser checks total lengths, checksums and martian addresses: what the
+    kernel passes is a superset of what the parser keeps, never the other way round.
     Raises ``ValueError`` if the ports need more than ``BPF_MAXINSNS`` instructions.
     """
     tcp, udp = port_ranges(tcp_ports), port_ranges(udp_ports)
@@ -200,12 +289,12 @@ def _emit_ip_headers(a: _Assembler) -> None:
     a(JEQ, PACKET_OUTGOING, "drop0", 0)
     a(LD_W_ABS, _SKF_AD_PROTOCOL)
     a(JEQ, ETH_P_IP, 0, "ip6")
-    # IPv4: version 4 and IHL >= 5 in one byte, no later fragment, X = header length.
+    # IPv4: version 4 and IHL >= 5 in one byte, not a fragment, X = header length.
     a(LD_B_ABS, 0)
     a(JGE, 0x45, 0, "drop0")
     a(JGT, 0x4F, "drop0", 0)
     a(LD_H_ABS, 6)
-    a(JSET, 0x1FFF, "drop0", 0)
+    a(JSET, 0x3FFF, "drop0", 0)
     a(LDX_MSH, 0)
     a(LD_B_ABS, 9)
     a(JA, "transport")
@@ -240,9 +329,9 @@ def _emit_ipv6_walk(a: _Assembler) -> None:
             a(LD_B_IND, 0)
             a(LDX_MEM, 0)
             a(JA, f"walk{i + 1}")
-            a.label(f"frag{i}")  # first fragment only; X += 8; A = hdr[0]
+            a.label(f"frag{i}")  # an atomic fragment only; X += 8; A = hdr[0]
             a(LD_H_IND, 2)
-            a(ALU_AND_K, 0xFFF8)
+            a(ALU_AND_K, 0xFFF9)
             a(JEQ, 0, 0, f"drop_w{i}")
             a(LD_B_IND, 0)
             a(ST, 0)
