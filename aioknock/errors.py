@@ -27,10 +27,21 @@ class ConfigError(AioknockError):
     def _render(self) -> str:
         where = ""
         if self.source:
-            where = self.source if self.line is None else f"{self.source}:{self.line}"
+            source = shown(self.source, 200)
+            where = source if self.line is None else f"{source}:{self.line}"
             where += ": "
-        what = f"{self.key}: " if self.key else ""
+        what = f"{shown(self.key)}: " if self.key else ""
         return f"{where}{what}{self.message}"
+
+
+def shown(text: str, limit: int = 60) -> str:
+    """Text from a file or the command line, fit for a one-line message: printable
+    (a carriage return or an escape sequence must not rewrite the user's terminal)
+    and short (a 16 kB line of ``<`` must not flood it)."""
+    printable = text if text.isprintable() else repr(text)[1:-1]
+    if len(printable) > limit:
+        return f"{printable[:limit]}... ({len(text):,} characters)"
+    return printable
 
 
 class InvalidValue(AioknockError, ValueError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aioknock.config import perlrules as rules
 from aioknock.config.general import Block, Entry, parse_general, read_general
 from aioknock.errors import ConfigError
 
@@ -666,3 +668,118 @@ def test_differential_property(texts: list[str]) -> None:
                 assert _has_null(perl["config"], exc.key), (exc, perl["config"])
                 continue
             assert ours == perl["config"]
+
+
+# ------------------------------------- the line rules, held to Config::General's regexes
+
+# The module's own regexes, as Python's ``re`` runs them (the oracle: exact but, on some
+# lines, cubic). ``perlrules`` must give what each gives, on any line.
+_A = re.ASCII
+ORACLE = {
+    "one_line_comment": re.compile(r"\s*/\*.*\*/\s*", _A),
+    "comment_start": re.compile(r"\s*/\*", _A),
+    "comment_start_closed": re.compile(r"\*/\s*$", _A),
+    "comment_end": re.compile(r"^.*\*/", _A),
+    "hash": re.compile(r"(?<!\\)#.*$", _A),
+    "empty_block": re.compile(r"\s*<([^/]+?.*?)/>\s*$", _A),
+    "heredoc_eq": re.compile(r"\s*([^=]+?)\s*=\s*<<\s*(.+?)\s*$", _A),
+    "heredoc_ws": re.compile(r"\s*(\S+?)\s+<<\s*(.+?)\s*$", _A),
+    "include_quoted": re.compile(r"""\s*<<include\s+(["'])(.+?)>>\\s*$""", _A | re.I),
+    "include": re.compile(r"\s*<<include\s+(.+?)>>\s*$", _A | re.I),
+    "split": re.compile(r"\s*=\s*|\s+", _A),
+    "block_start": re.compile(r"<([^/]+?.*?)>$", _A),
+    "block_end": re.compile(r"</(.+?)>$", _A),
+    "block_quoted": re.compile(r'"([^"]+)"$', _A),
+    "block_name": re.compile(r'(?:"([^"]+)"|(\S+))(?:\s+(?:"([^"]+)"|(.*)))?$', _A),
+}
+# What the rules look for, and what confuses them: whitespace (ASCII and not), the
+# ASCII-only case folding of "include" (the Kelvin sign folds to k only in Unicode).
+_PIECES = st.sampled_from(
+    [" ", " ", "\t", "\r", "\x0b", "\xa0", "<", ">", "/", "*", "=", "#", "\\", '"', "'",
+     "s", "S", "a", "E", "0", "é", "\u212a", "<<", "/*", "*/", "/>", ">>", "<<include",
+     "<<INCLUDE", "<<inc\u212aude", ">>\\s", "EOF", "</"]
+)  # fmt: skip
+_ANY = st.lists(_PIECES, max_size=14).map("".join)
+_GAP = st.sampled_from(["", " ", "  ", "\t", " \t ", "\xa0"])
+# Lines shaped like what the rules look for, so that each matches often.
+_INCLUDES = st.tuples(
+    _GAP, st.sampled_from(["<<include", "<<Include", "<<INCLUDE", "<<inc\u212aude", "<<includ"]),
+    _GAP, st.sampled_from(["", '"', "'"]), _ANY,
+    st.sampled_from([">>", ">>\\", ">>\\s", ">>\\sS", ">>>", ">", ""]), _GAP,
+).map("".join)  # fmt: skip
+_BLOCKS = st.tuples(
+    _GAP, st.sampled_from(["<", "</", '<"', "< ", '"', ""]), _ANY, _GAP,
+    st.sampled_from(['" "', " ", ""]), _ANY, st.sampled_from([">", "/>", '">', '"', ""]), _GAP,
+).map("".join)  # fmt: skip
+_HEREDOCS = st.tuples(
+    _GAP, _ANY, _GAP, st.sampled_from(["=", ""]), _GAP, st.sampled_from(["<<", "<"]), _GAP,
+    _ANY, _GAP,
+).map("".join)  # fmt: skip
+_LINE = _ANY | _INCLUDES | _BLOCKS | _HEREDOCS | _ANY.map(lambda a: f'"{a}"')
+
+
+def _groups(m: re.Match[str] | None) -> tuple[str | None, ...] | None:
+    return None if m is None else m.groups()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_LINE)
+def test_line_rules_match_the_regexes(line: str) -> None:
+    o = ORACLE
+    m = o["one_line_comment"].search(line)
+    assert rules.strip_one_line_comment(line) == (
+        o["one_line_comment"].sub("", line, 1) if m else None
+    )
+    assert rules.starts_comment(line) == bool(o["comment_start"].match(line))
+    assert rules.ends_with_comment_end(line) == bool(o["comment_start_closed"].search(line))
+    assert rules.after_comment_end(line) == o["comment_end"].sub("", line, count=1)
+    assert rules.strip_hash_comment(line) == o["hash"].sub("", line, count=1)
+    m = o["empty_block"].search(line)
+    assert rules.empty_block(line) == (m[1] if m else None)
+    assert rules.heredoc_with_equals(line) == _groups(o["heredoc_eq"].match(line))
+    assert rules.heredoc_with_space(line) == _groups(o["heredoc_ws"].match(line))
+    m = o["include_quoted"].match(line)
+    assert rules.include_quoted(line) == (m[2] if m else None)
+    m = o["include"].match(line)
+    assert rules.include(line) == (m[1] if m else None)
+    assert rules.first_word(line) == re.sub(r"\s\s*.*$", "", line, count=1, flags=_A)
+    text = line.strip(rules.WS)
+    assert rules.split_option(text) == o["split"].split(text, maxsplit=1)
+    m = o["block_start"].match(text)
+    assert rules.block_start(text) == (m[1] if m else None)
+    assert rules.block_end(text) == bool(o["block_end"].match(text))
+    assert rules.only_quoted(line) == bool(o["block_quoted"].match(line))
+    assert rules.block_name(line) == _groups(o["block_name"].match(line))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_LINE, st.sampled_from(["EOF", " ", "\t", "E O", "<<", "s"]))
+def test_heredoc_terminator_matches_the_regex(line: str, end: str) -> None:
+    m = re.match(r"(\s*)" + re.escape(end) + r"\s*$", line, _A)
+    assert rules.heredoc_terminator(line, end) == (m[1] if m else None)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["<" * 20000, " " * 20000, " " * 20000 + "x", "a" + " " * 20000 + "<<", "<" + "x" * 20000,
+     "<<include " + " " * 20000, "<<include " + ">>" * 10000, " " * 20000 + "/*",
+     "a /*" + " " * 20000, "a" + " <<" * 7000, '<a' + ' "' * 10000 + ">", "</" + ">" * 20000,
+     "<a/" + "/>" * 10000 + "x", 'a "' + '\\"' * 10000, "a" + " =" * 10000, "/*" + "*" * 20000],
+    ids=range(16),
+)  # fmt: skip
+def test_long_pathological_lines_are_read_at_once(line: str) -> None:
+    """Issue 12, point 12: 2,000 ``<`` took 11.7 s and 4,000 spaces 17.7 s. These are
+    ten times longer; together they take milliseconds (no timing here: a test that a
+    slow machine fails is no test -- benchmarks/bench_lines.py measures it)."""
+    try:
+        parse_general(line + "\n" + line + " = 1\n")
+    except ConfigError as exc:  # one short line, even with a 20 kB "key" in it
+        assert "\n" not in str(exc) and len(str(exc)) < 300, str(exc)[:400]
+
+
+def test_error_shows_a_hostile_key_short_and_printable() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_general("a\x1b[2J\n")
+    message = "has no value (expected 'key value' or 'key = value')"
+    assert str(info.value) == f"<string>:1: a\\x1b[2J: {message}"
+    assert info.value.key == "a\x1b[2J"  # the key itself is kept whole

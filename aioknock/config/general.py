@@ -1,11 +1,12 @@
 """Exact reader for Perl Config::General files, recording the file and line of every entry.
 
 The 2004 prototype's ``knockclient.conf`` / ``knockdaemon.conf`` were read by Config::General
-2.65 with default options; this module reproduces that parse rule by rule (the regexes below
-are the module's own, translated), so an old config means the same thing here.  Unlike Perl it
-keeps every entry in order with its position, and it turns the cases where Perl silently drops
-text or only warns (unterminated here-doc, ``/*`` or continuation; ``*/`` without ``/*``; a
-file included twice or in a cycle) into a ``ConfigError``, as it does a value-less option.
+2.65 with default options; this module reproduces that parse rule by rule (each of the
+module's regexes is a linear scan in ``perlrules``), so an old config means the same thing
+here.  Unlike Perl it keeps every entry in order with its position, and it turns the cases
+where Perl silently drops text or only warns (unterminated here-doc, ``/*`` or continuation;
+``*/`` without ``/*``; a file included twice or in a cycle) into a ``ConfigError``, as it
+does a value-less option.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
 
-from aioknock.errors import ConfigError
+from aioknock.errors import ConfigError, shown
 
+from . import perlrules as rules
+from .perlrules import WS as _WS
 from .regular import MAX_CONFIG, read_regular
 
 __all__ = ["Block", "Entry", "parse_general", "read_general"]
@@ -40,28 +43,7 @@ class Block:
 
 MAX_INCLUDE_DEPTH = 32  # includes within includes: deeper is a mistake (or a trap)
 
-# Perl reads bytes, so its \s is ASCII whitespace: re.ASCII and _WS keep e.g. U+00A0 a value char.
-_A = re.ASCII
-_WS = " \t\n\r\f\v"
-# Config::General::_read
-_C_ONE_LINE = re.compile(r"\s*/\*.*\*/\s*", _A)
-_C_START = re.compile(r"\s*/\*", _A)
-_C_START_CLOSED = re.compile(r"\*/\s*$", _A)
-_C_END = re.compile(r"^.*\*/", _A)
-_HASH_COMMENT = re.compile(r"(?<!\\)#.*$", _A)
-_EMPTY_BLOCK = re.compile(r"\s*<([^/]+?.*?)/>\s*$", _A)
-_HEREDOC_EQ = re.compile(r"\s*([^=]+?)\s*=\s*<<\s*(.+?)\s*$", _A)
-_HEREDOC_WS = re.compile(r"\s*(\S+?)\s+<<\s*(.+?)\s*$", _A)
-# The first is Perl's own (buggy: ">>\\s*" wants a literal backslash), so quotes stay in names.
-_INCLUDE_QUOTED = re.compile(r"""\s*<<include\s+(["'])(.+?)>>\\s*$""", _A | re.IGNORECASE)
-_INCLUDE = re.compile(r"\s*<<include\s+(.+?)>>\s*$", _A | re.IGNORECASE)
-# Config::General::_parse / _parse_value
-_SPLIT = re.compile(r"\s*=\s*|\s+", _A)
-_BLOCK_START = re.compile(r"<([^/]+?.*?)>$", _A)
-_BLOCK_END = re.compile(r"</(.+?)>$", _A)
-_BLOCK_QUOTED = re.compile(r'"([^"]+)"$', _A)
-_BLOCK_NAME = re.compile(r'(?:"([^"]+)"|(\S+))(?:\s+(?:"([^"]+)"|(.*)))?$', _A)
-_UNESCAPE = re.compile(r'\\([$\\"#])')
+_UNESCAPE = re.compile(r'\\([$\\"#])')  # linear: no backtracking
 
 
 def _perl_true(text: str | None) -> TypeGuard[str]:
@@ -111,13 +93,13 @@ def _value(raw: str) -> str:
 
 def _block_name(inner: str) -> tuple[str, str]:
     """Split ``<door "my label">`` into name and label; either may be double-quoted."""
-    if _BLOCK_QUOTED.match(inner):
+    if rules.only_quoted(inner):
         return inner.replace('"', ""), ""
-    m = _BLOCK_NAME.match(inner)
+    m = rules.block_name(inner)
     if m is None:
         return inner, ""
-    name = m[1] if _perl_true(m[1]) else m[2]
-    label = m[3] if _perl_true(m[3]) else m[4]
+    name = m[0] if _perl_true(m[0]) else m[1]
+    label = m[2] if _perl_true(m[2]) else m[3]
     return name or "", label or ""
 
 
@@ -126,14 +108,14 @@ def _load(path: str, *, source: str | None = None, line: int | None = None) -> s
 
     Errors name ``source:line`` (the include statement) when given, else the file itself.
     """
-    what = f"cannot read {path}" if source else "cannot read file"
+    what = f"cannot read {shown(path, 200)}" if source else "cannot read file"
     try:
         data = read_regular(path, MAX_CONFIG)
     except OSError as exc:
         msg = f"{what}: {exc.strerror or exc}"
         raise ConfigError(msg, source=source or path, line=line) from exc
     except ValueError:  # a NUL in the name
-        msg = f"{path!r} is not a usable file name"
+        msg = f"'{shown(path)}' is not a usable file name"
         raise ConfigError(msg, source=source or path, line=line) from None
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
@@ -168,32 +150,32 @@ class _Reader:
     def _heredoc_line(self, state: _Pending, line: str, source: str) -> None:
         assert state.heredoc is not None
         key, end, start, body = state.heredoc
-        m = re.match(r"(\s*)" + re.escape(end) + r"\s*$", line, _A)
-        if m is None:
+        indent = rules.heredoc_terminator(line, end)
+        if indent is None:
             body.append(line)
             return
-        if indent := m[1]:  # "  EOF" removes that indentation from every body line
-            value = "".join(b.removeprefix(indent) + "\n" for b in body)
-        else:
-            value = "\n".join(body)
+        # "  EOF" removes that indentation from every body line
+        unindented = (b.removeprefix(indent) + "\n" for b in body)
+        value = "".join(unindented) if indent else "\n".join(body)
         self.chunks.append(_Chunk("", source, start, (key, value.strip(_WS))))
         state.heredoc = None
 
     @staticmethod
     def _uncomment(state: _Pending, line: str, source: str, lineno: int) -> str | None:
         """The line without its comments; None inside a ``/* ... */`` comment."""
-        if _C_ONE_LINE.search(line):
-            line = _C_ONE_LINE.sub("", line, count=1)
-        elif _C_START.match(line):
-            state.comment_at = 0 if _C_START_CLOSED.search(line) else state.comment_at or lineno
+        if (without := rules.strip_one_line_comment(line)) is not None:
+            line = without
+        elif rules.starts_comment(line):
+            closed = rules.ends_with_comment_end(line)
+            state.comment_at = 0 if closed else state.comment_at or lineno
         elif "*/" in line:
             if not state.comment_at:
                 raise ConfigError("'*/' without an opening '/*'", source=source, line=lineno)
             state.comment_at = 0
-            line = _C_END.sub("", line, count=1)
+            line = rules.after_comment_end(line)
         if state.comment_at:
             return None
-        return _HASH_COMMENT.sub("", line, count=1)
+        return rules.strip_hash_comment(line)
 
     def _logical_line(
         self, state: _Pending, line: str, source: str, lineno: int, base_dir: Path
@@ -204,14 +186,14 @@ class _Reader:
                 state.long_at = lineno
             state.longline = (state.longline or "") + line[:-1].lstrip(_WS)
             return
-        if m := _EMPTY_BLOCK.search(line):  # <name/> is <name></name>
-            name = re.sub(r"\s\s*.*$", "", m[1], count=1, flags=_A)
-            self.chunks.append(_Chunk(re.sub(r"/>$", ">", line, count=1), source, lineno))
-            self.chunks.append(_Chunk(f"</{name}>", source, lineno))
+        if (inner := rules.empty_block(line)) is not None:  # <name/> is <name></name>
+            opening = line[:-2] + ">" if line.endswith("/>") else line
+            self.chunks.append(_Chunk(opening, source, lineno))
+            self.chunks.append(_Chunk(f"</{rules.first_word(inner)}>", source, lineno))
             return
-        if m := _HEREDOC_EQ.match(line) or _HEREDOC_WS.match(line):
-            if _perl_true(m[1]):
-                state.heredoc = (m[1], m[2], lineno, [])
+        if heredoc := rules.heredoc_with_equals(line) or rules.heredoc_with_space(line):
+            if _perl_true(heredoc[0]):
+                state.heredoc = (*heredoc, lineno, [])
             return
         if _perl_true(state.longline):
             self.chunks.append(_Chunk(f"{state.longline}{line.lstrip(_WS)}", source, state.long_at))
@@ -219,8 +201,9 @@ class _Reader:
             return
         if not line.strip(_WS):
             return
-        m = _INCLUDE_QUOTED.match(line)
-        incl = m[2] if m else (m[1] if (m := _INCLUDE.match(line)) else None)
+        incl = rules.include_quoted(line)
+        if incl is None:
+            incl = rules.include(line)
         if _perl_true(incl):
             self.include(incl, source, lineno, base_dir)
         else:
@@ -231,6 +214,7 @@ class _Reader:
         """What Perl drops or only warns about at the end of a file is an error here."""
         if state.heredoc is not None:
             key, end, start, _ = state.heredoc
+            key, end = shown(key), shown(end)
             msg = f"here-doc '{key} <<{end}' has no closing '{end}' line"
             raise ConfigError(msg, source=source, line=start)
         if state.comment_at:
@@ -245,16 +229,16 @@ class _Reader:
         try:
             real = os.path.realpath(path)
         except ValueError:  # a NUL in the name
-            raise ConfigError(f"{name!r} is not a usable file name", source=source,
+            raise ConfigError(f"'{shown(name)}' is not a usable file name", source=source,
                               line=line) from None  # fmt: skip
         if len(self.active) >= MAX_INCLUDE_DEPTH:
             raise ConfigError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", source=source,
                               line=line)  # fmt: skip
         if real in (r for r, _ in self.active):
-            chain = " -> ".join([n for _, n in self.active] + [path])
+            chain = " -> ".join(shown(n, 100) for n in [*(n for _, n in self.active), path])
             raise ConfigError(f"include cycle: {chain}", source=source, line=line)
         if real in self.done:
-            msg = f"{path} is already included (Config::General would skip it)"
+            msg = f"{shown(path, 200)} is already included (Config::General would skip it)"
             raise ConfigError(msg, source=source, line=line)
         text = _load(path, source=source, line=line)
         self.active.append((real, path))
@@ -271,13 +255,13 @@ class _Reader:
                 into.append(Entry(ch.heredoc[0], _value(ch.heredoc[1]), ch.source, ch.line))
                 continue
             text = ch.text.strip(_WS)
-            if m := _BLOCK_START.match(text):
-                name, label = _block_name(m[1])
+            if (inner := rules.block_start(text)) is not None:
+                name, label = _block_name(inner)
                 stack.append(_Open(name, label, ch.source, ch.line))
-            elif m := _BLOCK_END.match(text):  # Perl matches by depth; the name is not checked
+            elif rules.block_end(text):  # Perl matches by depth; the name is not checked
                 if not stack:
                     raise ConfigError(
-                        f"'{text}' closes no open block", source=ch.source, line=ch.line
+                        f"'{shown(text)}' closes no open block", source=ch.source, line=ch.line
                     )
                 done = stack.pop()
                 block = Block(done.name, done.label, tuple(done.entries))
@@ -285,14 +269,14 @@ class _Reader:
                     Entry(done.name, block, done.source, done.line)
                 )
             else:
-                parts = _SPLIT.split(text, maxsplit=1)
+                parts = rules.split_option(text)
                 if len(parts) < 2:  # Perl stores undef here
                     msg = "has no value (expected 'key value' or 'key = value')"
                     raise ConfigError(msg, source=ch.source, line=ch.line, key=text)
                 into.append(Entry(parts[0], _value(parts[1]), ch.source, ch.line))
         if stack:
             b = stack[-1]
-            tag = f"<{b.name} {b.label}>" if b.label else f"<{b.name}>"
+            tag = shown(f"<{b.name} {b.label}>" if b.label else f"<{b.name}>")
             raise ConfigError(f"block {tag} is never closed", source=b.source, line=b.line)
         return top
 
