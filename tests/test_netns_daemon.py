@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.daemons import Daemon, daemon_env
 from helpers.netns import NetnsPair, check_root, requires_root
 
 from aioknock.daemon import nftables
@@ -100,11 +101,6 @@ KMSG_COPIER = textwrap.dedent(
 )
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOKNOCK_")}
-    return {**env, "HOME": str(home), "PYTHONPATH": str(ROOT)}
-
-
 def user_ruleset(*, log_prefix: str = "", doors: bool = False) -> str:
     """The user's table: the two documented rules, then drops (and optionally log)."""
     rules = [*nftables.user_rules()]
@@ -125,41 +121,6 @@ def user_ruleset(*, log_prefix: str = "", doors: bool = False) -> str:
         "    type filter hook input priority filter; policy accept;\n"
         f"{body}\n  }}\n}}\n"
     )
-
-
-class Daemon:
-    """``python -m aioknock daemon -conf FILE`` in the server namespace, stderr to a file."""
-
-    def __init__(self, pair: NetnsPair, tmp: Path, conf: str) -> None:
-        self.pair = pair
-        self.conf = tmp / "knockdaemon.conf"
-        self.conf.write_text(conf)
-        self.errpath = tmp / "daemon.stderr"
-        with open(self.errpath, "wb") as err:
-            self.proc = pair.popen(
-                pair.server, [PY, "-m", "aioknock", "daemon", "-conf", str(self.conf)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=_env(tmp),
-            )  # fmt: skip
-
-    @property
-    def stderr(self) -> str:
-        return self.errpath.read_text(errors="replace")
-
-    def wait_log(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            m = re.search(pattern, self.stderr)
-            if m is not None:
-                return m
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}: {self.stderr}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {pattern!r} within {timeout} s: {self.stderr}")
-            time.sleep(0.02)
-
-    def terminate(self, timeout: float = 5.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
 
 
 def daemon_conf(tmp: Path, *, runmode: str = "network", interface: str = "", **extra: str) -> str:
@@ -194,7 +155,7 @@ def knock(pair: NetnsPair, tmp: Path, *args: str, key: str = KEY) -> None:
     if "-sequence" not in args:
         cmd += ["-port", str(PROTECTED), "-encrypt", "-cipher", "Blowfish", "-iv",
                 "-key_file", str(keyfile), "-portspan", SPAN]  # fmt: skip
-    env = _env(tmp)
+    env = daemon_env(tmp)
     res = subprocess.run(
         ["ip", "netns", "exec", pair.client, *cmd],
         capture_output=True, text=True, timeout=15, env=env, check=False,

@@ -19,8 +19,8 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     "cmd",
     [
-        ("ruff", "check", "aioknock", "tests", "benchmarks"),
-        ("ruff", "format", "--check", "aioknock", "tests", "benchmarks"),
+        ("ruff", "check", "aioknock", "tests", "benchmarks", "scripts"),
+        ("ruff", "format", "--check", "aioknock", "tests", "benchmarks", "scripts"),
     ],
     ids=["ruff-check", "ruff-format"],
 )
@@ -32,5 +32,7 @@ def test_ruff(cmd: tuple[str, ...]) -> None:
 
 
 def test_mypy_strict() -> None:
-    result = _run(sys.executable, "-m", "mypy", "--strict", "aioknock", "tests", "benchmarks")
+    result = _run(
+        sys.executable, "-m", "mypy", "--strict", "aioknock", "tests", "benchmarks", "scripts"
+    )
     assert result.returncode == 0, result.stdout + result.stderr

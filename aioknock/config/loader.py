@@ -183,7 +183,7 @@ def build_settings(
     _resolve_paths(cls, read)
     blocks = [entry for layer in layers for entry in layer.blocks]
     extra: dict[str, Any] = {"doors": parse_doors(blocks)} if blocks else {}
-    settings = make(cls, read, None, **extra)
+    settings = make(cls, read, None if path is None else str(path), **extra)
     if sending and isinstance(settings, ClientSettings):
         try:
             settings.check_sendable()

@@ -56,11 +56,14 @@ def place(where: str) -> dict[str, Any]:
 
 
 def placed(exc: ConfigError, where: Mapping[str, str], fallback: str | None = None) -> ConfigError:
-    """``exc`` with the place of its key's value (or ``fallback``) attached, if it has none."""
+    """``exc`` with the place of its key's value attached, if it has none; ``fallback``
+    (the file, the block) when the key was not given there: a key that is missing."""
     if exc.source is not None:
         return exc
-    at = where.get(exc.key or "", fallback)
+    at = where.get(exc.key or "")
     if at is None or at == "default":
+        at = fallback
+    if at is None:
         return exc
     return ConfigError(exc.message, key=exc.key, **place(at))
 
