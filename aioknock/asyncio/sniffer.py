@@ -233,12 +233,12 @@ class Sniffer:
             self._pause()
         self._wake()
 
-    def _refuse(self, size: int, address: object) -> None:
+    def _refuse(self, size: int, address: tuple[object, ...] | None) -> None:
         """Count (and at debug level log) a frame the parser refused: not valid, not
         whole, from a martian source, or caught by the filter just replaced."""
         self.refused += 1
         if log.isEnabledFor(logging.DEBUG):
-            where = address[0] if isinstance(address, tuple) else "?"
+            where = "?" if address is None else address[0]
             log.debug("refused a %d-byte frame on %s: not a valid, whole knock", size, where)
 
     def _pause(self) -> None:
@@ -247,19 +247,25 @@ class Sniffer:
             self._reading = False
 
 
-def _on_loopback(address: object) -> bool:
+def _on_loopback(address: tuple[object, ...] | None) -> bool:
     """Whether ``recvmsg`` says the frame came in on a loopback device (``sll_hatype``)."""
-    return isinstance(address, tuple) and len(address) > 3 and address[3] == ARPHRD_LOOPBACK
+    return address is not None and address[3] == ARPHRD_LOOPBACK
+
+
+_OFFLOADED = TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID  # both in tp_status's low byte
+_LOW_BYTE = 0 if sys.byteorder == "little" else 3
 
 
 def _unverified(ancillary: list[tuple[int, int, bytes]]) -> bool:
     """Whether the parser must verify the TCP/UDP checksum itself: the capture says it
-    is neither verified yet nor left for later (no auxdata: it must, to be safe)."""
-    for level, kind, data in ancillary:
-        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= 4:
-            status = int.from_bytes(data[:4], sys.byteorder)
-            return not status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)
-    return True
+    is neither verified yet nor left for later (no auxdata: it must, to be safe). The
+    socket asks for PACKET_AUXDATA alone, so it is the first and only message."""
+    if not ancillary:
+        return True
+    level, kind, data = ancillary[0]
+    if level != SOL_PACKET or kind != PACKET_AUXDATA or len(data) < 4:
+        return True
+    return not data[_LOW_BYTE] & _OFFLOADED
 
 
 def _attach(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
