@@ -34,22 +34,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-from helpers.daemons import PY, Daemon, daemon_env, send_syns  # noqa: E402
+from helpers.daemons import KEY, PY, SPAN, Daemon, daemon_conf, daemon_env, send_syns  # noqa: E402
 from helpers.netns import NetnsPair, netns_pair  # noqa: E402
 
 from aioknock.asyncio.actions import ACTION_TIMEOUT  # noqa: E402
 from aioknock.asyncio.replayfile import MAGIC, record  # noqa: E402
 
-KEY = "correct horse battery staple"
-SPAN = "745-1000"
-DURATION = 3
+DURATION = 3  # a door's seconds here (the namespace tests use 2)
 CLIENT = "198.18.0.1"
 
 
@@ -68,29 +65,17 @@ Check = Callable[[NetnsPair, Path], list[Row]]
 
 
 def conf(tmp: Path, **extra: str | None) -> str:
-    """A daemon configuration: network mode on the server's veth, Blowfish knocks; a
-    key set to None is left out."""
-    keyfile = tmp / "knock.key"
-    if not keyfile.exists():
-        keyfile.write_text(KEY + "\n")
-        keyfile.chmod(0o600)
-    settings: dict[str, str | None] = {
-        "knock": "CLIENT,PORT,RAND,THISMINUTE,CHECKSUM",
-        "portspan": SPAN,
-        "encrypt": "yes",
-        "cipher": "Blowfish",
-        "iv": "yes",
-        "key_file": str(keyfile),
-        "runmode": "network",
+    """The daemon in network mode on the server's veth, opening by commands that leave a
+    file for each open door; a key set to None is left out."""
+    commands: dict[str, str | None] = {
         "interface": "veth-s",
         "backend": "command",
+        "nft_table": None,
         "open": f"touch {tmp}/opened.%IP%.%PORT%",
         "close": f"rm -f {tmp}/opened.%IP%.%PORT%",
         "duration": str(DURATION),
-        "cooldown": "0",
-        **extra,
     }
-    return "".join(f"{k} = {v}\n" for k, v in settings.items() if v is not None)
+    return daemon_conf(tmp, **{**commands, **extra})
 
 
 def plan(tmp: Path, port: int = 22) -> list[int]:
@@ -353,17 +338,12 @@ FAULTS: dict[str, list[Check]] = {
 }
 
 
-@contextmanager
-def scratch() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="aioknock-faults-") as tmp:
-        yield Path(tmp)
-
-
 def run(names: list[str]) -> list[Row]:
     rows: list[Row] = []
     for name in names:
         for check in FAULTS[name]:
-            with netns_pair() as pair, scratch() as tmp:
+            with netns_pair() as pair, tempfile.TemporaryDirectory(prefix="aioknock-faults-") as t:
+                tmp = Path(t)
                 try:
                     found = check(pair, tmp)
                 except Exception as exc:  # a broken check is a failed row, and the rest runs

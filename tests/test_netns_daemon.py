@@ -25,17 +25,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.daemons import Daemon, daemon_env
+from helpers.daemons import DURATION, KEY, SPAN, Daemon, daemon_conf, daemon_env
 from helpers.netns import NetnsPair, check_root, requires_root
 
 from aioknock.daemon import nftables
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-KEY = "correct horse battery staple"
-SPAN = "745-1000"
 PROTECTED = 22
-DURATION = 2
 _serial = itertools.count()
 
 # The protected service: answers "pong" to every connection; bounded by a deadline.
@@ -121,29 +118,6 @@ def user_ruleset(*, log_prefix: str = "", doors: bool = False) -> str:
         "    type filter hook input priority filter; policy accept;\n"
         f"{body}\n  }}\n}}\n"
     )
-
-
-def daemon_conf(tmp: Path, *, runmode: str = "network", interface: str = "", **extra: str) -> str:
-    keyfile = tmp / "knock.key"
-    if not keyfile.exists():
-        keyfile.write_text(KEY + "\n")
-        keyfile.chmod(0o600)
-    settings = {
-        "knock": "CLIENT,PORT,RAND,THISMINUTE,CHECKSUM",
-        "portspan": SPAN,
-        "encrypt": "yes",
-        "cipher": "Blowfish",
-        "iv": "yes",
-        "key_file": "knock.key",  # relative: to the configuration file
-        "runmode": runmode,
-        "interface": interface,
-        "backend": "nftables",
-        "nft_table": "aioknock",
-        "duration": str(DURATION),
-        "cooldown": "0",
-        **extra,
-    }
-    return "".join(f"{k} = {v}\n" for k, v in settings.items())
 
 
 def knock(pair: NetnsPair, tmp: Path, *args: str, key: str = KEY) -> None:

@@ -64,7 +64,7 @@ def decode_frame(
     or is not filled in yet (offload), and then the kernel's own check decides.
     """
     if link == "ip":
-        return _decode_ip(frame, 0, now, loopback, transport_checksum)
+        return _decode_ip(memoryview(frame), now, loopback, transport_checksum)
     offset = _LINK_HEADER[link]
     if len(frame) < offset:
         return None
@@ -76,20 +76,16 @@ def decode_frame(
         ethertype = int.from_bytes(frame[offset - 2 : offset], "big")
     version = frame[offset] >> 4 if len(frame) > offset else 0
     if (ethertype, version) in ((ETH_P_IP, 4), (ETH_P_IPV6, 6)):
-        return _decode_ip(memoryview(frame)[offset:], 0, now, loopback, transport_checksum)
+        return _decode_ip(memoryview(frame)[offset:], now, loopback, transport_checksum)
     return None
 
 
-def _decode_ip(
-    frame: Frame, start: int, now: float, loopback: bool, checksum: bool
-) -> Packet | None:
-    if len(frame) <= start:
-        return None
-    version = frame[start] >> 4
+def _decode_ip(ip: memoryview, now: float, loopback: bool, checksum: bool) -> Packet | None:
+    version = ip[0] >> 4 if ip else 0
     if version == 4:
-        return _decode_ipv4(memoryview(frame)[start:], now, loopback, checksum)
+        return _decode_ipv4(ip, now, loopback, checksum)
     if version == 6:
-        return _decode_ipv6(memoryview(frame)[start:], now, loopback, checksum)
+        return _decode_ipv6(ip, now, loopback, checksum)
     return None
 
 

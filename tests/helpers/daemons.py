@@ -21,6 +21,9 @@ from .netns import NetnsPair
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PY = sys.executable
+KEY = "correct horse battery staple"
+SPAN = "745-1000"
+DURATION = 2
 
 # argv[1]: destination, argv[2]: JSON list of [dport, sport]. One SYN per port from a
 # non-blocking connect, 2 ms apart, each socket closed 0.5 s later (before the kernel
@@ -49,6 +52,31 @@ def daemon_env(home: Path) -> dict[str, str]:
     """The environment without the caller's AIOKNOCK_* settings, importing this tree."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOKNOCK_")}
     return {**env, "HOME": str(home), "PYTHONPATH": str(ROOT)}
+
+
+def daemon_conf(tmp: Path, **extra: str | None) -> str:
+    """A daemon configuration (network mode, nftables, Blowfish knocks, the key in a file
+    beside it): ``extra`` adds or replaces keys, and a key set to None is left out."""
+    keyfile = tmp / "knock.key"
+    if not keyfile.exists():
+        keyfile.write_text(KEY + "\n")
+        keyfile.chmod(0o600)
+    settings: dict[str, str | None] = {
+        "knock": "CLIENT,PORT,RAND,THISMINUTE,CHECKSUM",
+        "portspan": SPAN,
+        "encrypt": "yes",
+        "cipher": "Blowfish",
+        "iv": "yes",
+        "key_file": "knock.key",  # relative: to the configuration file
+        "runmode": "network",
+        "interface": "",
+        "backend": "nftables",
+        "nft_table": "aioknock",
+        "duration": str(DURATION),
+        "cooldown": "0",
+        **extra,
+    }
+    return "".join(f"{k} = {v}\n" for k, v in settings.items() if v is not None)
 
 
 class Daemon:
