@@ -17,3 +17,4 @@ class Packet:
     proto: Proto = "tcp"
     sport: int = 0  # 0 = unknown; with it, a retransmitted SYN is told from a new knock
     dst: str = ""  # the address knocked, where known ("" in logs read by pattern)
+    payload: bytes = b""  # a UDP datagram's data (captured or received), for SPA
