@@ -7,14 +7,17 @@ kernel which address reaches a host (``client = auto``).
 from __future__ import annotations
 
 import contextlib
+import getpass
 import ipaddress
+import os
 import secrets
 import socket
 import time
 from collections.abc import Sequence
 
+from ..codec import spa
 from ..codec.pipeline import KnockPlan
-from ..config.kinds import AUTO
+from ..config.kinds import AUTO, SOURCE
 from ..config.settings import ClientSettings, KnockSettings
 from ..errors import KnockError, SendError
 
@@ -79,3 +82,34 @@ def build_knock(settings: ClientSettings, now: float | None = None) -> KnockPlan
 def decode_knock(settings: KnockSettings, ports: Sequence[int]) -> dict[str, int | str]:
     """Decode and verify the ports of one knock; raises KnockError with the reason."""
     return settings.codec.decode(list(ports)).fields.shown
+
+
+def spa_allow(settings: ClientSettings, remote: str, family: int = socket.AF_UNSPEC) -> str:
+    """The address an SPA packet asks the server to open for: ``allow_ip``, the
+    route's local address (auto), or 0.0.0.0 for the packet's source (fwknop -s)."""
+    if settings.allow_ip == SOURCE:
+        return "0.0.0.0"
+    if settings.allow_ip == AUTO:
+        return local_address_for(remote, family)
+    return settings.allow_ip
+
+
+def spa_user(settings: ClientSettings) -> str:
+    """The user name the packet carries, as fwknop: ``spoof_user`` or this user."""
+    if settings.spoof_user:
+        return settings.spoof_user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "root" if os.getuid() == 0 else "nobody"
+
+
+def build_spa(settings: ClientSettings, allow: str, now: float | None = None) -> bytes:
+    """One SPA datagram: fresh random value, salt and timestamp."""
+    assert settings.spa_keys is not None  # protocol = spa builds them, or fails to load
+    msg = spa.SpaMessage(
+        allow=allow, access=settings.spa_access, username=spa_user(settings),
+        timestamp=int(time.time() if now is None else now),
+        client_timeout=settings.client_timeout, digest_type=settings.digest_type,
+    )  # fmt: skip
+    return spa.build(msg, settings.spa_keys)

@@ -30,7 +30,8 @@ from typing import Any
 from ..config.settings import ClientSettings
 from ..config.values import override, place, placed
 from ..errors import AioknockError, ConfigError
-from .client import client_for, plan_knock
+from .client import build_spa, client_for, plan_knock, spa_allow
+from .datagrams import Datagrams
 from .sender import HOLD_MAX, Attempt, Mode, Resolved, resolve, send_knock
 
 log = logging.getLogger("aioknock.fleet")
@@ -152,7 +153,11 @@ async def knock(host: str, what: ClientSettings | Ports, *, watch: bool = True,
     Never raises for a network or knock failure: the result says what went wrong.
     Cancelling it closes every socket it opened.
     """
-    return await _knock(host, _settings(what, overrides), watch)
+    datagrams = Datagrams()
+    try:
+        return await _knock(host, _settings(what, overrides), watch, datagrams)
+    finally:
+        datagrams.close()
 
 
 def _settings(what: ClientSettings | Ports, overrides: Mapping[str, Any]) -> ClientSettings:
@@ -161,19 +166,18 @@ def _settings(what: ClientSettings | Ports, overrides: Mapping[str, Any]) -> Cli
     return override(ClientSettings(), {**overrides, "sequence": list(what)}, ARGUMENT)
 
 
-async def _knock(host: str, settings: ClientSettings, watch: bool) -> KnockResult:
+async def _knock(
+    host: str, settings: ClientSettings, watch: bool, datagrams: Datagrams
+) -> KnockResult:
     result = KnockResult(host, started=time.time())
     try:
         target = await resolve(host, settings.family)
         result.address = target.address
-        ports = _ports(settings, target, result)
-        if settings.test:
-            result.ok = True
-            return result
-        mode: Mode = "connect" if settings.connect else "syn"
-        result.attempts = await send_knock(target, ports, settings.timeout, mode=mode,
-                                           jitter=settings.jitter, watch=watch)  # fmt: skip
-        if settings.verify:
+        if settings.protocol == "spa":
+            await _send_spa(settings, target, result, datagrams)
+        else:
+            await _send_ports(settings, target, result, watch)
+        if settings.verify and not settings.test:
             result.verified = await _verify(target, settings.verify, settings.verify_timeout)
         result.ok = True
     except (AioknockError, OSError) as exc:
@@ -183,6 +187,27 @@ async def _knock(host: str, settings: ClientSettings, watch: bool) -> KnockResul
     finally:
         result.finished = time.time()
     return result
+
+
+async def _send_ports(
+    settings: ClientSettings, target: Resolved, result: KnockResult, watch: bool
+) -> None:
+    ports = _ports(settings, target, result)
+    if settings.test:
+        return
+    mode: Mode = "connect" if settings.connect else "syn"
+    result.attempts = await send_knock(target, ports, settings.timeout, mode=mode,
+                                       jitter=settings.jitter, watch=watch)  # fmt: skip
+
+
+async def _send_spa(
+    settings: ClientSettings, target: Resolved, result: KnockResult, datagrams: Datagrams
+) -> None:
+    """One datagram of its own (random value, salt, timestamp) for this host."""
+    packet = build_spa(settings, spa_allow(settings, target.address, target.family))
+    result.payload, result.ports = packet, [settings.spa_server_port]
+    if not settings.test:
+        await datagrams.send(target, settings.spa_server_port, packet)
 
 
 def _ports(settings: ClientSettings, target: Resolved, result: KnockResult) -> Ports:
@@ -252,6 +277,8 @@ def _default_for(settings: ClientSettings, watch: bool) -> int:
 
 
 def _knocks_per_host(settings: ClientSettings) -> int:
+    if settings.protocol == "spa":
+        return 1
     return len(settings.sequence) or settings.codec.knock_length
 
 
@@ -287,6 +314,7 @@ async def _knock_all(
 
     exhausted = False
     started = 0
+    datagrams = Datagrams()
     try:
         while True:
             while not exhausted and len(running) < concurrency:
@@ -305,7 +333,7 @@ async def _knock_all(
                     now = time.time()
                     yield KnockResult(_host_of(target), started=now, finished=now, error=str(exc))
                     continue
-                task = asyncio.create_task(_knock(host, own, watch))
+                task = asyncio.create_task(_knock(host, own, watch, datagrams))
                 task.add_done_callback(on_done)
                 running.add(task)
                 started += 1
@@ -323,6 +351,7 @@ async def _knock_all(
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+        datagrams.close()
 
 
 def _host_of(target: HostSpec) -> str:

@@ -337,7 +337,11 @@ def _start_run(ns: argparse.Namespace, settings: ClientSettings, total: int | No
 
 def _report(result: KnockResult, settings: ClientSettings, *, single: bool) -> None:
     level = logging.INFO if single else logging.DEBUG
-    if result.ports:
+    if settings.protocol == "spa" and result.payload:
+        access = ",".join(f"{proto}/{port}" for proto, port in settings.spa_access)
+        log.log(level, "SPA packet for %s (%s): %d bytes to udp port %d", result.host, access,
+                len(result.payload), settings.spa_server_port)  # fmt: skip
+    elif result.ports:
         log.log(level, "knock for %s: %s", result.host, " ".join(map(str, result.ports)))
     if result.values:
         log.debug("values  %s", " ".join(map(str, result.values)))

@@ -8,6 +8,8 @@ checked once, while loading; and shows it again as people write it (the manual,
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import math
 import re
@@ -21,16 +23,18 @@ from ..codec.fields import parse_fields
 from ..codec.logtemplate import LogTemplate
 from ..codec.portspan import PortSpan
 from ..codec.sequence import Hit, hits, parse_sequence, proto_of, sequence_text
+from ..codec.spa import HASHES, parse_proto_port
 from ..daemon import nftables
 from ..daemon.doors import Command
 from ..daemon.logreader import LogFormat
-from ..errors import InvalidValue
+from ..errors import InvalidValue, KnockError
 
 BOOL_WORDS = {
     "yes": True, "on": True, "true": True, "1": True,
     "no": False, "off": False, "false": False, "0": False,
 }  # fmt: skip
 AUTO = "auto"  # client = auto: the address the kernel uses to reach the host
+SOURCE = "source"  # allow_ip = source: "open for the packet's source" (fwknop -s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +218,42 @@ def _family_name(family: int) -> str:
     return next(name for name, value in FAMILIES.items() if value == family)
 
 
+def _access(raw: object) -> tuple[tuple[str, int], ...]:
+    """fwknop's ACCESS: ``tcp/22,udp/53`` (empty: the port the knock asks for)."""
+    text = _text(raw)
+    if not text:
+        return ()
+    try:
+        return tuple(parse_proto_port(spec.strip()) for spec in text.split(","))
+    except KnockError as exc:
+        raise InvalidValue(f"expected proto/port[,proto/port...] such as tcp/22: "
+                           f"{exc.reason}") from None  # fmt: skip
+
+
+def _access_text(access: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"{proto}/{port}" for proto, port in access)
+
+
+def _allow_ip(raw: object) -> str:
+    """``auto``, ``source`` or an address, IPv4 or IPv6."""
+    value = _text(raw)
+    if value.lower() in ("", AUTO, SOURCE):
+        return value.lower() or AUTO
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InvalidValue(f"expected auto, source or an IP address, got {value!r}") from None
+
+
+def _base64(raw: object) -> bytes:
+    """A key as fwknop's --key-gen writes it: standard base64 (empty: not set)."""
+    text = _text(raw).rstrip("=")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidValue("expected base64 (as fwknop --key-gen writes it)") from None
+
+
 BOOL = Kind("bool", "yes/no, on/off, true/false or 1/0", _bool, _yes_no)
 TEXT = Kind("text", "text", _text)
 # Spaces kept (quote the value in a config file): a log prefix ends in one, as a rule.
@@ -233,3 +273,7 @@ CLIENT = Kind("address", "an IPv4 address, empty or auto", _client)
 HOST = Kind("host", "a host name or address (printable, no spaces)", _host)
 FAMILY = Kind("choice", "any, 4 or 6", _family, _family_name)
 PROTO = Kind("proto", "tcp or udp", lambda raw: proto_of(_text(raw)))
+ACCESS = Kind("access", "proto/port[,proto/port...] such as tcp/22", _access, _access_text)
+ALLOW_IP = Kind("address", "auto, source or an IP address", _allow_ip)
+BASE64 = Kind("base64", "base64", _base64, lambda b: base64.b64encode(b).decode())
+DIGEST = choice(*HASHES)

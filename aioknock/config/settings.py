@@ -13,8 +13,10 @@ that client and daemon share; ``DoorSettings`` is the table of a ``<door>`` bloc
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from ..codec.ciphers import Cipher, CryptCBC, Plain, cipher_names
@@ -23,17 +25,23 @@ from ..codec.logtemplate import LogTemplate
 from ..codec.pipeline import Codec
 from ..codec.portspan import MAX_BITS, PortSpan
 from ..codec.sequence import Hit, Proto
+from ..codec.spa import SpaKeys
 from ..daemon import nftables
 from ..daemon.doors import Command
 from ..daemon.logreader import KMSG, LineReader, LogFormat
+from ..daemon.spa import Stanza
 from ..errors import ConfigError, InvalidValue
 from .kinds import (
+    ACCESS,
+    ALLOW_IP,
     AUTO,
+    BASE64,
     BOOL,
     CIPHER,
     CLIENT,
     COMMAND,
     DAY,
+    DIGEST,
     EXACT_TEXT,
     FAMILY,
     FIELDS,
@@ -115,6 +123,8 @@ class KnockSettings(Table):
                    host=True)  # fmt: skip
     localtime: bool = opt(False, BOOL, "time fields in local time, as the prototype; default UTC",
                           host=True)  # fmt: skip
+    spa_server_port: int = opt(62201, integer(1, 65535), "UDP port of single-packet "
+                               "authorization (fwknop's SPA_SERVER_PORT)", host=True)  # fmt: skip
     flags: Mapping[int, int] = field(default_factory=dict)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     codec: Codec = field(init=False, repr=False, compare=False)
@@ -142,6 +152,11 @@ class ClientSettings(KnockSettings):
     """Keys of ``aioknock run``, the prototype's knockclient options first."""
 
     remote: str = opt("127.0.0.1", HOST, "host to knock: name or address", metavar="HOST")
+    protocol: str = opt(
+        "knockclient", choice("knockclient", "spa"),
+        "what to send: knockclient (the prototype's encoded knock; sequence for knockd's) "
+        "or spa (one fwknop single-packet authorization datagram)", host=True,
+    )  # fmt: skip
     client: str = opt(
         AUTO, CLIENT, "IPv4 address put in CLIENT; empty or auto = the local address "
         "the kernel would use to reach remote", metavar="ADDRESS", host=True,
@@ -155,6 +170,30 @@ class ClientSettings(KnockSettings):
         "e.g. 7000,8000:udp,9000", metavar="PORTS",
     )  # fmt: skip
     family: int = opt("any", FAMILY, "address family for names: any, 4 (-4) or 6 (-6)")
+    access: tuple[tuple[str, int], ...] = opt(
+        "", ACCESS, "spa: ports to open, e.g. tcp/22,udp/53 (empty: tcp/PORT)",
+        metavar="PORTS", host=True,
+    )  # fmt: skip
+    allow_ip: str = opt(
+        AUTO, ALLOW_IP, "spa: address to open for: auto (the local address the kernel "
+        "uses to reach the host), source (the packet's source, fwknop -s) or an address "
+        "(IPv6 needs aioknock's daemon)", metavar="ADDRESS", host=True,
+    )  # fmt: skip
+    key_base64: bytes = opt("", BASE64, "spa: the encryption key in base64 (instead of key)",
+                            secret=True, metavar="B64", host=True)  # fmt: skip
+    hmac_key: str = opt("", EXACT_TEXT, "spa: the HMAC key as a passphrase", secret=True,
+                        metavar="PASSPHRASE", host=True)  # fmt: skip
+    hmac_key_base64: bytes = opt("", BASE64, "spa: the HMAC key in base64 (instead of hmac_key)",
+                                 secret=True, metavar="B64", host=True)  # fmt: skip
+    hmac_digest_type: str = opt("sha256", DIGEST, "spa: the HMAC's hash", metavar="HASH",
+                                host=True)  # fmt: skip
+    digest_type: str = opt("sha256", DIGEST, "spa: the hash inside the packet", metavar="HASH")
+    spa_server_proto: str = opt("udp", choice("udp"), "spa: how the packet travels (udp)")
+    client_timeout: int = opt(0, integer(0, 65535), "spa: seconds the server should keep "
+                              "the door open (0: the server's FW_ACCESS_TIMEOUT)",
+                              host=True)  # fmt: skip
+    spoof_user: str = opt("", TEXT, "spa: the user name the packet carries (empty: this "
+                          "process's user)", metavar="NAME")  # fmt: skip
     connect: bool = opt(
         False, BOOL, "knock with asyncio.open_connection and wait for the handshake until "
         "the next knock (for middleboxes that drop bare SYNs)",
@@ -178,10 +217,39 @@ class ClientSettings(KnockSettings):
     test: bool = opt(False, BOOL, "do everything but send the knock")
     quiet: bool = _quiet()
     debug: int = _debug()
+    spa_keys: SpaKeys | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        KnockSettings.__post_init__(self)
+        object.__setattr__(self, "spa_keys", self._spa_keys() if self.protocol == "spa" else None)
+
+    def _spa_keys(self) -> SpaKeys:
+        key = self.key_base64 or self.key.encode()
+        hmac_key = self.hmac_key_base64 or self.hmac_key.encode()
+        if not key:
+            raise ConfigError("protocol = spa needs a key: key_base64, key or key_file",
+                              key="key_base64")  # fmt: skip
+        if not hmac_key:
+            raise ConfigError("protocol = spa needs an HMAC key: hmac_key_base64 or hmac_key",
+                              key="hmac_key_base64")  # fmt: skip
+        try:
+            return SpaKeys(key, hmac_key, self.hmac_digest_type)
+        except InvalidValue as exc:
+            which = "key_base64" if "HMAC" not in str(exc) else "hmac_key_base64"
+            raise ConfigError(str(exc), key=which) from None
+
+    @property
+    def spa_access(self) -> tuple[tuple[str, int], ...]:
+        """What an SPA packet asks for: ``access``, or the knock's ``port``."""
+        return self.access or (("tcp", self.port),)
 
     def check_sendable(self) -> None:
         """What building a knock needs beyond each value's own check: the FLAGm the
         format uses, a PORT that fits ``portbytes``, a host to knock."""
+        if not self.remote:
+            raise ConfigError("no host to knock; set remote", key="remote")
+        if self.protocol == "spa":
+            return
         missing = [n for n in self.codec.format.flag_numbers() if n not in self.flags]
         if missing:
             raise ConfigError(f"the knock uses FLAG{missing[0]} but flag{missing[0]} is not set",
@@ -192,8 +260,6 @@ class ClientSettings(KnockSettings):
             raise ConfigError(
                 f"expected a whole number 0-{high} with {why}, got {self.port}", key="port"
             )
-        if not self.remote:
-            raise ConfigError("no host to knock; set remote", key="remote")
 
 
 Settings = ClientSettings
@@ -282,11 +348,24 @@ class DaemonSettings(KnockSettings):
                                 metavar="COMMAND")  # fmt: skip
     duration: float = opt(30.0, seconds(1, 7 * DAY), "seconds a door stays open")
     cooldown: float = opt(2.0, seconds(), "seconds before the same source may trigger again")
+    access_file: str = opt(
+        "", PATH, "fwknopd's access.conf: accept fwknop single-packet authorization (SPA) "
+        "on spa_server_port with its stanzas' keys and ports (empty: no SPA)",
+        metavar="PATH",
+    )  # fmt: skip
+    spa_listen: str = opt(
+        "", TEXT, "also receive SPA on a UDP socket bound to this address (fwknopd -U; "
+        "works without capture privileges, and in runmode = file); empty: capture only",
+        metavar="ADDRESS",
+    )  # fmt: skip
+    max_spa_packet_age: float = opt(120.0, seconds(1, 3600), "seconds an SPA packet's "
+                                    "timestamp may be from the daemon's clock")  # fmt: skip
     test: bool = opt(False, BOOL, "decode and log, run nothing")
     quiet: bool = _quiet()
     debug: int = _debug()
     doors: tuple[DoorSettings, ...] = ()
     reader: LineReader | None = field(init=False, repr=False, compare=False)
+    stanzas: tuple[Stanza, ...] = field(init=False, repr=False, compare=False)
 
     BLOCKS: ClassVar[frozenset[str]] = frozenset({"door"})
 
@@ -294,14 +373,27 @@ class DaemonSettings(KnockSettings):
         KnockSettings.__post_init__(self)
         if self.backend == "command" and self.open is None:
             raise ConfigError("backend = command needs an open command", key="open")
-        if not self.encoded and not self.doors:
-            raise ConfigError("nothing to listen for: encoded = no and no <door> blocks",
-                              key="encoded")  # fmt: skip
+        if not self.encoded and not self.doors and not self.access_file:
+            raise ConfigError("nothing to listen for: encoded = no, no <door> blocks and no "
+                              "access_file", key="encoded")  # fmt: skip
         if self.encoded and "PORT" not in self.knock:
             # The knock names the port to open; without it no knock could open anything.
             raise ConfigError("the daemon's knock needs a PORT field (or encoded = no)",
                               key="knock")  # fmt: skip
         object.__setattr__(self, "reader", self._reader())
+        object.__setattr__(self, "stanzas", self._stanzas())
+
+    def _stanzas(self) -> tuple[Stanza, ...]:
+        if not self.access_file:
+            return ()
+        if self.runmode == "file" and not self.spa_listen:
+            raise ConfigError("SPA needs runmode = network or spa_listen: a firewall log "
+                              "does not hold the datagram", key="access_file")  # fmt: skip
+        if self.spa_listen:
+            _check_listen(self.spa_listen)
+        from .fwknop import read_access_file  # the access file is read once, here
+
+        return read_access_file(Path(self.access_file))
 
     def _reader(self) -> LineReader | None:
         if self.runmode != "file":
@@ -311,3 +403,11 @@ class DaemonSettings(KnockSettings):
                                     anchored=self.logfile == KMSG)  # fmt: skip
         except InvalidValue as exc:
             raise ConfigError(str(exc), key="fileformat") from None
+
+
+def _check_listen(address: str) -> None:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise ConfigError(f"expected an IP address to bind, got {address!r}",
+                          key="spa_listen") from None  # fmt: skip
