@@ -33,6 +33,8 @@ from ..daemon.logreader import KMSG
 from ..daemon.packet import Packet
 from ..daemon.recognizer import Recognizer
 from ..daemon.replay import ReplayMemory
+from ..codec import spa
+from ..daemon.spa import SpaPackets
 from ..errors import AioknockError, ConfigError
 from .actions import ActionError, Backend, CommandBackend, NftBackend
 from .follow import Follower
@@ -42,6 +44,7 @@ from .sniffer import Sniffer
 
 log = logging.getLogger("aioknock.daemon")
 STOP_WAIT = 4.5  # seconds the stop waits for queued firewall commands, at most
+DATAGRAM_BATCH = 64  # datagrams read from the SPA socket per wake-up, at most
 
 
 def make_recognizers(settings: DaemonSettings, replays: ReplayMemory) -> list[Recognizer]:
@@ -55,6 +58,9 @@ def make_recognizers(settings: DaemonSettings, replays: ReplayMemory) -> list[Re
         ))  # fmt: skip
     if settings.doors:
         recognizers.append(SequenceDoors(settings.doors, knock_timeout=timeout, max_sources=limit))
+    if settings.stanzas:
+        recognizers.append(SpaPackets(settings.stanzas, port=settings.spa_server_port,
+                                      max_age=settings.max_spa_packet_age, replays=replays))
     return recognizers
 
 
@@ -132,6 +138,72 @@ class LocalAddresses:
         return local
 
 
+def capture_ports(settings: DaemonSettings, wanted: tuple[list[int], list[int]]) -> tuple[
+    list[int], list[int]]:  # fmt: skip
+    """The ports to capture: with ``spa_listen`` the SPA port is read from its socket
+    alone (captured as well, each packet would come twice, the second a replay)."""
+    tcp, udp = wanted
+    if settings.spa_listen:
+        udp = [port for port in udp if port != settings.spa_server_port]
+    return tcp, udp
+
+
+class SpaSocket:
+    """A UDP socket bound to ``spa_listen`` (fwknopd -U): SPA without capture rights."""
+
+    def __init__(self, address: str, port: int, receive: Callable[[list[Packet], int], None],
+                 clock: Callable[[], float]) -> None:  # fmt: skip
+        self.key = (address, port)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind((address, port))
+        except OSError as exc:
+            self._sock.close()
+            raise ConfigError(f"cannot bind udp {address} port {port}: {exc.strerror}",
+                              key="spa_listen") from None  # fmt: skip
+        self._sock.setblocking(False)
+        self._receive, self._clock, self._port = receive, clock, port
+        self._reading = False
+
+    def start(self) -> None:
+        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._read)
+        self._reading = True
+        log.info("receiving SPA on udp %s port %d", *self.key)
+
+    def _read(self) -> None:
+        packets: list[Packet] = []
+        now = self._clock()
+        for _ in range(DATAGRAM_BATCH):
+            try:
+                data, addr = self._sock.recvfrom(spa.MAX_PACKET + 1)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # an ICMP error queued for the socket: not a packet
+                log.debug("SPA socket: %s", exc.strerror)
+                continue
+            packets.append(Packet(now, _unmapped(addr[0]), self._port, "udp", addr[1], "", data))
+        if packets:
+            self._receive(packets, len(packets))
+
+    def close(self) -> None:
+        if self._reading:
+            with contextlib.suppress(RuntimeError):  # the loop is closed already
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        self._sock.close()
+
+
+def _unmapped(address: str) -> str:
+    """An IPv4 client seen by a dual-stack socket as ::ffff:a.b.c.d is a.b.c.d."""
+    if address.startswith("::ffff:"):
+        with contextlib.suppress(ValueError):
+            mapped = ipaddress.IPv6Address(address).ipv4_mapped
+            if mapped is not None:
+                return str(mapped)
+    return address
+
+
 @dataclass(frozen=True, slots=True)
 class _Configuration:
     """Everything one set of settings needs, built before any of it is used."""
@@ -180,6 +252,8 @@ class KnockDaemon:
         self._sniffer: Sniffer | None = None
         self._capture_ready: Sniffer | None = None  # opened by a reload, for the next feed
         self._feeding: tuple[tuple[str, str], asyncio.Task[None]] | None = None
+        self._spa_socket: SpaSocket | None = None
+        self._spa_ready: SpaSocket | None = None  # bound by a reload, for the switch
 
     @property
     def settings(self) -> DaemonSettings:
@@ -246,25 +320,51 @@ class KnockDaemon:
         conf, self._pending = self._pending, None
         if conf is None:
             return
+        capture: Sniffer | None = None
         try:
             await conf.backend.setup()  # a reload may name another table
             capture = self._new_capture(conf)
+            listener = self._new_spa_socket(conf.settings)
         except AioknockError as exc:
+            if capture is not None:
+                capture.close()
             log.error("reload failed, keeping the old configuration: %s", exc)
             return
         if self._pending is not None:  # a newer one came meanwhile: that one is next
-            if capture is not None:
-                capture.close()
+            for opened in (capture, listener):
+                if opened is not None:
+                    opened.close()
             return
-        self._capture_ready = capture
+        self._capture_ready, self._spa_ready = capture, listener
         self._switch(conf)
+
+    def _new_spa_socket(self, settings: DaemonSettings) -> SpaSocket | None:
+        """The SPA socket the settings ask for, bound now (None: none, or the one open)."""
+        if not settings.spa_listen or not settings.stanzas:
+            return None
+        key = (settings.spa_listen, settings.spa_server_port)
+        if self._spa_socket is not None and self._spa_socket.key == key:
+            return None
+        return SpaSocket(*key, self._receive, self.clock)
+
+    def _use_spa_socket(self, settings: DaemonSettings) -> None:
+        """Start the socket made for these settings; close one they no longer want."""
+        ready, self._spa_ready = self._spa_ready, None
+        wanted = bool(settings.spa_listen and settings.stanzas)
+        current = self._spa_socket
+        if ready is not None or (current is not None and not wanted):
+            if current is not None:
+                current.close()
+            self._spa_socket = ready
+            if ready is not None:
+                ready.start()
 
     def _new_capture(self, conf: _Configuration) -> Sniffer | None:
         """A capture on another interface is opened before the switch: if it cannot be,
         the old configuration goes on."""
         if conf.settings.runmode != "network" or conf.source == self._current.source:
             return None
-        tcp, udp = wanted_ports(conf.recognizers)
+        tcp, udp = capture_ports(conf.settings, wanted_ports(conf.recognizers))
         return Sniffer(tcp, udp, interface=conf.settings.interface or None, clock=self.clock)
 
     def _prune_backends(self) -> None:
@@ -364,7 +464,7 @@ class KnockDaemon:
     async def _capture(self, conf: _Configuration) -> None:
         sniffer, self._capture_ready = self._capture_ready, None
         if sniffer is None:
-            tcp, udp = self.engine.wanted()
+            tcp, udp = capture_ports(conf.settings, self.engine.wanted())
             interface = conf.settings.interface or None
             sniffer = Sniffer(tcp, udp, interface=interface, clock=self.clock)
         self._sniffer = sniffer
@@ -392,13 +492,14 @@ class KnockDaemon:
         if self._feeding is not None and self._feeding[0] == conf.source:
             task = self._feeding[1]
             if self._sniffer is not None:
-                self._sniffer.update_filter(*self.engine.wanted())
+                self._sniffer.update_filter(*capture_ports(conf.settings, self.engine.wanted()))
         else:
             if self._feeding is not None:
                 self._feeding[1].cancel()
             reading = self._read_file if conf.settings.runmode == "file" else self._capture
             task = asyncio.create_task(reading(conf))
             self._feeding = (conf.source, task)
+        self._use_spa_socket(conf.settings)
         self._announce(conf.settings)
         return task
 
@@ -417,6 +518,7 @@ class KnockDaemon:
         self._running = True  # from now on a reload waits for its backend's set-up
         try:
             await self._current.backend.setup()
+            self._spa_ready = self._new_spa_socket(self.settings)
         except BaseException:
             self._running = False
             raise
@@ -428,6 +530,10 @@ class KnockDaemon:
         finally:
             if self._feeding is not None:
                 await _cancelled(self._feeding[1])
+            for opened in (self._spa_socket, self._spa_ready):
+                if opened is not None:
+                    opened.close()
+            self._spa_socket = self._spa_ready = None
             await _cancelled(timer)
             stopper.cancel()
             try:

@@ -183,7 +183,7 @@ def _decode_transport(
         if pseudo is not None and not _udp_checksum_ok(pseudo, segment[:length], v6):
             return None
         sport, dport = struct.unpack_from(">HH", segment)
-        return Packet(now, src, dport, "udp", sport, dst)
+        return Packet(now, src, dport, "udp", sport, dst, bytes(segment[8:length]))
     return None
 
 

@@ -90,8 +90,8 @@ class SpaPackets:
         return [(self.port, "udp")]
 
     def receive(self, packet: Packet) -> list[Verdict]:
-        if packet.proto != "udp" or packet.dport != self.port:
-            return []
+        if packet.proto != "udp" or packet.dport != self.port or not packet.payload:
+            return []  # a firewall log's line has no datagram to read
         return [self._judge(packet)]
 
     def _judge(self, packet: Packet) -> Verdict:
