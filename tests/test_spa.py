@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import shutil
 import subprocess
@@ -67,8 +68,8 @@ def test_round_trip(msg: spa.SpaMessage, k: spa.SpaKeys, salt: bytes) -> None:
 def test_any_change_to_a_packet_is_refused(msg: spa.SpaMessage, data: st.DataObject) -> None:
     packet = bytearray(spa.build(msg, KEYS))
     i = data.draw(st.integers(0, len(packet) - 1))
-    packet[i] = data.draw(st.sampled_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                          b"0123456789+/").filter(lambda c: c != packet[i]))  # fmt: skip
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    packet[i] = data.draw(st.sampled_from(alphabet).filter(lambda c: c != packet[i]))
     with pytest.raises(KnockError):
         spa.decode_message(spa.unseal(bytes(packet), KEYS))
 
@@ -78,10 +79,8 @@ def test_any_change_to_a_packet_is_refused(msg: spa.SpaMessage, data: st.DataObj
 def test_arbitrary_bytes_raise_only_knock_errors(data: bytes) -> None:
     with pytest.raises(KnockError):
         spa.unseal(data, KEYS)
-    try:
+    with contextlib.suppress(KnockError):
         spa.decode_message(data)
-    except KnockError:
-        pass
 
 
 @PROPERTY
@@ -236,8 +235,9 @@ def recognizer(*stanzas: Stanza, replays: ReplayMemory | None = None) -> SpaPack
 
 
 def test_a_good_packet_is_granted_with_the_stanzas_duration() -> None:
-    verdict = judge(recognizer(stanza(fw_access_timeout=7)), datagram(access=(("tcp", 22),
-                                                                               ("udp", 53))))
+    verdict = judge(
+        recognizer(stanza(fw_access_timeout=7)), datagram(access=(("tcp", 22), ("udp", 53)))
+    )
     assert isinstance(verdict, Grant)
     assert verdict.address == SRC and verdict.ports == ((22, "tcp"), (53, "udp"))
     assert verdict.duration == 7 and len(verdict.digest) == DIGEST_SIZE

@@ -24,6 +24,7 @@ from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from ..codec import spa
 from ..config.settings import DaemonSettings
 from ..config.values import placed
 from ..daemon.encoded import EncodedKnocks
@@ -33,7 +34,6 @@ from ..daemon.logreader import KMSG
 from ..daemon.packet import Packet
 from ..daemon.recognizer import Recognizer
 from ..daemon.replay import ReplayMemory
-from ..codec import spa
 from ..daemon.spa import SpaPackets
 from ..errors import AioknockError, ConfigError
 from .actions import ActionError, Backend, CommandBackend, NftBackend
@@ -59,8 +59,14 @@ def make_recognizers(settings: DaemonSettings, replays: ReplayMemory) -> list[Re
     if settings.doors:
         recognizers.append(SequenceDoors(settings.doors, knock_timeout=timeout, max_sources=limit))
     if settings.stanzas:
-        recognizers.append(SpaPackets(settings.stanzas, port=settings.spa_server_port,
-                                      max_age=settings.max_spa_packet_age, replays=replays))
+        recognizers.append(
+            SpaPackets(
+                settings.stanzas,
+                port=settings.spa_server_port,
+                max_age=settings.max_spa_packet_age,
+                replays=replays,
+            )
+        )
     return recognizers
 
 

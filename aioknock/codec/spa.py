@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from Crypto.Cipher import AES
-from Crypto.Hash import MD5, SHA1, SHA3_256, SHA3_512, SHA256, SHA384, SHA512, HMAC
+from Crypto.Hash import HMAC, MD5, SHA1, SHA3_256, SHA3_512, SHA256, SHA384, SHA512
 from Crypto.Util.Padding import pad, unpad
 
 from ..errors import InvalidValue, KnockError
