@@ -25,6 +25,7 @@ from ..asyncio.client import carried, client_address, decode_knock, plan_knock
 from ..asyncio.fleet import KnockResult, host_settings, knock_many, raise_fd_limit
 from ..asyncio.logfile import write_knock
 from ..config.kinds import BOOL_WORDS
+from ..config.files import Layer
 from ..config.loader import build_settings, find_config, search_path
 from ..config.settings import ClientSettings, DaemonSettings, KnockSettings
 from ..errors import AioknockError, ConfigError, KnockError
@@ -35,6 +36,7 @@ from .options import add_settings, overrides, split_flags
 log = logging.getLogger("aioknock")
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
+FWKNOPRC = "~/.fwknoprc"
 HELP = ("-h", "--help", "-help")
 
 
@@ -89,6 +91,11 @@ def _parser(command: str) -> argparse.ArgumentParser:
                             help="hosts to knock (default: remote)")  # fmt: skip
         parser.add_argument("-hosts", "--hosts", metavar="FILE",
                             help="one host per line ('-': stdin); host key=value ...")  # fmt: skip
+        parser.add_argument("-fwknoprc", "--fwknoprc", metavar="FILE", nargs="?",
+                            const=FWKNOPRC, help="read fwknop's rc file (default "
+                            f"{FWKNOPRC}): [default] and the stanza -n names")  # fmt: skip
+        parser.add_argument("--named-config", dest="stanza", metavar="STANZA",
+                            help="the stanza of --fwknoprc (fwknop's -n)")  # fmt: skip
     if command == "decode":
         parser.add_argument(
             "ports", nargs="*", type=str,
@@ -180,7 +187,7 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
         _emit(brief_usage(command))
         return 0
     # -c is an exact alias only: as a real one-letter option argparse would take -cipherr as -c.
-    aliases = {"-c": "-conf", "-4": "--family=4", "-6": "--family=6"}
+    aliases = {"-c": "-conf", "-4": "--family=4", "-6": "--family=6", "-n": "--named-config"}
     rest, flags = split_flags([aliases.get(arg, arg) for arg in argv])
     parser = _parser(command)
     ns = parser.parse_args(rest)
@@ -193,6 +200,7 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
         return 0
     spec = SPECS[command]
     given = overrides(ns, spec.settings, flags)
+    extra = _fwknoprc(ns)
     path = Path(ns.conf) if ns.conf else find_config(spec.config_name)
     # What loading says waits until -quiet/-debug are known: they may come from the file.
     with _held_logs() as held:
@@ -204,18 +212,32 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
             log.debug("config file: none found (searched %s); built-in defaults", searched)
         try:
             settings = build_settings(
-                spec.settings, path=path, overrides=given, sending=command == "run"
+                spec.settings, path=path, overrides=given, sending=command == "run", extra=extra
             )
         except ConfigError:  # the error alone (one line), unless -debug asks for more
             cli_debug = int(given.get("debug") or 0)
             held.replay(bool(given.get("quiet")) or not cli_debug, cli_debug)
             raise
         held.replay(settings.quiet, settings.debug)
-    ns.reload = lambda: build_settings(spec.settings, path=path, overrides=given, sending=False)
+    ns.reload = lambda: build_settings(spec.settings, path=path, overrides=given, sending=False,
+                                       extra=extra)  # fmt: skip
     if settings.debug >= 2:
         for name, value in settings.shown():
             log.debug("setting %s = %r  (%s)", name, value, settings.origin(name))
     return ns, settings
+
+
+def _fwknoprc(ns: argparse.Namespace) -> list[Layer]:
+    """fwknop's rc file as a layer of settings, when ``--fwknoprc`` asks for it."""
+    rc, stanza = getattr(ns, "fwknoprc", None), getattr(ns, "stanza", None)
+    if rc is None:
+        if stanza is not None:
+            raise ConfigError("-n names a stanza of --fwknoprc; give --fwknoprc too",
+                              source="command line")  # fmt: skip
+        return []
+    from ..config.fwknop import read_fwknoprc
+
+    return [read_fwknoprc(Path(rc).expanduser(), stanza or "default")]
 
 
 MIN_FILES = 32
@@ -498,17 +520,22 @@ def _command(args: list[str]) -> tuple[str, list[str]] | int:
             return 0
         print(brief_usage(None), file=sys.stderr)
         return EXIT_CONFIG
-    if args[0] in COMMANDS:
+    if args[0] in COMMANDS or args[0] == "keygen":
         return args[0], args[1:]
     if args[0].startswith("-"):  # the prototype's "knockclient -conf f -test"
         return "run", args
     close = difflib.get_close_matches(args[0], COMMANDS, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    log.error("unknown command %r; %sexpected run, decode or daemon (aioknock -h)", args[0], hint)
+    log.error("unknown command %r; %sexpected run, decode, daemon or keygen (aioknock -h)",
+              args[0], hint)  # fmt: skip
     return EXIT_CONFIG
 
 
 def _execute(command: str, rest: list[str]) -> int:
+    if command == "keygen":
+        from .keygen import keygen
+
+        return keygen(rest)
     loaded = _load(command, rest)
     if isinstance(loaded, int):
         return loaded

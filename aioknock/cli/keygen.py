@@ -1,0 +1,71 @@
+"""``aioknock keygen --fwknop``: a new key pair in the format of fwknop's ``--key-gen``.
+
+The pair is 32 random bytes for AES and 64 for the HMAC, from ``secrets``, each as
+standard base64, on the two lines fwknop prints and its rc and access files take
+(``KEY_BASE64: ...``, ``HMAC_KEY_BASE64: ...``). A file is created with mode 600
+and never overwritten: a key that is replaced by mistake locks its users out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+
+from ..errors import AioknockError, ConfigError
+
+KEY_BYTES, HMAC_KEY_BYTES = 32, 64
+
+
+def fwknop_keys() -> str:
+    key = base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
+    hmac_key = base64.b64encode(secrets.token_bytes(HMAC_KEY_BYTES)).decode()
+    return f"KEY_BASE64: {key}\nHMAC_KEY_BASE64: {hmac_key}\n"
+
+
+def write_new(path: str, text: str) -> None:
+    """Create ``path`` (mode 600, not there before) holding ``text``, whole or not at all."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)  # fmt: skip
+    except FileExistsError:
+        raise AioknockError(f"{path} exists; not overwritten (remove it first)") from None
+    except OSError as exc:
+        raise AioknockError(f"cannot create {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise AioknockError(f"cannot write {path}: {exc.strerror}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message, source="command line")
+
+
+def keygen(argv: Sequence[str]) -> int:
+    parser = _Parser(prog="aioknock keygen", add_help=False, allow_abbrev=False)
+    parser.add_argument("--fwknop", "-fwknop", action="store_true",
+                        help="a key pair for fwknop's SPA (KEY_BASE64, HMAC_KEY_BASE64)")  # fmt: skip
+    parser.add_argument("-o", "--output", metavar="FILE", default="-",
+                        help="file to create, mode 600 ('-' or none: standard output)")  # fmt: skip
+    ns = parser.parse_args(list(argv))
+    if not ns.fwknop:
+        raise ConfigError("give --fwknop: the sealed knock's own keys are not implemented yet",
+                          source="command line")  # fmt: skip
+    text = fwknop_keys()
+    if ns.output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_new(ns.output, text)
+    return 0
