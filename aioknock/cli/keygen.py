@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 def keygen(argv: Sequence[str]) -> int:
     parser = _Parser(prog="aioknock keygen", add_help=False, allow_abbrev=False)
     parser.add_argument("--fwknop", "-fwknop", action="store_true",
-                        help="a key pair for fwknop's SPA (KEY_BASE64, HMAC_KEY_BASE64)")  # fmt: skip
+                        help="a key pair for fwknop SPA: KEY_BASE64, HMAC_KEY_BASE64")  # fmt: skip
     parser.add_argument("-o", "--output", metavar="FILE", default="-",
                         help="file to create, mode 600 ('-' or none: standard output)")  # fmt: skip
     ns = parser.parse_args(list(argv))
