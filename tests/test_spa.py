@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from aioknock.codec import spa
 from aioknock.daemon.packet import Packet
-from aioknock.daemon.recognizer import Grant, Ignored, Refusal
+from aioknock.daemon.recognizer import Grant, Refusal
 from aioknock.daemon.replay import DIGEST_SIZE, ReplayMemory
 from aioknock.daemon.spa import ANY, SpaPackets, Stanza
 from aioknock.errors import KnockError
@@ -304,9 +304,11 @@ def test_the_first_stanza_whose_hmac_verifies_decides() -> None:
     assert isinstance(verdict, Grant) and verdict.duration == 9 and "a:5" in verdict.reason
 
 
-def test_noise_is_ignored_not_refused() -> None:
-    verdict = judge(recognizer(), b"\x00" * 200)
-    assert isinstance(verdict, Ignored)
+def test_what_is_not_spa_shaped_gets_no_verdict() -> None:
+    rec = recognizer()
+    for junk in (b"\x00" * 200, b"A" * 100, b"A" * 1501, spa.PREFIX.encode() + b"A" * 200):
+        assert rec.receive(Packet(NOW, SRC, 62201, "udp", 1, "", junk)) == []
+    assert isinstance(judge(rec, b"A" * 200), Refusal)  # shaped like SPA: HMAC fails
 
 
 def test_replay_memory_forgets_packets_once_too_old_and_fails_closed_when_full() -> None:

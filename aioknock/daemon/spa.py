@@ -19,7 +19,7 @@ from ..codec import spa
 from ..codec.sequence import Hit
 from ..errors import KnockError
 from .packet import Packet
-from .recognizer import Grant, Ignored, Refusal, Verdict
+from .recognizer import Grant, Refusal, Verdict
 from .replay import DIGEST_SIZE, ReplayMemory
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -92,14 +92,16 @@ class SpaPackets:
     def receive(self, packet: Packet) -> list[Verdict]:
         if packet.proto != "udp" or packet.dport != self.port or not packet.payload:
             return []  # a firewall log's line has no datagram to read
+        try:
+            spa.check_shape(packet.payload)
+        except KnockError:
+            # Not SPA at all (fwknopd logs it at debug level only): a flood of junk
+            # must not flood the log; what is SPA-shaped gets a verdict and a line.
+            return []
         return [self._judge(packet)]
 
     def _judge(self, packet: Packet) -> Verdict:
         src, now = packet.src, packet.now
-        try:
-            spa.check_shape(packet.payload)
-        except KnockError as exc:
-            return Ignored(src, f"not an SPA packet: {exc.reason}")
         used = spa.replay_digest(packet.payload)[:DIGEST_SIZE]
         self.replays.expire(now)
         if used in self.replays:
