@@ -79,6 +79,18 @@ jitter    = 0.01
 concurrency = 100
 verify    = 22
 verify_timeout = 2
+protocol  = knockclient
+access    = tcp/22, udp/53
+allow_ip  = source
+key_base64 =
+hmac_key  = "an HMAC passphrase"
+hmac_key_base64 =
+hmac_digest_type = SHA512
+digest_type = sha256
+spa_server_port = 62202
+spa_server_proto = udp
+client_timeout = 45
+spoof_user = alice
 """
 
 
@@ -106,6 +118,9 @@ def test_general_file_with_every_key(tmp_path: Path) -> None:
     assert s.quiet is False
     assert s.debug == 0
     assert s.key_file == ""
+    assert s.access == (("tcp", 22), ("udp", 53)) and s.allow_ip == "source"
+    assert s.hmac_key == "an HMAC passphrase" and s.hmac_digest_type == "sha512"
+    assert (s.spa_server_port, s.client_timeout, s.spoof_user) == (62202, 45, "alice")
     # Each value remembers its line.
     assert s.origin("remote") == f"{path}:2"
     assert s.origin("port") == f"{path}:4"

@@ -61,7 +61,7 @@ def test_ipv4_options_and_tcp_options_honoured() -> None:
 
 def test_udp_and_ipv6() -> None:
     frame = ether(ipv6("2001:2::1", udp(5353, 7000, b"x"), 17), 0x86DD)
-    assert decode_frame(frame, 0.0) == Packet(0.0, "2001:2::1", 7000, "udp", 5353, V6_DST)
+    assert decode_frame(frame, 0.0) == Packet(0.0, "2001:2::1", 7000, "udp", 5353, V6_DST, b"x")
 
 
 @pytest.mark.parametrize("flags", [SYN | ACK, ACK, RST, FIN | ACK, 0])
@@ -537,7 +537,7 @@ def test_checksums_are_verified() -> None:
 def test_udp_checksum_zero_means_none_over_ipv4_only() -> None:
     v4 = ipv4("198.18.0.1", udp(1, 7000, b"x"), 17, transport_sum=False)
     v6 = ipv6("2001:2::1", udp(1, 7000, b"x"), 17, transport_sum=False)
-    assert decode_frame(v4, 0.0, link="ip") == Packet(0.0, "198.18.0.1", 7000, "udp", 1, V4_DST)
+    assert decode_frame(v4, 0.0, link="ip") == Packet(0.0, "198.18.0.1", 7000, "udp", 1, V4_DST, b"x")
     assert decode_frame(v6, 0.0, link="ip") is None
     good6 = ipv6("2001:2::1", udp(1, 7000, b"x"), 17)
     assert decode_frame(good6, 0.0, link="ip") is not None
