@@ -25,11 +25,13 @@ from ..asyncio.client import carried, client_address, decode_knock, plan_knock
 from ..asyncio.fleet import KnockResult, host_settings, knock_many, raise_fd_limit
 from ..asyncio.logfile import write_knock
 from ..config.files import Layer
+from ..config.fwknop import read_fwknoprc
 from ..config.kinds import BOOL_WORDS
 from ..config.loader import build_settings, find_config, search_path
 from ..config.settings import ClientSettings, DaemonSettings, KnockSettings
 from ..errors import AioknockError, ConfigError, KnockError
 from .hosts import parse_line, read_hosts_file, stdin_hosts
+from .keygen import keygen
 from .manual import brief_usage, manual
 from .options import add_settings, overrides, split_flags
 
@@ -212,7 +214,11 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
             log.debug("config file: none found (searched %s); built-in defaults", searched)
         try:
             settings = build_settings(
-                spec.settings, path=path, overrides=given, sending=command == "run", extra=extra
+                spec.settings,
+                path=path,
+                overrides=given,
+                sending=command == "run",
+                extra_layers=extra,
             )
         except ConfigError:  # the error alone (one line), unless -debug asks for more
             cli_debug = int(given.get("debug") or 0)
@@ -220,7 +226,7 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
             raise
         held.replay(settings.quiet, settings.debug)
     ns.reload = lambda: build_settings(spec.settings, path=path, overrides=given, sending=False,
-                                       extra=extra)  # fmt: skip
+                                       extra_layers=extra)  # fmt: skip
     if settings.debug >= 2:
         for name, value in settings.shown():
             log.debug("setting %s = %r  (%s)", name, value, settings.origin(name))
@@ -235,8 +241,6 @@ def _fwknoprc(ns: argparse.Namespace) -> list[Layer]:
             raise ConfigError("-n names a stanza of --fwknoprc; give --fwknoprc too",
                               source="command line")  # fmt: skip
         return []
-    from ..config.fwknop import read_fwknoprc
-
     return [read_fwknoprc(Path(rc).expanduser(), stanza or "default")]
 
 
@@ -533,8 +537,6 @@ def _command(args: list[str]) -> tuple[str, list[str]] | int:
 
 def _execute(command: str, rest: list[str]) -> int:
     if command == "keygen":
-        from .keygen import keygen
-
         return keygen(rest)
     loaded = _load(command, rest)
     if isinstance(loaded, int):

@@ -168,15 +168,15 @@ def build_settings(
     overrides: Mapping[str, Any],
     override_label: str = CLI,
     sending: bool = True,
-    extra: Sequence[Layer] = (),
+    extra_layers: Sequence[Layer] = (),
 ) -> S:
     """Merge the layers into a checked settings object of type ``cls``.
 
     ``sending=False`` (``aioknock decode``, the daemon) skips what only building a knock
-    needs: flags for every FLAGm of the format, a remote, a port that fits. ``extra``
-    layers (fwknop's rc file) rank below the environment and above the config file.
+    needs: flags for every FLAGm of the format, a remote, a port that fits.
+    ``extra_layers`` (fwknop's rc file) rank below the environment and above the config file.
     """
-    layers = [_read_overrides(cls, overrides, override_label), _read_env(cls), *extra]
+    layers = [_read_overrides(cls, overrides, override_label), _read_env(cls), *extra_layers]
     if path is not None:
         layers.append(read_file(path, cls))
     given, rank = _merge(layers)

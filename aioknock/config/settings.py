@@ -31,6 +31,7 @@ from ..daemon.doors import Command
 from ..daemon.logreader import KMSG, LineReader, LogFormat
 from ..daemon.spa import Stanza
 from ..errors import ConfigError, InvalidValue
+from .fwknop import read_access_file
 from .kinds import (
     ACCESS,
     ALLOW_IP,
@@ -238,6 +239,12 @@ class ClientSettings(KnockSettings):
             which = "key_base64" if "HMAC" not in str(exc) else "hmac_key_base64"
             raise ConfigError(str(exc), key=which) from None
 
+    def _check_spa(self) -> None:
+        for key, what in (("sequence", "a knockd sequence"), ("logtofile", "log lines")):
+            if getattr(self, key):
+                raise ConfigError(f"protocol = spa sends one datagram, not {what}; unset {key}",
+                                  key=key)  # fmt: skip
+
     @property
     def spa_access(self) -> tuple[tuple[str, int], ...]:
         """What an SPA packet asks for: ``access``, or the knock's ``port``."""
@@ -249,6 +256,7 @@ class ClientSettings(KnockSettings):
         if not self.remote:
             raise ConfigError("no host to knock; set remote", key="remote")
         if self.protocol == "spa":
+            self._check_spa()
             return
         missing = [n for n in self.codec.format.flag_numbers() if n not in self.flags]
         if missing:
@@ -391,9 +399,7 @@ class DaemonSettings(KnockSettings):
                               "does not hold the datagram", key="access_file")  # fmt: skip
         if self.spa_listen:
             _check_listen(self.spa_listen)
-        from .fwknop import read_access_file  # the access file is read once, here
-
-        return read_access_file(Path(self.access_file))
+        return read_access_file(Path(self.access_file))  # read once, here
 
     def _reader(self) -> LineReader | None:
         if self.runmode != "file":

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..codec import spa
-from ..codec.sequence import Hit
+from ..codec.sequence import Hit, proto_of
 from ..errors import KnockError
 from .packet import Packet
 from .recognizer import Grant, Refusal, Verdict
@@ -132,8 +132,8 @@ class SpaPackets:
         if reason:
             return Refusal(src, f"{reason} ({stanza.where})")
         address = src if msg.allow in SOURCE_ADDRESSES else msg.allow
-        ports = tuple((port, proto) for proto, port in msg.access)
-        return Grant(src, self.name, address, ports,  # type: ignore[arg-type]
+        ports = tuple((port, proto_of(proto)) for proto, port in msg.access)
+        return Grant(src, self.name, address, ports,
                      duration=float(stanza.duration(msg.client_timeout)),
                      reason=f"SPA packet verified ({stanza.where})", digest=used)  # fmt: skip
 
