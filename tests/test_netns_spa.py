@@ -9,7 +9,8 @@ so "connects" is a real check (``helpers/fwknop.py``).
   and two ports); fwknopd closes again after FW_ACCESS_TIMEOUT; it refuses what it
   should; 20 fwknopd, one per address, each open only for its own packets.
 * ``aioknock run -protocol spa`` opens fwknopd the same ways, also through
-  ``--fwknoprc -n``, and a fleet of 20 fwknopd with ``--hosts --json``.
+  ``--fwknoprc -n`` (and refuses an rc line that fwknop would cut at a blank), and a
+  fleet of 20 fwknopd with ``--hosts --json``.
 * The real ``fwknop`` opens ``aioknock daemon`` reading the same access.conf (nftables),
   which closes after FW_ACCESS_TIMEOUT and refuses, each with its log line, a replay,
   flipped characters, a wrong HMAC key, a stale packet, an allow address that is not the
@@ -282,9 +283,12 @@ def test_fwknop_fleet_each_fwknopd_guards_its_address(
 # --------------------------------------------------- stage 2: aioknock -> fwknopd
 
 
-def aioknock_run(pair: NetnsPair, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def aioknock_run(
+    pair: NetnsPair, tmp_path: Path, *args: str, status: int = 0
+) -> subprocess.CompletedProcess[str]:
     """``python -m aioknock run -protocol spa ARGS`` in the client namespace, with an
-    empty configuration file and none of the caller's AIOKNOCK_* settings."""
+    empty configuration file and none of the caller's AIOKNOCK_* settings; it must exit
+    with ``status``."""
     empty = tmp_path / "empty.conf"
     empty.touch()
     cmd = [PY, "-m", "aioknock", "run", "-conf", str(empty), "-protocol", "spa", *args]
@@ -292,7 +296,7 @@ def aioknock_run(pair: NetnsPair, tmp_path: Path, *args: str) -> subprocess.Comp
         ["ip", "netns", "exec", pair.client, *cmd], capture_output=True, text=True,
         timeout=30, env=daemon_env(tmp_path), stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
-    assert res.returncode == 0, f"{cmd}\nexit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    assert res.returncode == status, f"{cmd}\nexit {res.returncode}\n{res.stdout}\n{res.stderr}"
     assert "Traceback" not in res.stderr, res.stderr
     return res
 
@@ -345,6 +349,25 @@ def test_aioknock_fwknoprc_stanza_opens_fwknopd(
     aioknock_run(pair, tmp_path, "--fwknoprc", str(rc), "-n", "srv")
     wait_rules(server, rules_for(pair.client_ip, GUARDED))
     assert_open_for(pair, GUARDED)
+
+
+@requires_root
+def test_rc_passphrase_with_a_blank(pair: NetnsPair, service: Service, tmp_path: Path) -> None:
+    """``KEY rijndael xyzzy`` in a fwknoprc: the real client uses "rijndael" (and so
+    opens a fwknopd whose key is that word); aioknock refuses the line instead of reading it
+    otherwise than it looks, and sends nothing."""
+    keys = Keys(key="rijndael", hmac_key="hmac")
+    server = fwknop.start_fwknopd(pair, tmp_path / "srv", [Stanza(keys)])
+    rc = tmp_path / "fwknoprc"
+    rc.write_text(f"[srv]\nSPA_SERVER {pair.server_ip}\nACCESS tcp/22\nALLOW_IP {pair.client_ip}\n"
+                  "KEY rijndael xyzzy\nHMAC_KEY hmac\nUSE_HMAC Y\n")  # fmt: skip
+    rc.chmod(0o600)
+    res = aioknock_run(pair, tmp_path, "--fwknoprc", str(rc), "-n", "srv", status=2)
+    assert re.search(rf"{re.escape(str(rc))}:5: KEY: text after the value", res.stderr), res.stderr
+    assert "xyzzy" not in res.stderr, "the error shows the key"
+    fwknop.run_fwknop(pair, tmp_path, ["--rc-file", str(rc), "-n", "srv"])
+    wait_rules(server, rules_for(pair.client_ip, ("tcp/22",)))
+    assert server.log.count("SPA Packet from IP") == 1, server.log
 
 
 @requires_root
@@ -405,6 +428,20 @@ def test_fwknop_opens_aioknock_daemon_then_closes(pair: NetnsPair, tmp_path: Pat
     assert 2.0 < elapsed < 5.5, elapsed
     assert daemon.terminate() == 0, daemon.stderr
     assert re.search(r"stopped: \d+ packets, 2 accepted, 0 refused", daemon.stderr), daemon.stderr
+
+
+@requires_root
+def test_fwknop_rc_passphrases_open_aioknock_daemon(pair: NetnsPair, tmp_path: Path) -> None:
+    """Passphrase keys (KEY, HMAC_KEY) and HMAC SHA-256 too: the client's rc stanza and
+    the daemon's access.conf written from the same keys, as for fwknopd."""
+    keys = keys_of("passphrase", "sha256")
+    daemon = start_daemon(pair, tmp_path, [Stanza(keys, open_ports=GUARDED)])
+    assert closed(pair)
+    rc = fwknop.write_rc(tmp_path / "fwknoprc", "srv", pair.server_ip, ("udp/53",), keys,
+                         allow_ip=pair.client_ip)  # fmt: skip
+    fwknop.run_fwknop(pair, tmp_path, ["--rc-file", str(rc), "-n", "srv"])
+    daemon.wait_log(r"accepted knock from 198\.18\.0\.1 \(spa\): opening udp/53 for 198\.18\.0\.1")
+    assert_open_for(pair, ("udp/53",))
 
 
 def swap(packet: bytes, pos: int) -> bytes:

@@ -23,6 +23,10 @@ Facts of 2.6.10 that shaped this module:
   Passphrases on the command line: ``--key-rijndael`` and ``--key-hmac`` (not in -h).
 * REQUIRE_SOURCE_ADDRESS Y only refuses ``-s`` (allow address 0.0.0.0); fwknopd opens
   for any other allow address, whatever the packet's source.
+* Several fwknopd in one namespace must start one after the other: each probes the
+  iptables comment match as it starts, and two at once make one exit ("Could not use
+  the 'comment' match"). ``iptables -S CHAIN`` of a chain that is gone says
+  "incompatible, use 'nft' tool" (iptables-nft), not "no chain".
 
 Safety: addresses are the namespace pair's (198.18.0.0/15); every iptables and fwknopd
 command runs inside ``ip netns exec``; each client run sends one datagram.
