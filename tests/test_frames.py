@@ -537,7 +537,9 @@ def test_checksums_are_verified() -> None:
 def test_udp_checksum_zero_means_none_over_ipv4_only() -> None:
     v4 = ipv4("198.18.0.1", udp(1, 7000, b"x"), 17, transport_sum=False)
     v6 = ipv6("2001:2::1", udp(1, 7000, b"x"), 17, transport_sum=False)
-    assert decode_frame(v4, 0.0, link="ip") == Packet(0.0, "198.18.0.1", 7000, "udp", 1, V4_DST, b"x")
+    assert decode_frame(v4, 0.0, link="ip") == Packet(
+        0.0, "198.18.0.1", 7000, "udp", 1, V4_DST, b"x"
+    )
     assert decode_frame(v6, 0.0, link="ip") is None
     good6 = ipv6("2001:2::1", udp(1, 7000, b"x"), 17)
     assert decode_frame(good6, 0.0, link="ip") is not None

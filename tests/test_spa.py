@@ -133,7 +133,10 @@ def _openssl_p(passphrase: bytes, salt: bytes) -> tuple[bytes, bytes]:
         ["openssl", "enc", "-aes-256-cbc", "-md", "md5", "-pass", f"pass:{passphrase.decode()}",
          "-S", salt.hex(), "-P"], capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    values = dict(map(str.strip, line.split("=", 1)) for line in out.splitlines() if "=" in line)
+    values: dict[str, str] = {}
+    for line in out.splitlines():
+        name, _, value = line.partition("=")
+        values[name.strip()] = value.strip()
     return bytes.fromhex(values["key"]), bytes.fromhex(values["iv"])
 
 
