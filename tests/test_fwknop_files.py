@@ -25,11 +25,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from aioknock.codec import spa as codec
+from aioknock.codec import spa
 from aioknock.config.files import Layer
-from aioknock.config.fwknop import read_access_file, read_fwknoprc
+from aioknock.config.fwknopconf import read_access_file, read_fwknoprc
 from aioknock.config.settings import ClientSettings
-from aioknock.daemon import spa
+from aioknock.daemon import fwknopd as recognizer
 from aioknock.errors import ConfigError
 
 # A pair as `fwknop --key-gen` prints it (32-byte key, 64-byte HMAC key).
@@ -61,7 +61,7 @@ def one_line(err: pytest.ExceptionInfo[ConfigError]) -> str:
     return text
 
 
-def stanza(tmp_path: Path, extra: str = "") -> spa.Stanza:
+def stanza(tmp_path: Path, extra: str = "") -> recognizer.Stanza:
     (only,) = read_access_file(write(tmp_path / "access.conf", GOOD + extra))
     return only
 
@@ -98,7 +98,7 @@ def tz() -> Iterator[Callable[[str], None]]:
 def test_a_key_gen_pair_is_one_stanza_with_fwknopds_defaults(tmp_path: Path) -> None:
     path = write(tmp_path / "access.conf", GOOD)
     (only,) = read_access_file(path)
-    assert only.sources == spa.ANY
+    assert only.sources == recognizer.ANY
     assert only.keys.key == base64.b64decode(KEY_B64) and len(only.keys.key) == 32
     assert only.keys.hmac_key == base64.b64decode(HMAC_B64) and len(only.keys.hmac_key) == 64
     assert only.keys.hmac_digest == "sha256"
@@ -145,7 +145,7 @@ def test_each_variable(tmp_path: Path, line: str, field: str, expected: object) 
                                   "SHA3_512", "sha512", "Sha3_256"])  # fmt: skip
 def test_hmac_digest_type(tmp_path: Path, name: str) -> None:
     keys = stanza(tmp_path, f"HMAC_DIGEST_TYPE {name}\n").keys
-    assert keys.hmac_digest == name.lower() and keys.hmac_digest in codec.HASHES
+    assert keys.hmac_digest == name.lower() and keys.hmac_digest in spa.HASHES
 
 
 @pytest.mark.parametrize(
@@ -179,14 +179,14 @@ def test_hmac_key_forms(tmp_path: Path, line: str, hmac_key: bytes) -> None:
 @pytest.mark.parametrize(
     ("source", "networks"),
     [
-        ("ANY", spa.ANY),
-        ("any", spa.ANY),
+        ("ANY", recognizer.ANY),
+        ("any", recognizer.ANY),
         ("192.0.2.7", ["192.0.2.7/32"]),
         ("192.0.2.0/24, 198.51.100.7", ["192.0.2.0/24", "198.51.100.7/32"]),
         ("192.0.2.77/24", ["192.0.2.0/24"]),  # host bits masked off, as fwknopd does
         ("10.1.0.0/255.255.0.0", ["10.1.0.0/16"]),  # a dotted mask
         ("2001:db8::/32,  ::1", ["2001:db8::/32", "::1/128"]),  # IPv6: aioknock's addition
-        ("192.0.2.0/24, ANY", [ipaddress.ip_network("192.0.2.0/24"), *spa.ANY]),
+        ("192.0.2.0/24, ANY", [ipaddress.ip_network("192.0.2.0/24"), *recognizer.ANY]),
     ],
 )
 def test_source_forms(tmp_path: Path, source: str, networks: Any) -> None:
@@ -202,7 +202,7 @@ def test_comments_blank_lines_and_stanzas_in_file_order(tmp_path: Path) -> None:
     first, second = read_access_file(path)
     assert (first.where, first.fw_access_timeout, first.restrict_ports) == (f"{path}:5", 5, ())
     assert (second.where, second.fw_access_timeout) == (f"{path}:10", 30)
-    assert second.sources == spa.ANY and second.restrict_ports == (("tcp", 22),)
+    assert second.sources == recognizer.ANY and second.restrict_ports == (("tcp", 22),)
 
 
 def test_access_expire_is_midnight_local_standard_time(
@@ -487,7 +487,11 @@ def test_include_adds_stanzas_and_the_open_one_goes_on(tmp_path: Path) -> None:
     inc = write(tmp_path / "more" / "inc.conf", f"SOURCE 10.0.0.0/8\n{KEYS}")
     path = write(tmp_path / "access.conf", f"{GOOD}%include more/inc.conf\nFW_ACCESS_TIMEOUT 77\n")
     first, second = read_access_file(path)
-    assert (first.where, first.fw_access_timeout, first.sources) == (f"{path}:1", 77, spa.ANY)
+    assert (first.where, first.fw_access_timeout, first.sources) == (
+        f"{path}:1",
+        77,
+        recognizer.ANY,
+    )
     assert (second.where, second.fw_access_timeout) == (f"{inc}:1", 30)
     assert second.sources == (ipaddress.ip_network("10.0.0.0/8"),)
 
@@ -592,7 +596,7 @@ def test_the_debian_example(tmp_path: Path) -> None:
     keyed = re.sub(r"^(HMAC_KEY_BASE64\s+)__CHANGEME__", rf"\g<1>{HMAC_B64}", keyed, flags=re.M)
     path = write(tmp_path / "access.conf", keyed)
     (only,) = read_access_file(path)
-    assert only.where == f"{path}:{source}" and only.sources == spa.ANY
+    assert only.where == f"{path}:{source}" and only.sources == recognizer.ANY
     assert only.keys.key == base64.b64decode(KEY_B64)
 
 
@@ -920,8 +924,8 @@ def stanzas(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     hmac_key = draw(st.binary(min_size=1, max_size=128))
     assume(key != hmac_key)
     fields: dict[str, Any] = {
-        "sources": spa.ANY if any_source else tuple(nets),
-        "keys": codec.SpaKeys(key, hmac_key, draw(st.sampled_from(sorted(codec.HASHES)))),
+        "sources": recognizer.ANY if any_source else tuple(nets),
+        "keys": spa.SpaKeys(key, hmac_key, draw(st.sampled_from(sorted(spa.HASHES)))),
         "open_ports": tuple(draw(PORTS)), "restrict_ports": tuple(draw(PORTS)),
         "fw_access_timeout": draw(st.integers(1, 2 << 22)),
         "max_fw_timeout": draw(st.integers(1, 2 << 22)),
@@ -994,7 +998,7 @@ def dumped(stdout: str) -> list[dict[str, str]]:
     return out
 
 
-def fwknopd_view(s: spa.Stanza) -> dict[str, str]:
+def fwknopd_view(s: recognizer.Stanza) -> dict[str, str]:
     """What fwknopd's dump must say of a stanza read here."""
     ports = {f"{p}/{n}" for p, n in s.open_ports}, {f"{p}/{n}" for p, n in s.restrict_ports}
     expire = (
@@ -1151,9 +1155,9 @@ def test_fwknop_reads_the_same_rc_file(tmp_path: Path, default: str, named: str)
     assert said["HMAC Type"].endswith(f"({values.get('hmac_digest_type', 'sha256').upper()})")
     assert said["destination port"] == values.get("spa_server_port", "62201")
     assert (said["IP/host"], said["protocol"]) == (values["remote"], values["spa_server_proto"])
-    keys = codec.SpaKeys(key_of(values, "key"), key_of(values, "hmac_key"),
+    keys = spa.SpaKeys(key_of(values, "key"), key_of(values, "hmac_key"),
                          values.get("hmac_digest_type", "sha256"))  # fmt: skip
-    msg = codec.decode_message(codec.unseal(said["Final SPA Data"].encode(), keys))
+    msg = spa.decode_message(spa.unseal(said["Final SPA Data"].encode(), keys))
     assert (msg.allow, msg.username) == (allow, values["spoof_user"])
     assert ",".join(f"{p}/{n}" for p, n in msg.access) == values["access"]
     assert msg.client_timeout == int(values["client_timeout"])
@@ -1193,6 +1197,6 @@ def test_a_key_gen_pair_in_both_files_opens_the_door(tmp_path: Path) -> None:
     result = fwknop(tmp_path, path, "s")
     assert result.returncode == 0, result.stderr
     packet = reported(result.stdout)["Final SPA Data"].encode()
-    msg = codec.decode_message(codec.unseal(packet, only.keys))
+    msg = spa.decode_message(spa.unseal(packet, only.keys))
     assert msg.allow == "198.18.0.2" and only.denied(msg.access) == ""
     assert read_fwknoprc(path, "s").values["key_base64"] == pair["KEY_BASE64"]

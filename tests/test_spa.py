@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aioknock.codec import spa
+from aioknock.daemon.fwknopd import ANY, SpaPackets, Stanza
 from aioknock.daemon.packet import Packet
 from aioknock.daemon.recognizer import Grant, Refusal
 from aioknock.daemon.replay import DIGEST_SIZE, ReplayMemory
-from aioknock.daemon.spa import ANY, SpaPackets, Stanza
 from aioknock.errors import KnockError
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -111,6 +111,12 @@ def test_shape_checks_as_fwknopd() -> None:
     ]:
         with pytest.raises(KnockError, match=why):
             spa.unseal(bad, KEYS)
+
+
+@pytest.mark.parametrize("spec", ["tcp/²", "tcp/٢٢", "tcp/0", "tcp/65536", "tcp/", "icmp/1", "/22"])
+def test_bad_proto_port_is_a_knock_error(spec: str) -> None:
+    with pytest.raises(KnockError):
+        spa.parse_proto_port(spec)
 
 
 @pytest.mark.parametrize("kind", [0, 2, 4, 5, 6])

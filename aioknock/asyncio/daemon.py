@@ -29,12 +29,12 @@ from ..config.settings import DaemonSettings
 from ..config.values import placed
 from ..daemon.encoded import EncodedKnocks
 from ..daemon.engine import Engine, FirewallAction, Log, Open, Policy, Record, wanted_ports
+from ..daemon.fwknopd import SpaPackets
 from ..daemon.knockd import SequenceDoors
 from ..daemon.logreader import KMSG
 from ..daemon.packet import Packet
 from ..daemon.recognizer import Recognizer
 from ..daemon.replay import ReplayMemory
-from ..daemon.spa import SpaPackets
 from ..errors import AioknockError, ConfigError
 from .actions import ActionError, Backend, CommandBackend, NftBackend
 from .follow import Follower

@@ -25,7 +25,7 @@ from ..asyncio.client import carried, client_address, decode_knock, plan_knock
 from ..asyncio.fleet import KnockResult, host_settings, knock_many, raise_fd_limit
 from ..asyncio.logfile import write_knock
 from ..config.files import Layer
-from ..config.fwknop import read_fwknoprc
+from ..config.fwknopconf import read_fwknoprc
 from ..config.kinds import BOOL_WORDS
 from ..config.loader import build_settings, find_config, search_path
 from ..config.settings import ClientSettings, DaemonSettings, KnockSettings

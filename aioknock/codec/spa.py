@@ -259,7 +259,7 @@ def decode_message(plaintext: bytes) -> SpaMessage:
     if len(fields) < 6:
         raise KnockError(f"{len(fields) + 1} fields, expected 7 or more")
     rand, user, stamp, version, mtype, message, *rest = fields
-    if len(rand) != RAND_DIGITS or not rand.isdigit():
+    if len(rand) != RAND_DIGITS or not _digits(rand):
         raise KnockError("the random value is not 16 digits")
     kind = _message_type(mtype)
     allow, access = parse_access(_field(message, MAX_MESSAGE, "access message"))
@@ -293,8 +293,13 @@ def _user(text: str) -> str:
     return user
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes superscripts, which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _number(text: str, limit: int, what: str) -> int:
-    if not text.isdigit() or len(text) > limit:
+    if not _digits(text) or len(text) > limit:
         raise KnockError(f"the {what} is not a number: {text[:limit]!r}")
     return int(text)
 
@@ -356,7 +361,7 @@ def parse_proto_port(spec: str) -> tuple[str, int]:
     proto, _, port = spec.partition("/")
     if proto not in ("tcp", "udp"):
         raise KnockError(f"protocol {proto[:8]!r}: only tcp and udp are implemented")
-    if not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
+    if not _digits(port) or len(port) > 5 or not 1 <= int(port) <= 65535:
         raise KnockError(f"port {port[:8]!r} is not 1-65535")
     return proto, int(port)
 

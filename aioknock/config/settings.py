@@ -28,10 +28,10 @@ from ..codec.sequence import Hit, Proto
 from ..codec.spa import SpaKeys
 from ..daemon import nftables
 from ..daemon.doors import Command
+from ..daemon.fwknopd import Stanza
 from ..daemon.logreader import KMSG, LineReader, LogFormat
-from ..daemon.spa import Stanza
 from ..errors import ConfigError, InvalidValue
-from .fwknop import read_access_file
+from .fwknopconf import read_access_file
 from .kinds import (
     ACCESS,
     ALLOW_IP,

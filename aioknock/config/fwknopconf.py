@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..codec import spa as codec
-from ..daemon import spa
+from ..codec import spa
+from ..daemon import fwknopd
 from ..errors import ConfigError, InvalidValue, KnockError, shown
 from .files import Layer
 from .regular import MAX_CONFIG, read_regular
@@ -153,19 +153,19 @@ _SOURCE_HELP = ("expected ANY or addresses and networks separated by commas, suc
 _PORTS_HELP = "expected tcp/PORT or udp/PORT separated by commas, such as tcp/22, udp/53"
 
 
-def _sources(value: str) -> tuple[spa.Network, ...]:
+def _sources(value: str) -> tuple[fwknopd.Network, ...]:
     """SOURCE: ANY (every IPv4 and IPv6 address) or a list; IPv6 is aioknock's addition."""
-    networks: list[spa.Network] = []
+    networks: list[fwknopd.Network] = []
     for item in value.split(","):
         item = item.strip(_SPACE)
         if item.upper() == "ANY":
-            networks += spa.ANY
+            networks += fwknopd.ANY
         else:
             networks.append(_network(item))
     return tuple(networks)
 
 
-def _network(item: str) -> spa.Network:
+def _network(item: str) -> fwknopd.Network:
     """An address, or a network as fwknopd takes one: host bits may be set, the mask a
     prefix length or dotted; /0 is refused (fwknopd's mask is 1-32: ANY says it)."""
     if not item:
@@ -252,8 +252,8 @@ def _base64(limit: int, what: str) -> Read:
 def _digest(value: str) -> str:
     """HMAC_DIGEST_TYPE: SHA256, ... in any case; the codec's lower-case name."""
     name = value.rstrip(_BLANK).lower()
-    if name not in codec.HASHES:
-        names = ", ".join(n.upper() for n in codec.HASHES)
+    if name not in spa.HASHES:
+        names = ", ".join(n.upper() for n in spa.HASHES)
         raise InvalidValue(f"expected one of {names}, got '{shown(value)}'")
     return name
 
@@ -286,7 +286,7 @@ def _username(value: str) -> str:
         raise InvalidValue("ends in spaces or tabs, which fwknopd keeps (no packet's user "
                            "would match); remove them")  # fmt: skip
     try:
-        codec.check_user(value)
+        spa.check_user(value)
     except KnockError as exc:
         raise InvalidValue(f"{exc.reason}, so no packet could carry it") from None
     return value
@@ -326,13 +326,13 @@ def _cbc(value: str) -> str:
 _ACCESS: dict[str, tuple[str, Read]] = {
     "OPEN_PORTS": ("open_ports", _ports),
     "RESTRICT_PORTS": ("restrict_ports", _ports),
-    "KEY": ("key", _passphrase(codec.MAX_KEY, "encryption key")),
-    "KEY_BASE64": ("key", _base64(codec.MAX_KEY, "encryption key")),
-    "HMAC_KEY": ("hmac_key", _passphrase(codec.MAX_HMAC_KEY, "HMAC key")),
-    "HMAC_KEY_BASE64": ("hmac_key", _base64(codec.MAX_HMAC_KEY, "HMAC key")),
+    "KEY": ("key", _passphrase(spa.MAX_KEY, "encryption key")),
+    "KEY_BASE64": ("key", _base64(spa.MAX_KEY, "encryption key")),
+    "HMAC_KEY": ("hmac_key", _passphrase(spa.MAX_HMAC_KEY, "HMAC key")),
+    "HMAC_KEY_BASE64": ("hmac_key", _base64(spa.MAX_HMAC_KEY, "HMAC key")),
     "HMAC_DIGEST_TYPE": ("hmac_digest", _digest),
-    "FW_ACCESS_TIMEOUT": ("fw_access_timeout", _timeout(spa.DEFAULT_ACCESS_TIMEOUT)),
-    "MAX_FW_TIMEOUT": ("max_fw_timeout", _timeout(spa.DEFAULT_MAX_TIMEOUT)),
+    "FW_ACCESS_TIMEOUT": ("fw_access_timeout", _timeout(fwknopd.DEFAULT_ACCESS_TIMEOUT)),
+    "MAX_FW_TIMEOUT": ("max_fw_timeout", _timeout(fwknopd.DEFAULT_MAX_TIMEOUT)),
     "REQUIRE_SOURCE_ADDRESS": ("require_source_address", _yes_no),
     "REQUIRE_SOURCE": ("require_source_address", _yes_no),  # fwknopd's older name
     "REQUIRE_USERNAME": ("require_username", _username),
@@ -378,9 +378,9 @@ class _Draft:
 
     source: str
     line: int
-    sources: tuple[spa.Network, ...]
+    sources: tuple[fwknopd.Network, ...]
     values: dict[str, tuple[Any, str, str]] = field(default_factory=dict)
-    stanza: spa.Stanza | None = None
+    stanza: fwknopd.Stanza | None = None
 
 
 def _place(where: str) -> dict[str, Any]:
@@ -440,10 +440,12 @@ def _finish(draft: _Draft) -> None:
         _, var, where = draft.values["hmac_key"]
         raise ConfigError("the same as the stanza's encryption key, which fwknopd refuses "
                           "(fwknop --key-gen writes a pair)", key=var, **_place(where))  # fmt: skip
-    keys = codec.SpaKeys(values.pop("key"), values.pop("hmac_key"),
+    keys = spa.SpaKeys(values.pop("key"), values.pop("hmac_key"),
                          values.pop("hmac_digest", "sha256"))  # fmt: skip
     values.pop("encryption_mode", None)
-    draft.stanza = spa.Stanza(draft.sources, keys, where=f"{draft.source}:{draft.line}", **values)
+    draft.stanza = fwknopd.Stanza(
+        draft.sources, keys, where=f"{draft.source}:{draft.line}", **values
+    )
 
 
 class _AccessReader:
@@ -454,7 +456,7 @@ class _AccessReader:
         self.reading: list[str] = []  # real paths of the files open, the outermost first
         self.done: set[str] = set()
 
-    def stanzas(self, path: Path) -> tuple[spa.Stanza, ...]:
+    def stanzas(self, path: Path) -> tuple[fwknopd.Stanza, ...]:
         self.file(path, None)
         if not self.drafts:
             raise ConfigError("no SOURCE line: fwknopd needs at least one stanza",
@@ -555,7 +557,7 @@ def _keys_file(draft: _Draft, path: Path, at: tuple[str, int, str]) -> None:
         _set(draft, var, value, str(path), number)
 
 
-def read_access_file(path: Path) -> tuple[spa.Stanza, ...]:
+def read_access_file(path: Path) -> tuple[fwknopd.Stanza, ...]:
     """fwknopd's access.conf as aioknock's stanzas, in fwknopd's order (the first whose
     SOURCE matches and whose HMAC verifies decides); a ConfigError for whatever fwknopd
     would refuse, ignore, or read otherwise than it looks."""
