@@ -7,6 +7,7 @@ kernel which address reaches a host (``client = auto``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import ipaddress
 import os
@@ -96,8 +97,11 @@ def spa_allow(settings: ClientSettings, remote: str, family: int = socket.AF_UNS
 
 def spa_user(settings: ClientSettings) -> str:
     """The user name the packet carries, as fwknop: ``spoof_user`` or this user."""
-    if settings.spoof_user:
-        return settings.spoof_user
+    return settings.spoof_user or _local_user()
+
+
+@functools.cache
+def _local_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import ipaddress
 import secrets
@@ -241,7 +242,13 @@ def authenticate(text: str, keys: SpaKeys) -> str:
 
 def unseal(packet: bytes, keys: SpaKeys) -> bytes:
     """The plaintext of an authenticated packet."""
-    return decrypt(unb64(authenticate(check_shape(packet), keys)), keys.key)
+    return unseal_text(check_shape(packet), keys)
+
+
+def unseal_text(text: str, keys: SpaKeys) -> bytes:
+    """``unseal`` for a packet whose shape was checked (``check_shape``'s text): a
+    daemon tries several stanzas' keys on one packet."""
+    return decrypt(unb64(authenticate(text, keys)), keys.key)
 
 
 def decode_message(plaintext: bytes) -> SpaMessage:
@@ -367,5 +374,6 @@ def parse_proto_port(spec: str) -> tuple[str, int]:
 
 
 def replay_digest(packet: bytes) -> bytes:
-    """What the replay memory keeps of a packet: its SHA-256, as fwknopd's cache."""
-    return SHA256.new(packet).digest()
+    """What the replay memory keeps of a packet: its SHA-256, as fwknopd's cache. An
+    index, not a check of the packet: hashlib's is ten times faster per datagram."""
+    return hashlib.sha256(packet).digest()

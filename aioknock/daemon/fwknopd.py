@@ -23,6 +23,7 @@ from .recognizer import Grant, Refusal, Verdict
 from .replay import DIGEST_SIZE, ReplayMemory
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 ANY: tuple[Network, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 DEFAULT_ACCESS_TIMEOUT, DEFAULT_MAX_TIMEOUT = 30, 300  # fwknopd's defaults
 SOURCE_ADDRESSES = ("0.0.0.0", "::")  # "open for the packet's source" (fwknop -s)
@@ -44,12 +45,8 @@ class Stanza:
     access_expire: float | None = None
     where: str = ""  # "file:line" of its SOURCE line, for log lines
 
-    def matches(self, source: str, now: float) -> bool:
+    def matches(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, now: float) -> bool:
         if self.access_expire is not None and now > self.access_expire:
-            return False
-        try:
-            ip = ipaddress.ip_address(source)
-        except ValueError:
             return False
         return any(ip.version == net.version and ip in net for net in self.sources)
 
@@ -93,25 +90,26 @@ class SpaPackets:
         if packet.proto != "udp" or packet.dport != self.port or not packet.payload:
             return []  # a firewall log's line has no datagram to read
         try:
-            spa.check_shape(packet.payload)
-        except KnockError:
+            text = spa.check_shape(packet.payload)
+            ip = ipaddress.ip_address(packet.src)
+        except (KnockError, ValueError):
             # Not SPA at all (fwknopd logs it at debug level only): a flood of junk
             # must not flood the log; what is SPA-shaped gets a verdict and a line.
             return []
-        return [self._judge(packet)]
+        return [self._judge(packet, text, _unmapped(ip))]
 
-    def _judge(self, packet: Packet) -> Verdict:
+    def _judge(self, packet: Packet, text: str, ip: _IP) -> Verdict:
         src, now = packet.src, packet.now
         used = spa.replay_digest(packet.payload)[:DIGEST_SIZE]
         self.replays.expire(now)
         if used in self.replays:
             return Refusal(src, "replayed SPA packet")
-        stanzas = [s for s in self.stanzas if s.matches(src, now)]
+        stanzas = [s for s in self.stanzas if s.matches(ip, now)]
         if not stanzas:
             return Refusal(src, "no access stanza's SOURCE matches")
         for stanza in stanzas:
             try:
-                plaintext = spa.unseal(packet.payload, stanza.keys)
+                plaintext = spa.unseal_text(text, stanza.keys)
             except KnockError:
                 continue  # not this stanza's keys (fwknopd tries the next)
             return self._decoded(packet, stanza, plaintext, used)
@@ -157,11 +155,14 @@ def _stanzas(stanzas: Sequence[Stanza]) -> str:
     return f"{len(stanzas)} stanzas"
 
 
+def _unmapped(ip: _IP) -> _IP:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
+
+
 def _same_ip(a: str, b: str) -> bool:
     try:
-        ip_a, ip_b = ipaddress.ip_address(a), ipaddress.ip_address(b)
+        return _unmapped(ipaddress.ip_address(a)) == _unmapped(ipaddress.ip_address(b))
     except ValueError:
         return False
-    if isinstance(ip_b, ipaddress.IPv6Address) and ip_b.ipv4_mapped:
-        ip_b = ip_b.ipv4_mapped
-    return ip_a == ip_b
