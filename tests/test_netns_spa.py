@@ -513,3 +513,55 @@ def test_aioknock_daemon_refuses(pair: NetnsPair, tmp_path: Path, case: str, rea
     fwknop.send_datagrams(pair, [packet])
     accepted(daemon)
     assert_open_for(pair, ("tcp/22",))
+
+
+# ------------------------------------------------------ SPA over IPv6, both sides ours
+
+V6_SERVICE = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 22)); s.listen(8); s.settimeout(0.5)
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline:
+    try:
+        conn, _ = s.accept()
+    except TimeoutError:
+        continue
+    with conn:
+        conn.sendall(b"pong")
+"""
+
+V6_PROBE = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], 22), timeout=float(sys.argv[2])) as s:
+        print(s.recv(16) == b"pong")
+except OSError:
+    print(False)
+"""
+
+
+def connects6(pair: NetnsPair, timeout: float = 0.5) -> bool:
+    res = pair.run(pair.client, [PY, "-c", V6_PROBE, pair.server_ip6, str(timeout)])
+    return res.stdout.strip() == "True"
+
+
+@requires_root
+def test_spa_over_ipv6_opens_the_nftables_set(pair: NetnsPair, tmp_path: Path) -> None:
+    """aioknock's client carries its IPv6 address (allow_ip auto) over IPv6; the daemon
+    captures it and opens tcp/22 for that address in the nftables set for IPv6. (A
+    stock fwknopd refuses an IPv6 allow address: fwknop 2.6.10 is IPv4 only.)"""
+    keys = Keys.generate("sha256")
+    daemon = start_daemon(pair, tmp_path, [Stanza(keys, open_ports=("tcp/22",))])
+    pair.popen(pair.server, [PY, "-c", V6_SERVICE, "30"], stdin=subprocess.DEVNULL)
+    pair.wait_port(22)
+    assert not connects6(pair, CLOSED_PROBE)
+    aioknock_run(pair, tmp_path, "-access", "tcp/22", "-allow_ip", "auto",
+                 *keys.aioknock_args(), pair.server_ip6)  # fmt: skip
+    client6 = re.escape(pair.client_ip6)
+    daemon.wait_log(rf"accepted knock from {client6} \(spa\): opening tcp/22 for {client6}")
+    assert fwknop.wait_until(lambda: connects6(pair), 3.0, 0.05), daemon.stderr
+    elements = pair.run(pair.server, ["nft", "list", "set", "inet", "aioknock", "allow6"]).stdout
+    assert pair.client_ip6 in elements and "tcp . 22" in elements, elements

@@ -34,25 +34,35 @@ def free_udp_port() -> int:
 
 
 class SpaDaemon:
-    def __init__(self, tmp: Path, port: int, stanza: str) -> None:
+    def __init__(self, tmp: Path, port: int, stanza: str, *, listen: str = "127.0.0.1",
+                 extra: str = "") -> None:  # fmt: skip
         self.tmp, self.port = tmp, port
         (tmp / "access.conf").write_text(stanza)
         (tmp / "fw.log").write_text("")
         marker = tmp / "open-%IP%-%PROTO%-%PORT%"
-        conf = tmp / "knockdaemon.conf"
-        conf.write_text(
+        self.conf = tmp / "knockdaemon.conf"
+        self.conf.write_text(
             f"runmode = file\nlogfile = {tmp / 'fw.log'}\nencoded = no\n"
-            f"access_file = access.conf\nspa_listen = 127.0.0.1\nspa_server_port = {port}\n"
+            f"access_file = access.conf\nspa_listen = {listen}\nspa_server_port = {port}\n"
             f"backend = command\nopen = touch {marker}\nclose = rm -f {marker}\n"
-            "duration = 30\ncooldown = 0\n"
+            f"duration = 30\ncooldown = 0\n{extra}"
         )
         self.err = tmp / "daemon.stderr"
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                [PY, "-m", "aioknock", "daemon", "-conf", str(conf)], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=err, env=daemon_env(tmp),
+        self.proc = self._start()
+        self.wait_log(f"receiving SPA on udp {listen}")
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        with open(self.err, "ab") as err:
+            return subprocess.Popen(
+                [PY, "-m", "aioknock", "daemon", "-conf", str(self.conf)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                env=daemon_env(self.tmp),
             )  # fmt: skip
-        self.wait_log("receiving SPA on udp 127.0.0.1")
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = self._start()
+        self.wait_log("receiving SPA on udp", count=2)
 
     def log(self) -> str:
         return self.err.read_text(errors="replace")
@@ -86,7 +96,7 @@ class SpaDaemon:
 
 
 STANZA = f"""\
-SOURCE              127.0.0.0/8
+SOURCE              127.0.0.0/8, ::1
 OPEN_PORTS          tcp/22, tcp/2222, udp/53
 KEY_BASE64          {KEY_B64}
 HMAC_KEY_BASE64     {HMAC_B64}
@@ -168,3 +178,57 @@ def test_refusals_are_logged_with_their_reason(daemon: SpaDaemon, tmp_path: Path
     assert not daemon.opened("127.0.0.1", "tcp", 22, within=0.5)
     assert not daemon.opened("127.0.0.1", "tcp", 23, within=0)
     assert "accepted" not in daemon.log()
+
+
+def test_ipv6_both_ways(tmp_path: Path) -> None:
+    """Over ::1 the packet carries an IPv6 allow address (auto: the route's, ::1),
+    which aioknock's daemon opens for (fwknop 2.6.10 carries IPv4 only)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    d = SpaDaemon(tmp_path, free_udp_port(), STANZA, listen="::1")
+    try:
+        res = aioknock_spa(d.port, "-access", "tcp/22", "-allow_ip", "auto", "::1")
+        assert res.returncode == 0, res.stderr
+        d.wait_log("accepted knock from ::1 (spa): opening tcp/22 for ::1")
+        assert d.opened("::1", "tcp", 22)
+    finally:
+        d.stop()
+
+
+def test_a_packet_used_before_a_restart_is_refused_with_replay_file(tmp_path: Path) -> None:
+    d = SpaDaemon(tmp_path, free_udp_port(), STANZA, extra="replay_file = replay.db\n")
+    try:
+        packet = spa.build(spa.SpaMessage("127.0.0.1", (("tcp", 22),), int(time.time())),
+                           spa.SpaKeys(KEY, HMAC_KEY, "sha512"))  # fmt: skip
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(packet, ("127.0.0.1", d.port))
+        d.wait_log("accepted knock from 127.0.0.1 (spa)")
+        d.restart()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(packet, ("127.0.0.1", d.port))
+        d.wait_log("replayed SPA packet")
+        assert d.log().count("accepted knock") == 1
+    finally:
+        d.stop()
+
+
+def test_hosts_file_lines_carry_their_own_spa_keys(daemon: SpaDaemon, tmp_path: Path) -> None:
+    """A fleet whose hosts have keys of their own: the line's keys win, the global
+    ones (wrong here) do not."""
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text(f"127.0.0.1 key_base64={KEY_B64} hmac_key_base64={HMAC_B64} "
+                     "access=tcp/2222 allow_ip=source\n")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOKNOCK_")}
+    res = subprocess.run(
+        [PY, "-m", "aioknock", "run", "-protocol", "spa", "-spa_server_port",
+         str(daemon.port), "-hmac_digest_type", "sha512", "-key_base64",
+         base64.b64encode(b"w" * 32).decode(), "-hmac_key_base64",
+         base64.b64encode(b"w" * 64).decode(), "--hosts", str(hosts), "--json"],
+        capture_output=True, text=True, env=env, timeout=20,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert '"ok": true' in res.stdout
+    daemon.wait_log("accepted knock from 127.0.0.1 (spa): opening tcp/2222 for 127.0.0.1")
