@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from Crypto.Cipher import AES
 from Crypto.Hash import HMAC, MD5, SHA1, SHA3_256, SHA3_512, SHA256, SHA384, SHA512
 from Crypto.Util.Padding import pad, unpad
 
@@ -173,7 +172,8 @@ def encrypt(plaintext: bytes, key: bytes, salt: bytes) -> bytes:
     """``Salted__``, the salt, and AES-256-CBC under the key and IV that OpenSSL's
     ``EVP_BytesToKey(MD5, passphrase, salt)`` derives."""
     aes_key, iv = bytes_to_key(key, salt)
-    return SALTED + salt + AES.new(aes_key, AES.MODE_CBC, iv).encrypt(pad(plaintext, 16))
+    sealed: bytes = _aes_cbc(aes_key, iv).encrypt(pad(plaintext, 16))
+    return SALTED + salt + sealed
 
 
 def decrypt(data: bytes, key: bytes) -> bytes:
@@ -181,9 +181,18 @@ def decrypt(data: bytes, key: bytes) -> bytes:
         raise KnockError("the ciphertext is not salted AES blocks")
     aes_key, iv = bytes_to_key(key, data[8:16])
     try:
-        return unpad(AES.new(aes_key, AES.MODE_CBC, iv).decrypt(data[16:]), 16)
+        plain: bytes = _aes_cbc(aes_key, iv).decrypt(data[16:])
+        return unpad(plain, 16)
     except ValueError:
         raise KnockError("decryption failed (wrong key?)") from None
+
+
+def _aes_cbc(key: bytes, iv: bytes) -> Any:
+    # Imported at first use: AES's CPU-feature probe (cffi) costs ~25 ms of every
+    # start-up, and most runs (the prototype's knock, knockd's) never encrypt with AES.
+    from Crypto.Cipher import AES
+
+    return AES.new(key, AES.MODE_CBC, iv)
 
 
 def bytes_to_key(passphrase: bytes, salt: bytes) -> tuple[bytes, bytes]:
