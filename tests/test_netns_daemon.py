@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from helpers.daemons import DURATION, KEY, SPAN, Daemon, daemon_conf, daemon_env
-from helpers.netns import NetnsPair, check_root, requires_root
+from helpers.netns import CONNECT, LISTENER, NetnsPair, check_root, requires_root
 
 from aioknock.daemon import nftables
 
@@ -34,40 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PROTECTED = 22
 _serial = itertools.count()
-
-# The protected service: answers "pong" to every connection; bounded by a deadline.
-LISTENER = textwrap.dedent(
-    """
-    import socket, sys, time
-    deadline = time.monotonic() + float(sys.argv[2])
-    with socket.socket() as srv:
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(("0.0.0.0", int(sys.argv[1])))
-        srv.listen(16)
-        srv.settimeout(0.5)
-        while time.monotonic() < deadline:
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.sendall(b"pong")
-    """
-)
-
-# One connection attempt from the client namespace: prints ok or fail.
-CONNECT = textwrap.dedent(
-    """
-    import socket, sys
-    try:
-        with socket.create_connection((sys.argv[1], int(sys.argv[2])),
-                                      timeout=float(sys.argv[3])) as s:
-            s.settimeout(float(sys.argv[3]))
-            print("ok" if s.recv(16) == b"pong" else "fail")
-    except OSError as exc:
-        print("fail", type(exc).__name__)
-    """
-)
 
 # Copies the kernel's log records that carry our prefix into a kern.log-like file,
 # from the end of /dev/kmsg on; bounded by a deadline (and killed by the harness).

@@ -35,7 +35,7 @@ import pytest
 from helpers import fwknop
 from helpers.daemons import Daemon, daemon_conf, daemon_env
 from helpers.fwknop import Fwknopd, Keys, Rule, Service, Stanza
-from helpers.netns import NetnsPair, in_ci, requires_root
+from helpers.netns import CONNECT, LISTENER, NetnsPair, in_ci, requires_root
 
 PY = sys.executable
 GUARDED = ("tcp/22", "udp/53")  # the service's ports, dropped until a door opens them
@@ -388,10 +388,12 @@ def test_aioknock_fleet_opens_20_fwknopd(pair: NetnsPair, fleet: Fleet, tmp_path
 # ---------------------------------------------- stage 2: fwknop -> aioknock daemon
 
 
-def start_daemon(pair: NetnsPair, tmp_path: Path, stanzas: list[Stanza]) -> Daemon:
+def start_daemon(
+    pair: NetnsPair, tmp_path: Path, stanzas: list[Stanza], guarded: tuple[str, ...] = GUARDED
+) -> Daemon:
     """``aioknock daemon`` reading an fwknopd access.conf, nftables backend, behind the
     guarded service's nftables drops (``table inet filter`` with the two user rules)."""
-    Service(pair, GUARDED, firewall="nftables").start()
+    Service(pair, guarded, firewall="nftables").start()
     access = fwknop.write_access(tmp_path / "access.conf", stanzas)
     conf = daemon_conf(
         tmp_path, interface=pair.server_if, encoded="no", access_file=str(access),
@@ -517,35 +519,10 @@ def test_aioknock_daemon_refuses(pair: NetnsPair, tmp_path: Path, case: str, rea
 
 # ------------------------------------------------------ SPA over IPv6, both sides ours
 
-V6_SERVICE = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", 22)); s.listen(8); s.settimeout(0.5)
-deadline = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < deadline:
-    try:
-        conn, _ = s.accept()
-    except TimeoutError:
-        continue
-    with conn:
-        conn.sendall(b"pong")
-"""
 
-V6_PROBE = """
-import socket, sys
-try:
-    with socket.create_connection((sys.argv[1], 22), timeout=float(sys.argv[2])) as s:
-        print(s.recv(16) == b"pong")
-except OSError:
-    print(False)
-"""
-
-
-def connects6(pair: NetnsPair, timeout: float = 0.5) -> bool:
-    res = pair.run(pair.client, [PY, "-c", V6_PROBE, pair.server_ip6, str(timeout)])
-    return res.stdout.strip() == "True"
+def connects6(pair: NetnsPair, port: int, timeout: float = 0.5) -> bool:
+    res = pair.run(pair.client, [PY, "-c", CONNECT, pair.server_ip6, str(port), str(timeout)])
+    return res.stdout.startswith("ok")
 
 
 @requires_root
@@ -554,14 +531,20 @@ def test_spa_over_ipv6_opens_the_nftables_set(pair: NetnsPair, tmp_path: Path) -
     captures it and opens tcp/22 for that address in the nftables set for IPv6. (A
     stock fwknopd refuses an IPv6 allow address: fwknop 2.6.10 is IPv4 only.)"""
     keys = Keys.generate("sha256")
-    daemon = start_daemon(pair, tmp_path, [Stanza(keys, open_ports=("tcp/22",))])
-    pair.popen(pair.server, [PY, "-c", V6_SERVICE, "30"], stdin=subprocess.DEVNULL)
-    pair.wait_port(22)
-    assert not connects6(pair, CLOSED_PROBE)
-    aioknock_run(pair, tmp_path, "-access", "tcp/22", "-allow_ip", "auto",
+    daemon = start_daemon(pair, tmp_path, [Stanza(keys, open_ports=("tcp/2222",))], guarded=())
+    pair.run(
+        pair.server,
+        ["nft", "add", "rule", "inet", "filter", "input", "tcp", "dport", "2222", "drop"],
+    )  # after the user rules: the doors' mark passes
+    pair.popen(pair.server, [PY, "-c", LISTENER, "2222", "30"], stdin=subprocess.DEVNULL)
+    pair.wait_port(2222)
+    assert not connects6(pair, 2222, CLOSED_PROBE)
+    aioknock_run(pair, tmp_path, "-access", "tcp/2222", "-allow_ip", "auto",
                  *keys.aioknock_args(), pair.server_ip6)  # fmt: skip
     client6 = re.escape(pair.client_ip6)
-    daemon.wait_log(rf"accepted knock from {client6} \(spa\): opening tcp/22 for {client6}")
-    assert fwknop.wait_until(lambda: connects6(pair), 3.0, 0.05), daemon.stderr
+    daemon.wait_log(rf"accepted knock from {client6} \(spa\): opening tcp/2222 for {client6}")
+    assert fwknop.wait_until(lambda: connects6(pair, 2222), 3.0, 0.05), daemon.stderr
+    ipv4 = pair.run(pair.client, [PY, "-c", CONNECT, pair.server_ip, "2222", str(CLOSED_PROBE)])
+    assert ipv4.stdout.startswith("fail"), "the door is for the IPv6 address only"
     elements = pair.run(pair.server, ["nft", "list", "set", "inet", "aioknock", "allow6"]).stdout
-    assert pair.client_ip6 in elements and "tcp . 22" in elements, elements
+    assert pair.client_ip6 in elements and "tcp . 2222" in elements, elements

@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,44 @@ _V6_NET = ipaddress.ip_network("fd00:198:18::/48")
 _counter = itertools.count()
 
 T = TypeVar("T")
+
+
+# The protected service: answers "pong" to every connection, over IPv4 and IPv6 (one
+# dual-stack socket); bounded by a deadline. argv: port, seconds.
+LISTENER = textwrap.dedent(
+    """
+    import socket, sys, time
+    deadline = time.monotonic() + float(sys.argv[2])
+    with socket.socket(socket.AF_INET6) as srv:
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("::", int(sys.argv[1])))
+        srv.listen(16)
+        srv.settimeout(0.5)
+        while time.monotonic() < deadline:
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"pong")
+    """
+)
+
+# One connection attempt (from the client namespace): prints ok or fail.
+# argv: address (IPv4 or IPv6), port, seconds.
+CONNECT = textwrap.dedent(
+    """
+    import socket, sys
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])),
+                                      timeout=float(sys.argv[3])) as s:
+            s.settimeout(float(sys.argv[3]))
+            print("ok" if s.recv(16) == b"pong" else "fail")
+    except OSError as exc:
+        print("fail", type(exc).__name__)
+    """
+)
 
 
 class CommandError(subprocess.CalledProcessError):
