@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -41,3 +49,53 @@ def interrupt_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
+
+
+def print_head(head: str) -> None:
+    """A table's head line, underlined."""
+    print(head)
+    print("-" * len(head))
+
+
+def daemon_run_options(parser: argparse.ArgumentParser) -> None:
+    """The last options of a benchmark that runs the daemon: --seed, --profile, --keep."""
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="cProfile the daemon")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary files")
+
+
+def need_root(parser: argparse.ArgumentParser, commands: Iterable[str]) -> None:
+    """Stop at the arguments unless this runs as root on Linux, with ``commands`` at hand."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        parser.error("needs root on Linux (network namespaces, nftables, raw sockets)")
+    if missing := sorted({c for c in commands if shutil.which(c) is None}):
+        parser.error(f"missing commands: {', '.join(missing)}")
+
+
+@contextlib.contextmanager
+def scratch(prefix: str, keep: bool) -> Iterator[Path]:
+    """A temporary folder for a run's files, removed at the end unless ``keep``. Ctrl-C
+    (SIGTERM, SIGHUP: ``interrupt_on_signals``) ends the program with status 130 once
+    the ``with`` blocks inside, which delete the namespaces, are done."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    except KeyboardInterrupt:
+        print("\ninterrupted; namespaces removed", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        if keep:
+            print(f"\nfiles kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_namespace(name: str) -> Iterator[str]:
+    """A fresh network namespace ``name`` with ``lo`` up, deleted again at the end."""
+    run(["ip", "netns", "add", name])
+    try:
+        run(["ip", "-n", name, "link", "set", "lo", "up"])
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)

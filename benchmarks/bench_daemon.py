@@ -67,7 +67,6 @@ every one was accepted. Evictions (room made in the source table) are counted to
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import ipaddress
 import json
@@ -81,21 +80,34 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from _procs import fmt, interrupt_on_signals, run, stop, verdict
+from _flood import BURST_GAP, NET, RUN_LIMIT, Run, Watch, env_for, in_ns, send_paced, watched_daemon
+from _procs import (
+    daemon_run_options,
+    fmt,
+    interrupt_on_signals,
+    need_root,
+    print_head,
+    run,
+    scratch,
+    stop,
+    verdict,
+)
 
-from aioknock.daemon.recognizer import PROBATION
+from aioknock.daemon.recognizer import PROBATION, Grant
 
-ROOT = Path(__file__).resolve().parent.parent
-HERE = Path(__file__).resolve().parent
-NET = ipaddress.ip_network("198.18.0.0/15")
+if TYPE_CHECKING:
+    from aioknock.asyncio.daemon import KnockDaemon
+    from aioknock.daemon.encoded import EncodedKnocks
+    from aioknock.daemon.packet import Packet
+    from aioknock.daemon.recognizer import SourceTable, Verdict
+
 SERVER, CLIENT = "198.18.0.1", "198.18.0.2"  # veth-s, veth-c
 SERVER_IF, CLIENT_IF = "veth-s", "veth-c"
 KNOCK = "CLIENT,PORT,RAND,THISMINUTE,CHECKSUM"
@@ -108,8 +120,6 @@ SPAN_SHARE = 0.9  # flood SYNs to the span; the rest to other ports
 MAX_PACKETS = 1_000_000
 SENDER_MAX = MAX_PACKETS + 100_000  # SYNs the sender sends at most (flood + knocks)
 MAX_SOURCES = 60_000  # 198.19.0.1 - 198.19.239.250
-RUN_LIMIT = 60.0  # seconds: no sender, writer or drain runs longer than this
-BURST_GAP = 0.01  # seconds without a batch that end a burst (idle, not ingesting)
 CHUNK_LINES = 1000
 RUN_GAP = 0.02  # seconds between the SYNs (lines) of `aioknock run`: > BURST_GAP
 KNOCK_TIMEOUT = 10.0  # the daemon's knock_timeout
@@ -337,12 +347,6 @@ def kernel_line(src: str, sport: int, dport: int, ident: int, when: float) -> st
 # ------------------------------------------------- run inside the client namespace
 
 
-def _in_namespace(name: str) -> bool:
-    """Whether this process runs in the network namespace ``ip netns`` knows as ``name``."""
-    here, there = os.stat("/proc/self/ns/net"), os.stat(f"/run/netns/{name}")
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
-
-
 def sender_main(
     netns: str, packets_path: str, rate: float, limit: float, marks_json: str, out: str,
     cue: int = -1,
@@ -356,130 +360,60 @@ def sender_main(
     dst = {data[i * 40 + 16 : i * 40 + 20] for i in range(count)}
     if len(dst) != 1 or ipaddress.ip_address(next(iter(dst))) not in NET:
         raise SystemExit("packets must all go to one address in 198.18.0.0/15")
-    if not _in_namespace(netns):
-        raise SystemExit(f"refusing to send: not inside network namespace {netns}")
-    address = (str(ipaddress.ip_address(next(iter(dst)))), 0)
     marks: dict[int, str] = {v: k for k, v in json.loads(marks_json).items()}
-    times: dict[str, float] = {}
     chunks = [data[i * 40 : i * 40 + 40] for i in range(count)]
-    errors: dict[str, int] = {}
-    sent = 0
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    t0, p0 = time.time(), time.perf_counter()
     cue = count // 2 if cue < 0 else cue
-    for i, pkt in enumerate(chunks):
-        if not i & 63:
-            now = time.perf_counter()
-            if now - p0 > limit:
-                break
-            if cue >= 0 and i >= cue:
-                print("cue", flush=True)  # the parent starts `aioknock run` now
-                cue = -1
-            if rate and (ahead := p0 + i / rate - now) > 0:
-                time.sleep(ahead)
-        if i in marks:
-            times[marks[i]] = time.time()
-        try:
-            sock.sendto(pkt, address)
-            sent += 1
-        except OSError as exc:
-            name = os.strerror(exc.errno or 0)
-            errors[name] = errors.get(name, 0) + 1
-    wall = time.perf_counter() - p0
-    sock.close()
-    with open(out, "w") as f:
-        json.dump({"sent": sent, "wall": wall, "start": t0, "errors": errors, "marks": times}, f)
+    send_paced(netns, chunks, str(ipaddress.ip_address(next(iter(dst)))), rate, limit, cue,
+               marks, out)  # fmt: skip
 
 
 # ------------------------------------------------- run inside the server namespace
 
 
-def _proc_status(*names: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in names:
-                out[key] = int(value.split()[0])  # kB
-    return out
+class DaemonWatch(Watch):
+    """bench_daemon's watch: accept/refuse verdicts, in file mode when the read that found
+    a batch's lines began, evictions from the source tables, the SYNs of the genuine
+    sources and the peak of the sources past probation."""
 
+    def __init__(self) -> None:
+        super().__init__(50, {"poll": None, "evictions": 0, "evicted": [], "syns_from": {},
+                              "main_peak": 0})  # fmt: skip
+        self.watched: list[EncodedKnocks] = []
 
-def driver_main(conf: str, out: str, profile: str) -> int:
-    """``aioknock daemon -conf CONF``, watched; writes what it saw to ``out`` on exit."""
-    from aioknock.asyncio.daemon import KnockDaemon
-    from aioknock.daemon.encoded import EncodedKnocks
+    def record(self, verdict: Verdict, now: float) -> None:
+        decisions = self.state["decisions"]
+        if verdict.verdict != "ignore" and len(decisions) < MAX_DECISIONS:
+            address, port = "", 0
+            if isinstance(verdict, Grant):
+                address, port = verdict.address, verdict.ports[0][0]
+            decisions.append([verdict.verdict, verdict.source, address, port, now,
+                              getattr(verdict, "reason", "")])  # fmt: skip
 
-    state: dict[str, Any] = {"kernel": None, "burst": None, "bursts": [], "burst_count": 0,
-                             "decisions": [], "rss_ready_kb": 0, "poll": None,
-                             "evictions": 0, "evicted": [], "syns_from": {},
-                             "main_peak": 0}  # fmt: skip
-    daemons: list[KnockDaemon] = []
+    def batch_start(self) -> tuple[float, float]:
+        # File mode: a batch's time starts when the read that found its lines began.
+        start = self.state["poll"] or super().batch_start()
+        self.state["poll"] = None
+        return start
 
-    end_burst = _watch(state, daemons)
-    rc = _run_daemon(["daemon", "-conf", conf], profile)
-    end_burst()
-    status = _proc_status("VmRSS", "VmHWM")
-    d = daemons[-1] if daemons else None
-    tables = [r._windows for r in d.engine.recognizers if isinstance(r, EncodedKnocks)] if d else []
-    result = {
-        "rc": rc,
-        "counts": d.counts if d else {},
-        "sources": sum(r.sources for r in d.engine.recognizers) if d else -1,
-        "main_sources": sum(t._main for t in tables),  # past probation
-        "source_bound": sum(t.limit + t.probation for t in tables),
-        "max_sources": d.settings.max_sources if d else -1,
-        "cpu_total": time.process_time(),
-        "rss_end_kb": status["VmRSS"],
-        "hwm_kb": status["VmHWM"],
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        **state,
-    }
-    Path(out).write_text(json.dumps(result))
-    return rc
+    def counted(self, packets: list[Packet]) -> None:
+        state = self.state
+        counted = state["syns_from"]  # SYNs from genuine sources, sources past probation
+        for p in packets:
+            if p.src in WATCHED:
+                counted[p.src] = counted.get(p.src, 0) + 1
+        main = sum(r._windows._main for r in self.watched)
+        state["main_peak"] = max(state["main_peak"], main)
 
+    def recognizers_changed(self, daemon: KnockDaemon) -> None:
+        from aioknock.daemon.encoded import EncodedKnocks
 
-def _watch(state: dict[str, Any], daemons: list[Any]) -> Callable[[], None]:
-    """Put watching subclasses in the daemon's place; returns what ends the last burst."""
-    import aioknock.asyncio.daemon as daemon_mod
-    import aioknock.asyncio.sniffer as sniffer_mod
-    from aioknock.asyncio.follow import Follower
-    from aioknock.daemon.encoded import EncodedKnocks
-    from aioknock.daemon.packet import Packet
-    from aioknock.daemon.recognizer import Grant, SourceTable, Verdict
+        for r in daemon.engine.recognizers:
+            if isinstance(r, EncodedKnocks) and r not in self.watched:
+                self.watched.append(r)
+                self.watch_evictions(r._windows)
 
-    watched: list[Any] = []
-
-    def end_burst() -> None:
-        """Keep bursts of 1,000 packets or more (at most 50) and count all."""
-        b = state["burst"]
-        if b is not None:
-            state["burst_count"] += 1
-            if b["packets"] >= 1000 and len(state["bursts"]) < 50:
-                state["bursts"].append(b)
-            state["burst"] = None
-
-    class WatchedSniffer(sniffer_mod.Sniffer):
-        def close(self) -> None:
-            if self._sock.fileno() >= 0:
-                with contextlib.suppress(OSError):
-                    received, dropped = self.stats()  # since the socket was opened
-                    k = state["kernel"] or {"received": 0, "dropped": 0}
-                    k["received"] += received
-                    k["dropped"] += dropped
-                    state["kernel"] = k
-            super().close()
-
-    class WatchedFollower(Follower):
-        def poll_once(self) -> list[str]:
-            # File mode: a batch's time starts when the read that found its lines began.
-            t0, c0 = time.perf_counter(), time.process_time()
-            lines = super().poll_once()
-            if lines and state["poll"] is None:
-                state["poll"] = (t0, c0)
-            return lines
-
-    def watch_evictions(table: SourceTable[Any]) -> None:
-        evict = table.evict
+    def watch_evictions(self, table: SourceTable[Any]) -> None:
+        state, evict = self.state, table.evict
 
         def evicted(src: str) -> None:
             state["evictions"] += 1
@@ -489,92 +423,41 @@ def _watch(state: dict[str, Any], daemons: list[Any]) -> Callable[[], None]:
 
         table.evict = evicted  # type: ignore[method-assign]
 
-    def record(verdict: Verdict, now: float) -> None:
-        if verdict.verdict != "ignore" and len(state["decisions"]) < MAX_DECISIONS:
-            address, port = "", 0
-            if isinstance(verdict, Grant):
-                address, port = verdict.address, verdict.ports[0][0]
-            state["decisions"].append([verdict.verdict, verdict.source, address, port, now,
-                                       getattr(verdict, "reason", "")])  # fmt: skip
+    def patch(self) -> None:
+        import aioknock.asyncio.daemon as daemon_mod
+        from aioknock.asyncio.follow import Follower
 
-    class WatchedDaemon(daemon_mod.KnockDaemon):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            engine = self.engine
-            judge = type(engine)._judge
+        super().patch()
+        state = self.state
 
-            def judged(verdict: Verdict, now: float) -> None:
-                record(verdict, now)
-                judge(engine, verdict, now)
+        class WatchedFollower(Follower):
+            def poll_once(self) -> list[str]:
+                t0, c0 = time.perf_counter(), time.process_time()
+                lines = super().poll_once()
+                if lines and state["poll"] is None:
+                    state["poll"] = (t0, c0)
+                return lines
 
-            engine._judge = judged  # type: ignore[method-assign]
-            self._watch_queues()
-            daemons.append(self)
-
-        def _switch(self, conf: Any) -> None:
-            super()._switch(conf)
-            self._watch_queues()
-
-        def _watch_queues(self) -> None:
-            for r in self.engine.recognizers:
-                if isinstance(r, EncodedKnocks) and r not in watched:
-                    watched.append(r)
-                    watch_evictions(r._windows)
-
-        async def run(self, stop: asyncio.Event) -> None:
-            state["rss_ready_kb"] = _proc_status("VmRSS")["VmRSS"]
-            await super().run(stop)
-
-        def _receive(self, packets: list[Packet], seen: int) -> None:
-            t0, c0 = state["poll"] or (time.perf_counter(), time.process_time())
-            state["poll"] = None
-            b = state["burst"]
-            if b is None or t0 - b["end"] > BURST_GAP:
-                end_burst()
-                b = state["burst"] = {
-                    "start": t0,
-                    "end": t0,
-                    "epoch": time.time(),
-                    "cpu0": c0,
-                    "cpu1": c0,
-                    "packets": 0,
-                    "batches": 0,
-                }
-            super()._receive(packets, seen)
-            b["end"], b["cpu1"] = time.perf_counter(), time.process_time()
-            b["packets"] += len(packets)
-            b["batches"] += 1
-            # Outside the batch's time: SYNs from genuine sources, sources past probation.
-            counted = state["syns_from"]
-            for p in packets:
-                if p.src in WATCHED:
-                    counted[p.src] = counted.get(p.src, 0) + 1
-            main = sum(r._windows._main for r in watched)
-            state["main_peak"] = max(state["main_peak"], main)
-
-    setattr(sniffer_mod, "Sniffer", WatchedSniffer)  # noqa: B010 - module attribute
-    setattr(daemon_mod, "Sniffer", WatchedSniffer)  # noqa: B010
-    setattr(daemon_mod, "KnockDaemon", WatchedDaemon)  # noqa: B010
-    setattr(daemon_mod, "Follower", WatchedFollower)  # noqa: B010
-    return end_burst
+        setattr(daemon_mod, "Follower", WatchedFollower)  # noqa: B010 - module attribute
 
 
-def _run_daemon(argv: list[str], profile: str) -> int:
-    """The CLI's ``main``, under cProfile when ``profile`` names a file for its report."""
-    from aioknock.cli.main import main as cli_main
+def driver_main(conf: str, out: str, profile: str) -> int:
+    """``aioknock daemon -conf CONF``, watched; writes what it saw to ``out`` on exit."""
+    from aioknock.daemon.encoded import EncodedKnocks
 
-    if profile:
-        import cProfile
-        import io
-        import pstats
-
-        prof = cProfile.Profile()
-        rc = prof.runcall(cli_main, argv)
-        text = io.StringIO()
-        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(22)
-        Path(profile).write_text(text.getvalue())
-    else:
-        rc = cli_main(argv)
+    watch = DaemonWatch()
+    rc = watch.run(conf, profile)
+    d = watch.daemon
+    tables = [r._windows for r in d.engine.recognizers if isinstance(r, EncodedKnocks)] if d else []
+    watch.report(
+        out,
+        rc,
+        sources=sum(r.sources for r in d.engine.recognizers) if d else -1,
+        main_sources=sum(t._main for t in tables),  # past probation
+        source_bound=sum(t.limit + t.probation for t in tables),
+        max_sources=d.settings.max_sources if d else -1,
+        maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    )
     return rc
 
 
@@ -632,36 +515,6 @@ def nft_counter(ns: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime
-
-
-def wait_idle(pid: int, limit: float = RUN_LIMIT) -> float:
-    """Wait until the process uses < 5% CPU over 0.4 s; returns the seconds waited."""
-    t0 = time.monotonic()
-    last, quiet = cpu_ticks(pid), 0
-    while time.monotonic() - t0 < limit and quiet < 2:
-        time.sleep(0.2)
-        now = cpu_ticks(pid)
-        quiet = quiet + 1 if now - last <= 1 else 0
-        last = now
-    return time.monotonic() - t0
-
-
-def wait_log(path: Path, pattern: str, proc: subprocess.Popen[Any], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not re.search(pattern, path.read_text(errors="replace")):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"daemon not ready: {path.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.02)
-
-
-def env_for(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOKNOCK_")}
-    return {**env, "HOME": str(home), "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}"}
-
-
 def write_confs(tmp: Path, mode: str, logfile: Path, opens: Path,
                 client_timeout: float | None = RUN_GAP) -> tuple[Path, Path]:  # fmt: skip
     """The daemon's and `aioknock run`'s configurations (client_timeout None: its default)."""
@@ -692,33 +545,13 @@ def write_confs(tmp: Path, mode: str, logfile: Path, opens: Path,
 
 
 @dataclass
-class Result:
-    label: str
+class Result(Run):
     mode: str
     stream: Stream
-    sent: int = 0
-    send_wall: float = 0.0
-    send_start: float = 0.0
-    send_errors: dict[str, int] = field(default_factory=dict)
-    marks: dict[str, float] = field(default_factory=dict)
-    driver: dict[str, Any] = field(default_factory=dict)
-    link: dict[str, int] = field(default_factory=dict)
     nft: int = -1
     run_rc: int = -1
     run_err: str = ""
-    opens: list[str] = field(default_factory=list)
     lines: int = 0  # file mode: lines in the followed file at the end
-    stopped_line: str = ""
-    profile: str = ""
-
-    def busy(self) -> tuple[int, float, float]:
-        """Packets, wall seconds and CPU seconds of the bursts of >= 1,000 packets."""
-        bursts = self.driver.get("bursts", [])
-        return (
-            sum(b["packets"] for b in bursts),
-            sum(b["end"] - b["start"] for b in bursts),
-            sum(b["cpu1"] - b["cpu0"] for b in bursts),
-        )
 
     @property
     def ingest_rate(self) -> float:
@@ -729,9 +562,6 @@ class Result:
     def cpu_rate(self) -> float:
         packets, _, cpu = self.busy()
         return packets / cpu if cpu > 0 else 0.0
-
-    def accepts(self) -> list[list[Any]]:
-        return [d for d in self.driver.get("decisions", []) if d[0] == "accept"]
 
     def true_opens(self) -> tuple[int, int]:
         """(genuine knocks accepted, genuine knocks sent); aioknock run counts as one."""
@@ -773,37 +603,6 @@ class Result:
         return out
 
 
-def start_daemon(pair: Pair, tmp: Path, conf: Path, label: str, profile: bool) -> tuple[
-    subprocess.Popen[bytes], Path, Path, Path
-]:  # fmt: skip
-    out, err = tmp / f"driver-{label}.json", tmp / f"daemon-{label}.log"
-    prof = tmp / f"{label}.prof"
-    code = (f"import sys, bench_daemon as b; sys.exit(b.driver_main({str(conf)!r}, {str(out)!r}, "
-            f"{str(prof) if profile else ''!r}))")  # fmt: skip
-    with open(err, "wb") as errf:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", pair.server, sys.executable, "-c", code],
-            cwd=tmp, env=env_for(tmp), stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
-        )  # fmt: skip
-    return proc, out, err, prof
-
-
-def finish_daemon(proc: subprocess.Popen[bytes], res: Result, out: Path, err: Path,
-                  prof: Path) -> None:  # fmt: skip
-    wait_idle(proc.pid)
-    stop(proc, signal.SIGTERM, wait=15)
-    if proc.returncode != 0 or not out.exists():
-        raise RuntimeError(f"daemon failed ({proc.returncode}): {err.read_text()[-2000:]}")
-    res.driver = json.loads(out.read_text())
-    log = err.read_text(errors="replace")
-    m = re.search(r"stopped: .*", log)
-    res.stopped_line = m.group(0) if m else "(no summary line)"
-    if "Traceback" in log:
-        raise RuntimeError(f"the daemon raised: {log[-3000:]}")
-    if prof.exists():
-        res.profile = prof.read_text()
-
-
 def write_blob(path: Path, stream: Stream) -> None:
     """The stream as 40-byte IPv4 + TCP SYNs to the server, for the sender."""
     rng = random.Random(1)
@@ -814,10 +613,7 @@ def write_blob(path: Path, stream: Stream) -> None:
 
 def in_client(pair: Pair, tmp: Path, argv: list[str]) -> subprocess.Popen[str]:
     """This Python running ``argv`` in the client namespace."""
-    return subprocess.Popen(
-        ["ip", "netns", "exec", pair.client, sys.executable, *argv],
-        cwd=tmp, env=env_for(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    return in_ns(pair.client, tmp, [sys.executable, *argv])
 
 
 def send_and_knock(pair: Pair, tmp: Path, label: str, blob: Path, cconf: Path,
@@ -839,11 +635,7 @@ def send_and_knock(pair: Pair, tmp: Path, label: str, blob: Path, cconf: Path,
             stop(client, signal.SIGINT)
     finally:
         stop(sender, signal.SIGINT)
-    if sender.returncode != 0:
-        raise RuntimeError(f"sender failed ({sender.returncode}): {serr.strip()}")
-    sent = json.loads(sent_json.read_text())
-    res.sent, res.send_wall, res.send_start = sent["sent"], sent["wall"], sent["start"]
-    res.send_errors, res.marks = sent["errors"], sent["marks"]
+    res.marks = res.read_sender(sender, serr, sent_json)
 
 
 def run_network(pair: Pair, tmp: Path, stream: Stream, rate: float, profile: bool) -> Result:
@@ -857,17 +649,13 @@ def run_network(pair: Pair, tmp: Path, stream: Stream, rate: float, profile: boo
     dconf, cconf = write_confs(tmp, "network", tmp / "unused.log", opens, stream.client_gap)
     blob = tmp / f"{label}.pkts"
     write_blob(blob, stream)
-    proc, out, err, prof = start_daemon(pair, tmp, dconf, label, profile)
-    try:
-        wait_log(err, rf"capturing on {SERVER_IF}", proc)
+    ready = rf"capturing on {SERVER_IF}"
+    with watched_daemon(pair.server, "bench_daemon", tmp, label, dconf, profile, ready, res):
         link0, nft0 = link_stats(pair.server, SERVER_IF), nft_counter(pair.server)
         send_and_knock(pair, tmp, label, blob, cconf, stream, rate, res)
-        finish_daemon(proc, res, out, err, prof)
-        link1, nft1 = link_stats(pair.server, SERVER_IF), nft_counter(pair.server)
-        res.link = {k: link1[k] - link0[k] for k in link1}
-        res.nft = nft1 - nft0
-    finally:
-        stop(proc, signal.SIGTERM)
+    link1, nft1 = link_stats(pair.server, SERVER_IF), nft_counter(pair.server)
+    res.link = {k: link1[k] - link0[k] for k in link1}
+    res.nft = nft1 - nft0
     res.opens = sorted(p.name for p in opens.iterdir())
     return res
 
@@ -886,9 +674,8 @@ def run_file(pair: Pair, tmp: Path, stream: Stream, profile: bool) -> Result:
     chunks = ["".join(f"{line}\n" for line in lines[i : i + CHUNK_LINES]).encode()
               for i in range(0, len(lines), CHUNK_LINES)]  # fmt: skip
     mark_at = {v // CHUNK_LINES: k for k, v in stream.marks.items()}
-    proc, out, err, prof = start_daemon(pair, tmp, dconf, label, profile)
-    try:
-        wait_log(err, r"following ", proc)
+    with watched_daemon(pair.server, "bench_daemon", tmp, label, dconf, profile, r"following ",
+                        res):  # fmt: skip
         fd = os.open(logfile, os.O_WRONLY | os.O_APPEND)
         try:
             res.send_start = time.time()
@@ -913,9 +700,6 @@ def run_file(pair: Pair, tmp: Path, stream: Stream, profile: bool) -> Result:
         )  # fmt: skip
         res.run_rc, res.run_err = client.returncode, client.stderr.strip()
         res.lines = logfile.read_bytes().count(b"\n")
-        finish_daemon(proc, res, out, err, prof)
-    finally:
-        stop(proc, signal.SIGTERM)
     res.opens = sorted(p.name for p in opens.iterdir())
     return res
 
@@ -928,8 +712,7 @@ def print_table(rows: list[Result]) -> None:
             f"{'kdrop':>6} {'daemon pkts':>11} {'ingest s':>8} {'ingest/s':>8} {'pkt/CPU-s':>9} "
             f"{'RSS0 MB':>7} {'peak MB':>7} {'sources':>7} {'acc':>4} {'ref':>4} {'ign':>4} "
             f"{'true':>5} {'false':>5}")  # fmt: skip
-    print(head)
-    print("-" * len(head))
+    print_head(head)
     for r in rows:
         d = r.driver
         counts = d.get("counts", {})
@@ -954,8 +737,7 @@ def print_spoof_table(rows: list[Result]) -> None:
     head = (f"{'run':<{width}} {'SYNs sent':>9} {'send s':>6} {'sent/s':>7} {'recur s':>7} "
             f"{'kdrop':>6} {'daemon pkts':>11} {'CPU s':>5} {'evictions':>9} {'sources':>7} "
             f"{'main':>6} {'genuine':>7} {'%':>6} {'false':>5}")  # fmt: skip
-    print(head)
-    print("-" * len(head))
+    print_head(head)
     for r in rows:
         d, s = r.driver, r.stream
         counts, kernel = d.get("counts", {}), d.get("kernel") or {}
@@ -1018,10 +800,7 @@ def describe_stream(s: Stream) -> str:
 
 def details(r: Result) -> None:
     d = r.driver
-    print(f"\n{r.label}:")
-    print(f"  stream: {describe_stream(r.stream)}")
-    if r.send_errors:
-        print(f"  send errors: {r.send_errors}")
+    r.print_title(describe_stream(r.stream))
     if r.mode == "network":
         k = d.get("kernel") or {}
         print(f"  server veth: rx {r.link.get('rx', 0):,} packets, rx dropped "
@@ -1042,9 +821,7 @@ def details(r: Result) -> None:
     if r.run_rc != 0:
         print(f"  aioknock run failed: exit {r.run_rc}: {r.run_err}")
     print(f"  door files: {len(r.opens)} ({', '.join(r.opens[:8])})")
-    if r.profile:
-        print(f"\n--- cProfile of the daemon, {r.label} (slowed down by the profiler) ---")
-        print(r.profile.rstrip())
+    r.print_profile()
 
 
 def print_memory(r: Result) -> None:
@@ -1121,9 +898,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sources", type=int, default=10_000, help="flood source addresses")
     parser.add_argument("--knocks", type=int, default=5, help="genuine knocks woven in")
     parser.add_argument("--forged", type=int, default=100, help="random 32-port knocks")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--profile", action="store_true", help="cProfile the daemon")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary files")
+    daemon_run_options(parser)
     args = parser.parse_args()
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.rates = [float(x) for x in args.rates.split(",") if x.strip()]
@@ -1144,10 +919,7 @@ def parse_args() -> argparse.Namespace:
             parser.error(f"spoofed flood at {rate:,.0f}/s: more than {SENDER_MAX:,} SYNs")
     if not 1 <= args.sources <= min(MAX_SOURCES, args.packets) <= args.packets <= MAX_PACKETS:
         parser.error(f"1 <= sources <= {MAX_SOURCES}, sources <= packets <= {MAX_PACKETS}")
-    if sys.platform != "linux" or os.geteuid() != 0:
-        parser.error("needs root on Linux (network namespaces, nftables, raw sockets)")
-    if missing := [c for c in ("ip", "nft", "sysctl") if shutil.which(c) is None]:
-        parser.error(f"missing commands: {', '.join(missing)}")
+    need_root(parser, ("ip", "nft", "sysctl"))
     return args
 
 
@@ -1203,18 +975,8 @@ def main() -> int:
     print(f"aioknock daemon (CLI, uvloop), knock = {KNOCK}, Blowfish iv=yes, portspan {SPAN}: "
           f"{KNOCK_PORTS} ports per knock; max_sources {MAX_TRACKED}; {os.cpu_count()} CPUs, "
           f"kernel {os.uname().release}\n", flush=True)  # fmt: skip
-    tmp = Path(tempfile.mkdtemp(prefix="akbd-"))
-    try:
-        with namespaces() as pair:
-            rows = run_all(pair, tmp, args)
-    except KeyboardInterrupt:
-        print("\ninterrupted; namespaces removed", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"\nfiles kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with scratch("akbd-", args.keep) as tmp, namespaces() as pair:
+        rows = run_all(pair, tmp, args)
     plain = [r for r in rows if not r.stream.spoof_rate]
     spoofed = [r for r in rows if r.stream.spoof_rate]
     if plain:

@@ -35,10 +35,11 @@ in count and in time (RUN_LIMIT).
    spoofed sources 198.18.1.j (allow = source), each replayed later by the same source
    and by another (198.18.3.j); when half is out, ``aioknock run -protocol spa -allow_ip
    source`` and the real ``fwknop -a 198.18.0.3`` send one packet each from 198.18.0.2.
-   Once per ``--rates`` rate (0: as fast as the sender goes). The daemon's driver times
-   the batches it hands to its engine (bursts, as in bench_daemon) and reports verdicts,
-   the capture socket's drops, CPU time and VmRSS/VmHWM. False opens: any accept or door
-   file but the genuine packets' (a replay counts); genuine: every one must be accepted.
+   Once per ``--rates`` rate (0: as fast as the sender goes). The daemon's driver (a
+   ``_flood.Watch``, as bench_daemon's) times the batches it hands to its engine (bursts)
+   and reports verdicts, the capture socket's drops, CPU time and VmRSS/VmHWM. False
+   opens: any accept or door file but the genuine packets' (a replay counts); genuine:
+   every one must be accepted.
 """
 
 from __future__ import annotations
@@ -52,55 +53,60 @@ import json
 import logging
 import os
 import random
-import re
 import resource
 import secrets
-import shutil
-import signal
 import socket
 import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from _procs import fmt, interrupt_on_signals, run, stop, verdict
+from _flood import BURST_GAP, NET, RUN_LIMIT, Run, Watch, env_for, in_ns, send_paced, watched_daemon
+from _procs import (
+    daemon_run_options,
+    fmt,
+    interrupt_on_signals,
+    need_root,
+    own_namespace,
+    print_head,
+    run,
+    scratch,
+    stop,
+    verdict,
+)
 from bench_daemon import (
     CLIENT,
-    NET,
     SERVER,
     SERVER_IF,
     TOUCH,
     Pair,
     _checksum,
-    _in_namespace,
-    _proc_status,
-    _run_daemon,
     cross_source,
-    env_for,
     flood_source,
     genuine_source,
     is_flood,
     link_stats,
     namespaces,
-    wait_idle,
-    wait_log,
 )
 from Crypto.Hash import HMAC, SHA256
 
 from aioknock.codec import spa
+from aioknock.daemon.recognizer import Grant
 from aioknock.errors import KnockError
+
+if TYPE_CHECKING:
+    from aioknock.daemon.packet import Packet
+    from aioknock.daemon.recognizer import Verdict
 
 SPA_PORT = 62201  # fwknop's default SPA_SERVER_PORT
 DOOR = ("tcp", 22)
 FWKNOP_ALLOW = "198.18.0.3"  # what the real fwknop client asks the daemon to open for
-RUN_LIMIT = 60.0  # seconds: no sender, client or drain runs longer than this
 MAX_HOSTS = 60_000  # 127.1.0.1 - 127.1.239.250
 MAX_DATAGRAMS = 1_000_000
 MAX_SOURCES = 60_000  # 198.19.0.1 - 198.19.239.250
@@ -109,7 +115,6 @@ XARGS_P = 256
 SHARES = (("b64", 0.85), ("bytes", 0.10), ("forged", 0.05))  # of the random flood
 FORGED_KEYS = 8  # other key pairs the forged packets are built with
 MAX_DECISIONS = 2_000  # decisions of non-flood sources the driver keeps
-BURST_GAP = 0.01  # seconds without a batch that end a burst (idle, not judging)
 KEYGEN = (32, 64)  # bytes of the key and the HMAC key, as fwknop --key-gen makes them
 
 
@@ -226,8 +231,7 @@ def print_codec(rows: list[CodecRow], runs: int) -> None:
     width = max(len(r.what) for r in rows)
     head = f"{'operation':<{width}} {'per s':>10} {'us each':>8} {'range per s':>21}"
     print(f"1. Codec (median of {runs} runs; one core):")
-    print(head)
-    print("-" * len(head))
+    print_head(head)
     for r in rows:
         span = f"{min(r.rates):,.0f}-{max(r.rates):,.0f}"
         print(f"{r.what:<{width}} {r.median:>10,.0f} {1e6 / r.median:>8.1f} {span:>21}")
@@ -256,18 +260,6 @@ table inet akspa {{
   }}
 }}
 """
-
-
-@contextlib.contextmanager
-def fleet_namespace() -> Iterator[str]:
-    """A fresh namespace with ``lo`` up: 127.0.0.0/8 is the fleet."""
-    ns = f"akspa-{os.getpid()}-f"
-    run(["ip", "netns", "add", ns])
-    try:
-        run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        yield ns
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
 def fleet_counts(ns: str) -> tuple[int, int, int, int]:
@@ -349,7 +341,7 @@ def fleet_part(tmp: Path, hosts: int) -> list[FleetRow]:
          lambda f: ["xargs", "-P", str(XARGS_P), "-L", "1", "-a", str(f), *fwknop]),
     ]  # fmt: skip
     rows: list[FleetRow] = []
-    with fleet_namespace() as ns:
+    with own_namespace(f"akspa-{os.getpid()}-f") as ns:  # lo up: 127.0.0.0/8 is the fleet
         rules = FLEET_RULES.format(port=SPA_PORT)
         for name, command in senders:
             inside = ["ip", "netns", "exec", ns]
@@ -370,8 +362,7 @@ def print_fleet(rows: list[FleetRow]) -> None:
     head = (f"{'sender':<{width}} {'hosts':>6} {'wall s':>7} {'cpu s':>6} {'left':>6} "
             f"{'distinct':>8} {'arrived':>7} {'bytes':>5} {'packets/s':>9} {'1 host s':>8} "
             f"{'exit':>4}")  # fmt: skip
-    print(head)
-    print("-" * len(head))
+    print_head(head)
     for r in rows:
         print(f"{r.sender:<{width}} {r.hosts:>6,} {r.wall:>7.3f} {r.cpu:>6.2f} {r.out:>6,} "
               f"{r.distinct:>8,} {r.arrived:>7,} {r.payload:>5.0f} {r.rate:>9,.0f} "
@@ -531,135 +522,43 @@ def sender_main(netns: str, blob: str, rate: float, limit: float, out: str, cue:
     """Send the blob's datagrams to SERVER, paced at ``rate`` (0: as fast as possible),
     for ``limit`` seconds at most; prints "cue" once datagram ``cue`` is due."""
     packets = read_blob(Path(blob).read_bytes())
-    if not _in_namespace(netns):
-        raise SystemExit(f"refusing to send: not inside network namespace {netns}")
-    marked, times = set(marks), {}
-    errors: dict[str, int] = {}
-    sent = 0
-    address = (SERVER, 0)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    t0, p0 = time.time(), time.perf_counter()
-    for i, pkt in enumerate(packets):
-        if not i & 63:
-            now = time.perf_counter()
-            if now - p0 > limit:
-                break
-            if cue >= 0 and i >= cue:
-                print("cue", flush=True)  # the parent starts the real clients now
-                cue = -1
-            if rate and (ahead := p0 + i / rate - now) > 0:
-                time.sleep(ahead)
-        if i in marked:
-            times[i] = time.time()
-        try:
-            sock.sendto(pkt, address)
-            sent += 1
-        except OSError as exc:
-            name = os.strerror(exc.errno or 0)
-            errors[name] = errors.get(name, 0) + 1
-    wall = time.perf_counter() - p0
-    sock.close()
-    if cue >= 0:
+    if send_paced(netns, packets, SERVER, rate, limit, cue, {i: str(i) for i in marks}, out):
         print("cue", flush=True)
-    Path(out).write_text(json.dumps({"sent": sent, "wall": wall, "start": t0, "errors": errors,
-                                     "marks": times}))  # fmt: skip
 
 
 # ------------------------------------------------- run inside the server namespace
 
 
-def driver_main(conf: str, out: str, profile: str) -> int:
-    """``aioknock daemon -conf CONF``, watched; writes what it saw to ``out`` on exit."""
-    import aioknock.asyncio.daemon as daemon_mod
-    import aioknock.asyncio.sniffer as sniffer_mod
-    from aioknock.daemon.packet import Packet
-    from aioknock.daemon.recognizer import Grant, Verdict
+class SpaWatch(Watch):
+    """bench_spa's watch: every verdict tallied by kind, reason and whether from the flood;
+    the others kept one by one, and their sources' datagrams counted."""
 
-    state: dict[str, Any] = {"kernel": None, "burst": None, "bursts": [], "burst_count": 0,
-                             "tallies": {}, "decisions": [], "rss_ready_kb": 0,
-                             "from": {}}  # fmt: skip
-    daemons: list[Any] = []
+    def __init__(self) -> None:
+        super().__init__(100, {"tallies": {}, "from": {}})
 
-    def end_burst() -> None:
-        b = state["burst"]
-        if b is not None:
-            state["burst_count"] += 1
-            if b["packets"] >= 1000 and len(state["bursts"]) < 100:
-                state["bursts"].append(b)
-            state["burst"] = None
-
-    class WatchedSniffer(sniffer_mod.Sniffer):
-        def close(self) -> None:
-            if self._sock.fileno() >= 0:
-                with contextlib.suppress(OSError):
-                    received, dropped = self.stats()
-                    k = state["kernel"] or {"received": 0, "dropped": 0}
-                    k["received"] += received
-                    k["dropped"] += dropped
-                    state["kernel"] = k
-            super().close()
-
-    tallies: dict[str, int] = state["tallies"]
-    decisions: list[list[Any]] = state["decisions"]
-
-    def record(v: Verdict, now: float) -> None:
-        flood = is_flood(v.source)
-        key = f"{v.verdict}|{'flood' if flood else 'watched'}|{getattr(v, 'reason', '')}"
+    def record(self, verdict: Verdict, now: float) -> None:
+        tallies, decisions = self.state["tallies"], self.state["decisions"]
+        flood = is_flood(verdict.source)
+        reason = getattr(verdict, "reason", "")
+        key = f"{verdict.verdict}|{'flood' if flood else 'watched'}|{reason}"
         tallies[key] = tallies.get(key, 0) + 1
         if not flood and len(decisions) < MAX_DECISIONS:
-            address = v.address if isinstance(v, Grant) else ""
-            decisions.append([v.verdict, v.source, address, now, getattr(v, "reason", "")])
+            address = verdict.address if isinstance(verdict, Grant) else ""
+            decisions.append([verdict.verdict, verdict.source, address, now, reason])
 
-    class WatchedDaemon(daemon_mod.KnockDaemon):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            engine = self.engine
-            judge = type(engine)._judge
+    def counted(self, packets: list[Packet]) -> None:
+        counted = self.state["from"]  # datagrams of watched sources
+        for p in packets:
+            if p.src.startswith("198.18."):
+                counted[p.src] = counted.get(p.src, 0) + 1
 
-            def judged(v: Verdict, now: float) -> None:
-                record(v, now)
-                judge(engine, v, now)
 
-            engine._judge = judged  # type: ignore[method-assign,assignment]
-            daemons.append(self)
-
-        async def run(self, stop: Any) -> None:
-            state["rss_ready_kb"] = _proc_status("VmRSS")["VmRSS"]
-            await super().run(stop)
-
-        def _receive(self, packets: list[Packet], seen: int) -> None:
-            t0, c0 = time.perf_counter(), time.process_time()
-            b = state["burst"]
-            if b is None or t0 - b["end"] > BURST_GAP:
-                end_burst()
-                b = state["burst"] = {"start": t0, "end": t0, "epoch": time.time(), "cpu0": c0,
-                                      "cpu1": c0, "packets": 0, "batches": 0}  # fmt: skip
-            super()._receive(packets, seen)
-            b["end"], b["cpu1"] = time.perf_counter(), time.process_time()
-            b["packets"] += len(packets)
-            b["batches"] += 1
-            counted = state["from"]  # outside the batch's time: datagrams of watched sources
-            for p in packets:
-                if p.src.startswith("198.18."):
-                    counted[p.src] = counted.get(p.src, 0) + 1
-
-    setattr(sniffer_mod, "Sniffer", WatchedSniffer)  # noqa: B010 - module attribute
-    setattr(daemon_mod, "Sniffer", WatchedSniffer)  # noqa: B010
-    setattr(daemon_mod, "KnockDaemon", WatchedDaemon)  # noqa: B010
-    rc = _run_daemon(["daemon", "-conf", conf], profile)
-    end_burst()
-    status = _proc_status("VmRSS", "VmHWM")
-    d = daemons[-1] if daemons else None
-    result = {
-        "rc": rc,
-        "counts": d.counts if d else {},
-        "replays": len(d.engine.replays) if d else -1,
-        "cpu_total": time.process_time(),
-        "rss_end_kb": status["VmRSS"],
-        "hwm_kb": status["VmHWM"],
-        **state,
-    }
-    Path(out).write_text(json.dumps(result))
+def driver_main(conf: str, out: str, profile: str) -> int:
+    """``aioknock daemon -conf CONF``, watched; writes what it saw to ``out`` on exit."""
+    watch = SpaWatch()
+    rc = watch.run(conf, profile)
+    d = watch.daemon
+    watch.report(out, rc, replays=len(d.engine.replays) if d else -1)
     return rc
 
 
@@ -676,21 +575,10 @@ SERVER_RULES = f"""table inet akspa {{
 
 
 @dataclass
-class DaemonRow:
-    label: str
+class DaemonRow(Run):
     rate: float
     stream: Stream
-    sent: int = 0
-    send_wall: float = 0.0
-    send_start: float = 0.0
-    send_errors: dict[str, int] = field(default_factory=dict)
-    marks: dict[str, float] = field(default_factory=dict)
-    driver: dict[str, Any] = field(default_factory=dict)
-    link: dict[str, int] = field(default_factory=dict)
     clients: dict[str, tuple[int, str]] = field(default_factory=dict)  # name: (rc, stderr)
-    opens: list[str] = field(default_factory=list)
-    stopped_line: str = ""
-    profile: str = ""
     access: str = ""
 
     # The genuine packets: (source, address opened) and who sent them.
@@ -699,9 +587,6 @@ class DaemonRow:
         out[(CLIENT, CLIENT)] = "aioknock run"
         out[(CLIENT, FWKNOP_ALLOW)] = "fwknop"
         return out
-
-    def accepts(self) -> list[list[Any]]:
-        return [d for d in self.driver.get("decisions", []) if d[0] == "accept"]
 
     def accepted(self) -> set[tuple[str, str]]:
         return {(d[1], d[2]) for d in self.accepts()}
@@ -779,11 +664,6 @@ class DaemonRow:
         c = self.driver.get("counts", {})
         return int(c.get("accept", 0) + c.get("refuse", 0) + c.get("ignore", 0))
 
-    def busy(self) -> tuple[int, float, float]:
-        bursts = self.driver.get("bursts", [])
-        return (sum(b["packets"] for b in bursts), sum(b["end"] - b["start"] for b in bursts),
-                sum(b["cpu1"] - b["cpu0"] for b in bursts))  # fmt: skip
-
     def losses(self) -> list[str]:
         """Why each genuine packet not accepted was not, as far as it shows."""
         accepted, out = self.accepted(), []
@@ -814,11 +694,6 @@ def write_confs(tmp: Path, label: str, keys: spa.SpaKeys, opens: Path) -> tuple[
     return conf, access
 
 
-def in_ns(ns: str, tmp: Path, argv: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=tmp, env=env_for(tmp),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
 def client_commands(tmp: Path, keys: spa.SpaKeys) -> dict[str, list[str]]:
     kb, hb = b64key(keys.key), b64key(keys.hmac_key)
     rc_file = tmp / "fwknoprc"
@@ -844,34 +719,12 @@ def run_daemon(pair: Pair, tmp: Path, stream: Stream, rate: float, keys: spa.Spa
     row.access = str(access)
     blob = tmp / f"{label}.pkts"
     write_blob(blob, stream)
-    out, err = tmp / f"driver-{label}.json", tmp / f"daemon-{label}.log"
-    prof = tmp / f"{label}.prof"
-    code = (f"import sys, bench_spa as b; sys.exit(b.driver_main({str(conf)!r}, {str(out)!r}, "
-            f"{str(prof) if profile else ''!r}))")  # fmt: skip
-    with open(err, "wb") as errf:
-        proc = subprocess.Popen(["ip", "netns", "exec", pair.server, sys.executable, "-c", code],
-                                cwd=tmp, env=env_for(tmp), stdin=subprocess.DEVNULL,
-                                stdout=errf, stderr=errf)  # fmt: skip
-    try:
-        wait_log(err, rf"capturing on {SERVER_IF}", proc)
+    ready = rf"capturing on {SERVER_IF}"
+    with watched_daemon(pair.server, "bench_spa", tmp, label, conf, profile, ready, row):
         link0 = link_stats(pair.server, SERVER_IF)
         send(pair, tmp, label, blob, stream, rate, keys, row)
-        wait_idle(proc.pid)
-        stop(proc, signal.SIGTERM, wait=15)
-        if proc.returncode != 0 or not out.exists():
-            raise RuntimeError(f"daemon failed ({proc.returncode}): {err.read_text()[-2000:]}")
-        link1 = link_stats(pair.server, SERVER_IF)
-        row.link = {k: link1[k] - link0[k] for k in link1}
-    finally:
-        stop(proc, signal.SIGTERM)
-    row.driver = json.loads(out.read_text())
-    log = err.read_text(errors="replace")
-    if "Traceback" in log:
-        raise RuntimeError(f"the daemon raised: {log[-3000:]}")
-    m = re.search(r"stopped: .*", log)
-    row.stopped_line = m.group(0) if m else "(no summary line)"
-    if prof.exists():
-        row.profile = prof.read_text()
+    link1 = link_stats(pair.server, SERVER_IF)
+    row.link = {k: link1[k] - link0[k] for k in link1}
     row.opens = sorted(p.name for p in opens.iterdir())
     return row
 
@@ -898,12 +751,8 @@ def send(pair: Pair, tmp: Path, label: str, blob: Path, stream: Stream, rate: fl
         for client in clients.values():
             stop(client)
         stop(sender)
-    if sender.returncode != 0:
-        raise RuntimeError(f"sender failed ({sender.returncode}): {serr.strip()}")
-    sent = json.loads(sent_json.read_text())
-    row.sent, row.send_wall, row.send_start = sent["sent"], sent["wall"], sent["start"]
-    row.send_errors = sent["errors"]
-    row.marks = {stream.marks[int(i)]: t for i, t in sent["marks"].items()}
+    marks = row.read_sender(sender, serr, sent_json)
+    row.marks = {stream.marks[int(i)]: t for i, t in marks.items()}
 
 
 def daemon_part(tmp: Path, args: argparse.Namespace) -> list[DaemonRow]:
@@ -924,8 +773,7 @@ def print_daemon(rows: list[DaemonRow]) -> None:
     head = (f"{'run':<9} {'sent':>7} {'send s':>6} {'sent/s':>8} {'to daemon':>9} {'kdrop':>6} "
             f"{'judged':>7} {'HMAC-chk':>8} {'busy s':>6} {'judged/s':>8} {'per CPU-s':>9} "
             f"{'CPU s':>5} {'RSS0 MB':>7} {'peak MB':>7} {'genuine':>7} {'false':>5}")  # fmt: skip
-    print(head)
-    print("-" * len(head))
+    print_head(head)
     for r in rows:
         d, k = r.driver, r.driver.get("kernel") or {}
         packets, busy, cpu = r.busy()
@@ -956,11 +804,8 @@ def describe(s: Stream) -> str:
 
 
 def daemon_details(r: DaemonRow) -> None:
+    r.print_title(describe(r.stream))
     d = r.driver
-    print(f"\n{r.label}:")
-    print(f"  stream: {describe(r.stream)}")
-    if r.send_errors:
-        print(f"  send errors: {r.send_errors}")
     print(f"  server veth: rx {r.link.get('rx', 0):,} packets, rx dropped "
           f"{r.link.get('rx_dropped', 0)}")  # fmt: skip
     print(f"  daemon: {r.stopped_line}; CPU {d.get('cpu_total', 0):.2f} s; memory: RSS "
@@ -998,9 +843,7 @@ def daemon_details(r: DaemonRow) -> None:
     for src, address in sorted(r.relayed()):
         print(f"  accepted from {src}, which replayed {address}'s packet (never read from "
               f"{address}): its first use")  # fmt: skip
-    if r.profile:
-        print(f"\n--- cProfile of the daemon, {r.label} (slowed down by the profiler) ---")
-        print(r.profile.rstrip())
+    r.print_profile()
 
 
 def daemon_checks(rows: list[DaemonRow]) -> list[tuple[bool | None, str]]:
@@ -1046,9 +889,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--genuine", type=int, default=5, help="daemon: genuine packets woven in")
     parser.add_argument("--rates", default="0,5000,10000",
                         help="daemon: datagrams/s, comma-separated (0: at once)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--profile", action="store_true", help="cProfile the daemon")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary files")
+    daemon_run_options(parser)
     args = parser.parse_args()
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     args.rates = [float(x) for x in args.rates.split(",") if x.strip()]
@@ -1065,12 +906,8 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"genuine 1-{MAX_GENUINE}")
     if not args.rates or not all(r == 0 or args.datagrams / r <= RUN_LIMIT for r in args.rates):
         parser.error(f"rates: 0, or fast enough to send the datagrams within {RUN_LIMIT:.0f} s")
-    if sys.platform != "linux" or os.geteuid() != 0:
-        parser.error("needs root on Linux (network namespaces, nftables, raw sockets)")
     need = {"fleet": ["ip", "nft", "xargs", "fwknop"], "daemon": ["ip", "nft", "sysctl", "fwknop"]}
-    missing = sorted({c for p in args.parts for c in need.get(p, []) if not shutil.which(c)})
-    if missing:
-        parser.error(f"missing commands: {', '.join(missing)}")
+    need_root(parser, [c for p in args.parts for c in need.get(p, [])])
     return args
 
 
@@ -1081,10 +918,9 @@ def main() -> int:
     print(f"aioknock SPA (fwknop 2.6.10 format); {os.cpu_count()} CPUs, kernel "
           f"{os.uname().release}, Python {sys.version.split()[0]}; load average {load}\n",
           flush=True)  # fmt: skip
-    tmp = Path(tempfile.mkdtemp(prefix="akspa-"))
     checks: list[tuple[bool | None, str]] = []
-    t0 = time.monotonic()
-    try:
+    with scratch("akspa-", args.keep) as tmp:
+        t0 = time.monotonic()
         if "codec" in args.parts:
             print_codec(codec_part(args.runs, args.seconds), args.runs)
         if "fleet" in args.parts:
@@ -1097,14 +933,6 @@ def main() -> int:
             for r in rows:
                 daemon_details(r)
             checks += daemon_checks(rows)
-    except KeyboardInterrupt:
-        print("\ninterrupted; namespaces removed", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"\nfiles kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
     if checks:
         print("\nChecks:")
         for ok, text in checks:
