@@ -15,6 +15,7 @@ from .codec.portspan import PortSpan
 from .config.loader import load_config
 from .config.settings import ClientSettings, DaemonSettings, KnockSettings, Settings
 from .errors import AioknockError, ConfigError, InvalidValue, KnockError, SendError
+from .version import __version__
 
 __all__ = [
     "AioknockError",
@@ -29,6 +30,7 @@ __all__ = [
     "PortSpan",
     "SendError",
     "Settings",
+    "__version__",
     "build_knock",
     "decode_knock",
     "knock",

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import select
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from aioknock import version
 from aioknock.asyncio import fleet
 from aioknock.asyncio.sender import Attempt, Resolved
 from aioknock.cli import main as cli
@@ -158,16 +160,33 @@ def test_boolean_options(
     assert (sent.knocks == []) is expected
 
 
-@pytest.mark.parametrize("word", ["yes", "on", "False", "1", "2"])
-def test_a_value_after_a_switch_is_not_taken_for_a_host(
-    capsys: pytest.CaptureFixture[str], sent: Sent, word: str
+@pytest.mark.parametrize(
+    ("argv", "sends"),
+    [(["-test", "yes"], False), (["-test", "on"], False), (["-test", "1"], False),
+     (["--test=yes"], False), (["-test", "False"], True), (["--test=no"], True),
+     (["--no-test"], True)],
+)  # fmt: skip
+def test_a_switch_takes_an_explicit_yes_or_no(
+    capsys: pytest.CaptureFixture[str], sent: Sent, argv: list[str], sends: bool
 ) -> None:
-    """The prototype's switches take no value; "-test yes" must not knock a host "yes"."""
-    code, _, err = run(capsys, "run", *PLAIN, "-test", word)
+    """ "-test yes" and "--test=no" mean what they say; never a host named "yes"."""
+    code, _, err = run(capsys, "run", *PLAIN, "-quiet", *argv)
+    assert code == 0, err
+    assert bool(sent.knocks) is sends
+    assert all(host == "127.0.0.1" for host, *_ in sent.knocks)
+
+
+def test_a_switch_value_that_is_not_yes_or_no_is_refused(
+    capsys: pytest.CaptureFixture[str], sent: Sent
+) -> None:
+    code, _, err = run(capsys, "run", *PLAIN, "--encrypt=maybe")
     assert code == 2 and sent.knocks == []
-    assert f"{word!r} is not a host: switches take no value (write -test or -notest)" in (
+    assert "--encrypt takes yes or no, got 'maybe' (or write -encrypt / -noencrypt)" in (
         one_error_line(err)
     )
+    code, _, err = run(capsys, "run", *PLAIN, "-test", "2")  # not a yes/no: a host "2"?
+    assert code == 2 and sent.knocks == []
+    assert "'2' is not a host: switches take no value" in one_error_line(err)
 
 
 def test_key_file_spellings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -712,3 +731,33 @@ def test_bad_input_is_one_clear_line(capsys: pytest.CaptureFixture[str], tmp_pat
         line = one_error_line(err)
         assert (code, out) == (2, ""), (argv, err)
         assert needle in line and "internal error" not in line, (argv, line)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"aioknock {version.__version__}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version.__version__)
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", "import aioknock; print(aioknock.__version__)"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        == version.__version__
+    )
+
+
+def test_the_usage_examples_of_decode_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every ``aioknock decode`` line of ``run -h`` decodes as shown (from the repository)."""
+    code, usage, _ = run(capsys, "run", "-h")
+    examples = [line.split("aioknock ", 1)[1].split() for line in usage.splitlines()
+                if line.strip().startswith("aioknock decode")]  # fmt: skip
+    assert examples
+    cwd = os.getcwd()
+    os.chdir(Path(version.__file__).resolve().parent.parent)
+    try:
+        for argv in examples:
+            code, out, err = run(capsys, *argv)
+            assert code == 0 and "port=22" in out, err
+    finally:
+        os.chdir(cwd)

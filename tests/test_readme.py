@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import aioknock
-from aioknock.asyncio.fleet import host_settings
+from aioknock.asyncio.fleet import JSON_FIELDS, host_settings
+from aioknock.cli.exits import RUN_STATUSES
 from aioknock.cli.hosts import from_lines
 from aioknock.config.settings import ClientSettings, DaemonSettings
 
@@ -67,3 +68,11 @@ def test_quick_tour_decode(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "aioknock", *args], cwd=tmp_path, env=env,
                          text=True, capture_output=True, timeout=30)  # fmt: skip
     assert res.returncode == 0 and res.stdout.strip() == expected, res.stderr
+
+
+def test_json_fields_and_exit_statuses_match_the_code() -> None:
+    """The README's tables are the code's: a field or status added there is documented."""
+    for name, kind, meaning in JSON_FIELDS:
+        assert f"| `{name}` | {kind} | {meaning} |" in README, name
+    for code, meaning in RUN_STATUSES:
+        assert f"| {code} | {meaning} |" in README, code

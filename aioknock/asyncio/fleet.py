@@ -29,7 +29,7 @@ from typing import Any
 
 from ..config.settings import ClientSettings
 from ..config.values import override, place, placed
-from ..errors import AioknockError, ConfigError
+from ..errors import AioknockError, ConfigError, SendError
 from .client import build_spa, client_for, plan_knock, spa_allow
 from .datagrams import Datagrams
 from .sender import HOLD_MAX, Attempt, Mode, Resolved, resolve, send_knock
@@ -48,9 +48,31 @@ START_BATCH = 32  # hosts started per loop pass: timers due meanwhile wait for o
 VERIFY_ATTEMPT = 0.5
 
 
+# The --json object, one per host: (name, JSON type, meaning). The manual and the
+# README document it from this table; ``KnockResult.as_json`` writes exactly these.
+JSON_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("host", "string", "the host as given (name or address)"),
+    ("remote", "string", "the same: the prototype client's name for it"),
+    ("address", "string", "the address knocked, as resolved"),
+    ("values", "array of integers", "the knock's bytes before encryption (empty for a "
+                                    "sequence or SPA)"),
+    ("payload", "array of integers", "the bytes sent: the (encrypted) knock, or the SPA "
+                                     "datagram"),
+    ("ports", "array of integers", "the ports knocked, in order (SPA: the server's UDP port)"),
+    ("started", "number", "epoch seconds when this host's knock began"),
+    ("finished", "number", "epoch seconds when it ended (after -verify, if asked)"),
+    ("ok", "boolean", "the knock left, and with -verify the port then accepted a connection; "
+                      "false counts as failed in the summary and the exit status"),
+    ("error", "string or null", "why ok is false (null when it is true)"),
+    ("verified", "boolean or null", "-verify's answer: the port accepted a connection "
+                                    "(true) or stayed closed (false); null: not asked"),
+)  # fmt: skip
+
+
 @dataclass(slots=True)
 class KnockResult:
-    """What happened to one host; ``ok`` is False with ``error`` saying why."""
+    """What happened to one host; ``ok`` is False with ``error`` saying why (a port
+    that -verify found still closed included)."""
 
     host: str
     address: str = ""
@@ -65,8 +87,8 @@ class KnockResult:
     verified: bool | None = None  # None: not asked
 
     def as_json(self) -> dict[str, Any]:
-        """The client's ``--json`` object, extended with the host's outcome."""
-        return {
+        """The ``--json`` object: the fields of ``JSON_FIELDS``, in its order."""
+        values = {
             "host": self.host,
             "remote": self.host,
             "address": self.address,
@@ -79,6 +101,7 @@ class KnockResult:
             "error": self.error or None,
             "verified": self.verified,
         }
+        return {name: values[name] for name, _, _ in JSON_FIELDS}
 
 
 def open_files() -> int:
@@ -179,6 +202,9 @@ async def _knock(
             await _send_ports(settings, target, result, watch)
         if settings.verify and not settings.test:
             result.verified = await _verify(target, settings.verify, settings.verify_timeout)
+            if not result.verified:
+                raise SendError(f"port {settings.verify} still closed "
+                                f"{settings.verify_timeout:g} s after the knock")  # fmt: skip
         result.ok = True
     except (AioknockError, OSError) as exc:
         # Every line names its host ("Too many open files" alone says nothing of which).

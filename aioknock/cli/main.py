@@ -30,16 +30,18 @@ from ..config.kinds import BOOL_WORDS
 from ..config.loader import build_settings, find_config, search_path
 from ..config.settings import ClientSettings, DaemonSettings, KnockSettings
 from ..errors import AioknockError, ConfigError, KnockError
+from ..version import __version__
+from .exits import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
 from .hosts import parse_line, read_hosts_file, stdin_hosts
 from .keygen import keygen
 from .manual import brief_usage, manual
-from .options import add_settings, overrides, split_flags
+from .options import add_settings, overrides, split_flags, switch_values
 
 log = logging.getLogger("aioknock")
 
-EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
 FWKNOPRC = "~/.fwknoprc"
 HELP = ("-h", "--help", "-help")
+VERSION = ("--version", "-version", "-V")
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,9 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
         return 0
     # -c is an exact alias only: as a real one-letter option argparse would take -cipherr as -c.
     aliases = {"-c": "-conf", "-4": "--family=4", "-6": "--family=6", "-n": "--named-config"}
-    rest, flags = split_flags([aliases.get(arg, arg) for arg in argv])
+    spec = SPECS[command]
+    argv = switch_values([aliases.get(arg, arg) for arg in argv], spec.settings)
+    rest, flags = split_flags(argv)
     parser = _parser(command)
     ns = parser.parse_args(rest)
     ns.argv = list(argv)
@@ -200,7 +204,6 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
     if ns.man:
         _emit(manual(SPECS[command].manual))
         return 0
-    spec = SPECS[command]
     given = overrides(ns, spec.settings, flags)
     extra = _fwknoprc(ns)
     path = Path(ns.conf) if ns.conf else find_config(spec.config_name)
@@ -327,7 +330,7 @@ async def _run(ns: argparse.Namespace, settings: ClientSettings) -> int:
     try:
         async for result in knock_many(targets, settings, watch=single or settings.debug > 0):
             _report(result, settings, single=single)
-            tally.count(result.ok and result.verified is not False)
+            tally.count(result.ok)
             if ns.json:
                 _emit(json.dumps(result.as_json()))  # a closed pipe stops no knock
     except asyncio.CancelledError:
@@ -377,10 +380,8 @@ def _report(result: KnockResult, settings: ClientSettings, *, single: bool) -> N
     if not result.ok:
         log.error("%s", result.error)
         return
-    if result.verified is not None:
-        state = "open" if result.verified else "still closed"
-        log.log(logging.INFO if result.verified else logging.ERROR,
-                "%s: port %d %s after the knock", result.host, settings.verify, state)  # fmt: skip
+    if result.verified:
+        log.info("%s: port %d open after the knock", result.host, settings.verify)
     if result.attempts:
         log.log(level, "sent %d knocks to %s (%s)", len(result.attempts), result.host,
                 result.address)  # fmt: skip
@@ -524,6 +525,9 @@ def _command(args: list[str]) -> tuple[str, list[str]] | int:
             return 0
         print(brief_usage(None), file=sys.stderr)
         return EXIT_CONFIG
+    if args[0] in VERSION:
+        _emit(f"aioknock {__version__}")
+        return 0
     if args[0] in COMMANDS or args[0] == "keygen":
         return args[0], args[1:]
     if args[0].startswith("-"):  # the prototype's "knockclient -conf f -test"

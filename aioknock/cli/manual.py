@@ -5,8 +5,10 @@ from __future__ import annotations
 import textwrap
 from importlib.resources import files
 
+from ..asyncio.fleet import JSON_FIELDS
 from ..config.settings import ClientSettings, DaemonSettings, DoorSettings, KnockSettings
 from ..config.table import Table
+from .exits import RUN_STATUSES
 
 TABLES: dict[str, type[KnockSettings]] = {
     "knockclient": ClientSettings,
@@ -35,8 +37,29 @@ def options_text(cls: type[Table] = ClientSettings, indent: int = 4) -> str:
     return "\n".join(blocks)
 
 
+def json_fields_text(indent: int = 4) -> str:
+    """The --json object's fields, from the table ``KnockResult.as_json`` writes."""
+    pad = " " * indent
+    return "\n".join(
+        f"{pad}{name} ({kind})\n"
+        + textwrap.fill(meaning + ".", width=84, initial_indent=pad * 2, subsequent_indent=pad * 2)
+        for name, kind, meaning in JSON_FIELDS
+    )
+
+
+def exit_status_text(indent: int = 4) -> str:
+    pad = " " * indent
+    hang = pad + " " * 4
+    lines = [f"{code:<4}{meaning}." for code, meaning in RUN_STATUSES]
+    return "\n".join(
+        textwrap.fill(line, width=84, initial_indent=pad, subsequent_indent=hang) for line in lines
+    )
+
+
 def manual(name: str) -> str:
     text = (files("aioknock") / "manual" / f"{name}.txt").read_text(encoding="utf-8")
+    text = text.replace("{{JSON_FIELDS}}", json_fields_text())
+    text = text.replace("{{EXIT_STATUS}}", exit_status_text())
     text = text.replace("{{DOOR_OPTIONS}}", options_text(DoorSettings, indent=8))
     return text.replace("{{OPTIONS}}", options_text(TABLES[name]))
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..config.kinds import BOOL_WORDS
 from ..config.table import Key, Table
 from ..errors import ConfigError
 
@@ -24,6 +25,53 @@ def _spellings(name: str, *, negative: bool = False) -> list[str]:
     if negative:
         return list(dict.fromkeys([f"-no{name}", f"--no{name}", f"--no-{dashed}"]))
     return list(dict.fromkeys([f"-{name}", f"--{name}", f"--{dashed}"]))
+
+
+def switch_values(argv: Sequence[str], cls: type[Table]) -> list[str]:
+    """``-encrypt no``, ``--encrypt=no``, ``-debug 2``: a switch given an explicit value
+    becomes the switch it means (``-noencrypt``); a value that is not one is an error
+    that shows the spellings. Only yes/no words (and counts, for ``-debug``) are taken as
+    values, so ``-encrypt gate.example`` still knocks gate.example."""
+    switches = _switches(cls)
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        name, eq, value = args[i].partition("=")
+        key = switches.get(name)
+        if key is None or args[i] == "--":
+            out.append(args[i])
+            i += 1
+            continue
+        if not eq and i + 1 < len(args) and _is_value(args[i + 1], key):
+            value, i = args[i + 1], i + 1
+        elif not eq:
+            out.append(args[i])
+            i += 1
+            continue
+        out.append(_as_switch(name, key, value))
+        i += 1
+    return out
+
+
+def _switches(cls: type[Table]) -> dict[str, Key]:
+    return {s: k for k in cls.table() if k.kind.name in ("bool", "level")
+            for s in _spellings(k.name)}  # fmt: skip
+
+
+def _is_value(word: str, key: Key) -> bool:
+    word = word.lower()
+    return word in BOOL_WORDS or (key.kind.name == "level" and word.isascii() and word.isdigit())
+
+
+def _as_switch(name: str, key: Key, value: str) -> str:
+    word = value.lower()
+    if key.kind.name == "level" and word.isascii() and word.isdigit():
+        return f"--{key.name}-level={word}"
+    if word not in BOOL_WORDS:
+        raise ConfigError(f"{name} takes yes or no, got {value!r} (or write -{key.name} / "
+                          f"-no{key.name})", source="command line")  # fmt: skip
+    return f"-{key.name}" if BOOL_WORDS[word] else f"-no{key.name}"
 
 
 def add_settings(parser: argparse.ArgumentParser, cls: type[Table]) -> None:
@@ -52,6 +100,8 @@ def _add(group: argparse._ArgumentGroup, key: Key) -> None:
                            help=key.help)  # fmt: skip
         group.add_argument(*_spellings(key.name, negative=True), dest=key.name,
                            action="store_const", const=0, help=argparse.SUPPRESS)  # fmt: skip
+        group.add_argument(f"--{key.name}-level", dest=key.name, type=int,
+                           help=argparse.SUPPRESS)  # fmt: skip
     elif key.kind.name == "bool":
         group.add_argument(*_spellings(key.name), dest=key.name, action="store_const",
                            const=True, help=key.help + default_text)  # fmt: skip
