@@ -1,9 +1,12 @@
-"""``aioknock keygen --fwknop``: a new key pair in the format of fwknop's ``--key-gen``.
+"""``aioknock keygen``: new keys, written where nothing else can read them.
 
-The pair is 32 random bytes for AES and 64 for the HMAC, from ``secrets``, each as
-standard base64, on the two lines fwknop prints and its rc and access files take
-(``KEY_BASE64: ...``, ``HMAC_KEY_BASE64: ...``). A file is created with mode 600
-and never overwritten: a key that is replaced by mistake locks its users out.
+Plain ``keygen`` makes a key for ``key_file``: one line, 32 random bytes from
+``secrets`` in base64 (the prototype's ciphers take the line as their passphrase).
+``--fwknop`` makes a pair in the format of fwknop's ``--key-gen``: 32 random bytes for
+AES and 64 for the HMAC, each as standard base64, on the two lines fwknop prints and
+its rc and access files take (``KEY_BASE64: ...``, ``HMAC_KEY_BASE64: ...``). A file
+is created with mode 600 and never overwritten: a key that is replaced by mistake
+locks its users out.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from collections.abc import Sequence
 from ..errors import AioknockError, ConfigError
 
 KEY_BYTES, HMAC_KEY_BYTES = 32, 64
+
+
+def knock_key() -> str:
+    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode() + "\n"
 
 
 def fwknop_keys() -> str:
@@ -55,14 +62,12 @@ class _Parser(argparse.ArgumentParser):
 def keygen(argv: Sequence[str]) -> int:
     parser = _Parser(prog="aioknock keygen", add_help=False, allow_abbrev=False)
     parser.add_argument("--fwknop", "-fwknop", action="store_true",
-                        help="a key pair for fwknop SPA: KEY_BASE64, HMAC_KEY_BASE64")  # fmt: skip
+                        help="a key pair for fwknop SPA: KEY_BASE64, HMAC_KEY_BASE64 "
+                        "(default: one key line for key_file)")  # fmt: skip
     parser.add_argument("-o", "--output", metavar="FILE", default="-",
                         help="file to create, mode 600 ('-' or none: standard output)")  # fmt: skip
     ns = parser.parse_args(list(argv))
-    if not ns.fwknop:
-        raise ConfigError("give --fwknop: the sealed knock's own keys are not implemented yet",
-                          source="command line")  # fmt: skip
-    text = fwknop_keys()
+    text = fwknop_keys() if ns.fwknop else knock_key()
     if ns.output == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -161,6 +161,10 @@ def read_key_file(value: str, where: str) -> tuple[str, Path]:
         raise ConfigError(f"{key_path} is not UTF-8 text", **at) from None
     except ValueError:  # a NUL in the path
         raise ConfigError(f"{value!r} is not a usable file name", **at) from None
+    except FileNotFoundError:
+        raise ConfigError(f"{key_path} does not exist; make a new key with: aioknock keygen "
+                          f"-o {key_path} (and give the clients the same file)",
+                          **at) from None  # fmt: skip
     except OSError as exc:
         raise ConfigError(f"cannot read {key_path}: {exc.strerror or exc}", **at) from None
     if not lines or not lines[0]:
