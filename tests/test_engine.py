@@ -15,6 +15,7 @@ from helpers.engine import feed as stub_feed
 from helpers.engine import grant as stub_grant
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_recognizers import encoded, knock_ports, make_codec
 
 from aioknock.daemon.doors import Door
 from aioknock.daemon.engine import MAX_PENDING, Action, Close, Engine, Log, Open, Policy, Record
@@ -411,3 +412,24 @@ def test_doors_that_close_themselves_are_open_exactly_when_an_open_worked(
     assert engine.pending == 0
     for held in engine.doors.open_doors():
         assert worker.worked.get(held.serial), f"{held.door} held open, no open of it worked"
+
+
+def test_the_engine_times_out_recognizers_knocks_and_logs_them() -> None:
+    """The engine's timer covers the recognizers' too: an incomplete knock is one log
+    line after knock_timeout, with no packet needed to notice it."""
+    codec = make_codec()
+    rec = encoded(codec, knock_timeout=10.0)
+    engine = Engine(Policy(30.0, 0.0, 0, True), [rec])
+    for i, port in enumerate(knock_ports(codec, client=A, now=NOW)[:9]):
+        engine.receive(Packet(NOW + i * 0.01, A, port, "tcp", 40000 + i))
+    assert engine.actions() == []
+    due = engine.get_timer()
+    assert due is not None and NOW < due <= NOW + 11
+    now = NOW
+    while (due := engine.get_timer()) is not None and now < NOW + 20:
+        now = max(now, due)
+        engine.handle_timer(now)
+    assert logs(engine.actions()) == [
+        f"ignored knock from {A}: incomplete knock: 9 of 32 ports within knock_timeout (10 s); "
+        "does the client use the same knock, portspan and cipher?"
+    ]

@@ -406,3 +406,50 @@ def test_the_allowed_time_values_are_those_of_every_second(
         time_values(now + t, localtime=localtime)[name] for t in range(-tolerance, tolerance + 1)
     }
     assert recognizer._allowed(name, now) == every
+
+
+# ------------------------------------------------- knocks that never complete
+
+
+def test_an_incomplete_knock_is_reported_when_it_times_out() -> None:
+    """A client with another knock (9 ports against 32) gets one line, not silence."""
+    codec = make_codec()  # Blowfish with IV: 32 ports
+    rec = encoded(codec, knock_timeout=10.0)
+    assert feed(rec, knock_ports(codec)[:9]) == []
+    due = rec.get_timer()
+    assert due is not None and due <= NOW + 10.0
+    assert rec.handle_timer(NOW + 5.0) == []  # not timed out yet
+    (line,) = rec.handle_timer(NOW + 11.0)
+    assert line.source == SRC and line.verdict == "ignore"
+    assert line.reason.startswith("incomplete knock: 9 of 32 ports within knock_timeout (10 s)")
+    assert rec.sources == 0 and rec.get_timer() is None
+
+
+def test_incomplete_knocks_are_rate_limited_per_source_and_overall() -> None:
+    codec = make_codec()
+    rec = encoded(codec, knock_timeout=10.0)
+    lines = []
+    for round_ in range(3):  # the same source three times within a minute: one line
+        start = NOW + round_ * 15
+        feed(rec, knock_ports(codec)[:5], now=start)
+        lines += rec.handle_timer(start + 11)
+    assert len(lines) == 1
+    many = [f"198.18.{i // 250}.{i % 250 + 1}" for i in range(100)]
+    later = NOW + 120
+    for src in many:  # a flood of sources that each send a few ports
+        feed(rec, knock_ports(codec)[:3], src=src, now=later)
+    lines = rec.handle_timer(later + 11)
+    assert len(lines) == 20  # the budget for one window
+    lines = rec.handle_timer(later + 11 + 61)  # the window is over: the rest is counted
+    assert [d.reason for d in lines] == ["80 more incomplete knocks not logged"]
+
+
+def test_a_single_syn_or_a_refused_window_is_not_reported_as_incomplete() -> None:
+    codec = make_codec()
+    rec = encoded(codec, knock_timeout=10.0)
+    feed(rec, knock_ports(codec)[:1], src="198.18.0.7")  # one SYN: noise
+    rng = random.Random(5)
+    noise = [rng.choice(list(codec.span.ports)) for _ in range(40)]
+    refused = feed(rec, noise, src="198.18.0.8")  # a full window that did not decode
+    assert any(isinstance(d, Refusal) for d in refused)
+    assert rec.handle_timer(NOW + 30) == []  # the refusal was its line

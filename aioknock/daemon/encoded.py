@@ -20,7 +20,7 @@ from ..codec.pipeline import Codec
 from ..codec.sequence import Hit
 from ..errors import KnockError
 from .packet import Packet
-from .recognizer import Grant, Ignored, InProgress, Refusal, SourceTable, Verdict
+from .recognizer import Grant, Ignored, InProgress, Refusal, Reports, SourceTable, Verdict
 from .replay import ReplayMemory, digest
 
 
@@ -60,6 +60,7 @@ class EncodedKnocks:
         self.knock_timeout = knock_timeout
         self._windows = SourceTable(_Window, timeout=knock_timeout, limit=max_sources)
         self._span = frozenset(codec.span.ports)
+        self._reports = Reports()
 
     @property
     def sources(self) -> int:
@@ -67,6 +68,27 @@ class EncodedKnocks:
 
     def wanted(self) -> list[Hit]:
         return [(port, "tcp") for port in self.codec.span.ports]
+
+    def get_timer(self) -> float | None:
+        return self._windows.next_sweep()
+
+    def handle_timer(self, now: float) -> list[Verdict]:
+        """Knocks that timed out incomplete: said (rate-limited), since a client with
+        another format, span or cipher sends too few or too many ports and nothing else
+        would tell why nothing opens."""
+        self._windows.expire(now)
+        expired, self._windows.expired = self._windows.expired, []
+        needed = self.codec.knock_length
+        out: list[Verdict] = [
+            Ignored(src, f"incomplete knock: {len(w.ports)} of {needed} ports within "
+                         f"knock_timeout ({self.knock_timeout:g} s); does the client use "
+                         "the same knock, portspan and cipher?")
+            for src, w in expired
+            if len(w.ports) >= 2 and not w.failed and self._reports.allow(src, now)
+        ]  # fmt: skip
+        if held := self._reports.take_held(now):
+            out.append(Ignored("more sources", f"{held} more incomplete knocks not logged"))
+        return out
 
     def receive(self, packet: Packet) -> list[Verdict]:
         if packet.proto != "tcp" or packet.dport not in self._span:

@@ -146,13 +146,20 @@ class Engine:
                 self._judge(verdict, packet.now)
 
     def handle_timer(self, now: float) -> None:
-        """Close the doors whose time is up."""
+        """Close the doors whose time is up; let recognizers time out their knocks."""
         for held in self.doors.due(now):
             self._close(held, "")
+        for recognizer in self.recognizers:
+            due = recognizer.get_timer()
+            if due is not None and due <= now:
+                for verdict in recognizer.handle_timer(now):
+                    self._judge(verdict, now)
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must next be called; None: not until something happens."""
-        return self.doors.next_deadline()
+        times = [self.doors.next_deadline(), *(r.get_timer() for r in self.recognizers)]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
 
     def action_done(self, action: FirewallAction, error: str | None = None) -> None:
         """The firewall action has run; ``error`` says why it failed."""

@@ -86,6 +86,12 @@ class SpaPackets:
     def wanted(self) -> list[Hit]:
         return [(self.port, "udp")]
 
+    def get_timer(self) -> float | None:
+        return None  # a datagram is judged when it comes; the replay memory expires then
+
+    def handle_timer(self, now: float) -> list[Verdict]:
+        return []
+
     def receive(self, packet: Packet) -> list[Verdict]:
         if packet.proto != "udp" or packet.dport != self.port or not packet.payload:
             return []  # a firewall log's line has no datagram to read

@@ -53,6 +53,12 @@ class SequenceDoors:
     def wanted(self) -> list[Hit]:
         return sorted(self._hits)
 
+    def get_timer(self) -> float | None:
+        return None  # a sequence started and dropped is not reported: its SYNs are few
+
+    def handle_timer(self, now: float) -> list[Verdict]:
+        return []
+
     def receive(self, packet: Packet) -> list[Verdict]:
         hit = (packet.dport, packet.proto)
         if hit not in self._hits:

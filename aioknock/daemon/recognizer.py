@@ -67,6 +67,14 @@ class Recognizer(Protocol):
 
     def receive(self, packet: Packet) -> list[Verdict]: ...
 
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` must next be called (None: not until a packet comes)."""
+        ...
+
+    def handle_timer(self, now: float) -> list[Verdict]:
+        """Time has passed: what it decided (knocks that never completed)."""
+        ...
+
     @property
     def sources(self) -> int:
         """Sources with a knock in progress (bounded)."""
@@ -101,6 +109,46 @@ S = TypeVar("S", bound=InProgress)
 PROBATION = 2  # sources with a single packet: up to this many times ``limit``
 DEMOTED = 0  # the bucket of a source that sent what is not a knock: dropped first
 _SWEEPS = 8  # expiry runs this many times per timeout, not on every packet
+MAX_EXPIRED = 1024  # timed-out knocks kept for their report between two sweeps
+
+
+class Reports:
+    """Rate limits for lines about one source: at most one per ``per_source`` seconds
+    for a source (the last ``remembered`` sources), and ``budget`` lines per ``window``
+    seconds for all (a flood of spoofed sources makes a line each otherwise); what is
+    held back is counted, and said in one line when the window ends."""
+
+    def __init__(self, *, per_source: float = 60.0, budget: int = 20, window: float = 60.0,
+                 remembered: int = 4096) -> None:  # fmt: skip
+        self.per_source, self.budget, self.window = per_source, budget, window
+        self.remembered = remembered
+        self._last: OrderedDict[str, float] = OrderedDict()
+        self._window_end = 0.0
+        self._left = budget
+        self.held = 0  # lines held back in the current window
+
+    def allow(self, src: str, now: float) -> bool:
+        last = self._last.get(src)
+        if last is not None and now - last < self.per_source:
+            return False
+        if now >= self._window_end:
+            self._window_end, self._left = now + self.window, self.budget
+        if self._left <= 0:
+            self.held += 1
+            return False
+        self._left -= 1
+        self._last[src] = now
+        self._last.move_to_end(src)
+        if len(self._last) > self.remembered:
+            self._last.popitem(last=False)
+        return True
+
+    def take_held(self, now: float) -> int:
+        """Lines held back in a window that has ended (0 while it runs)."""
+        if now < self._window_end or not self.held:
+            return 0
+        held, self.held = self.held, 0
+        return held
 
 
 class SourceTable(Generic[S]):
@@ -125,6 +173,8 @@ class SourceTable(Generic[S]):
         self._main = 0  # sources past probation
         self._sweep_at = 0.0
         self.evictions = 0  # sources dropped for room, not for age
+        # Knocks past probation that timed out, for the recognizer to report (bounded).
+        self.expired: list[tuple[str, S]] = []
 
     def __len__(self) -> int:
         return len(self._states)
@@ -162,15 +212,23 @@ class SourceTable(Generic[S]):
 
     def expire(self, now: float) -> None:
         """Drop knocks that began more than ``timeout`` ago (memory only: a recognizer
-        checks each knock's age itself)."""
+        checks each knock's age itself); those past probation are kept in ``expired``
+        (at most ``MAX_EXPIRED``) for their recognizer to report."""
         self._sweep_at = now + self.timeout / _SWEEPS
         limit = now - self.timeout
-        for members in list(self._buckets.values()):
+        for bucket, members in list(self._buckets.items()):
             while members:
                 src = next(iter(members))
-                if self._states[src].started >= limit:
+                state = self._states[src]
+                if state.started >= limit:
                     break
                 self._remove(src)
+                if bucket != 1 and len(self.expired) < MAX_EXPIRED:
+                    self.expired.append((src, state))
+
+    def next_sweep(self) -> float | None:
+        """When knocks in progress next need expiring (None: there are none)."""
+        return self._sweep_at if self._states else None
 
     def _move(self, src: str, state: S, bucket: int) -> None:
         was_main = state.bucket != 1

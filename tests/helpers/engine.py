@@ -29,6 +29,12 @@ class Stub:
         answers, self.answers = self.answers, []
         return answers
 
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> list[Verdict]:
+        return []
+
 
 def grant(address: str, port: int = 22, *, proto: Proto = "tcp", **kw: Any) -> Grant:
     return Grant(address, "stub", address, ((port, proto),), **kw)
