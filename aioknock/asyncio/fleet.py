@@ -387,20 +387,20 @@ def _host_of(target: HostSpec) -> str:
 def host_settings(
     target: HostSpec, settings: ClientSettings, where: str | None = None
 ) -> tuple[str, ClientSettings]:
-    """A target's host and its settings: ``settings`` with the target's own keys applied
-    (those the table marks per-host), checked whole; ConfigError names ``where`` (by
-    default the host)."""
+    """A target's host and its settings: ``settings.for_host(host)`` (the config file's
+    ``<host>`` blocks), then the target's own keys (those the table marks per-host),
+    checked whole; a ConfigError about those keys names ``where`` (by default the host)."""
     if isinstance(target, str):
-        return target, settings
+        return target, settings.for_host(target)
     host, overrides = target
     if isinstance(overrides, ClientSettings):
         return host, overrides  # built (and checked) already: a hosts-file line's
     if not overrides:
-        return host, settings
+        return host, settings.for_host(host)
     at = host if where is None else where
     if settings.sequence:
         raise ConfigError("a fixed sequence has no per-host settings", **place(at))
-    own = override(settings, overrides, at, host=True)
+    own = override(settings.for_host(host), overrides, at, host=True)
     try:
         own.check_sendable()
     except ConfigError as exc:

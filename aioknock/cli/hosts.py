@@ -2,7 +2,8 @@
 
 A hosts file has one host per line, ``#`` comments and blank lines, and a line
 may override settings for its host: ``db1.example port=2222 flag0=3`` (the keys
-the settings table marks per-host).
+the settings table marks per-host). A line's values beat the config file's ``<host>``
+blocks, which beat its top level (``ClientSettings.for_host``).
 """
 
 from __future__ import annotations
@@ -36,12 +37,17 @@ def parse_line(line: str, where: str, base: ClientSettings | None = None) -> Hos
         if not eq:
             raise ConfigError(f"expected key=value after the host, got {word!r}", source=where)
         overrides[canonical(key)] = value
-    if not overrides:
-        return host
     if base is None:  # each value checked, so that a bad one names its line
+        if not overrides:
+            return host
         read_values(ClientSettings, [Given(k, v, where) for k, v in overrides.items()], host=True)
         return host, overrides
-    try:  # the host's settings made whole now: nothing is read again when it is knocked
+    # The host's settings made whole now (its <host> blocks, then the line's own values):
+    # a bad one is named before anything is sent, and nothing is read again at the knock.
+    own = base.for_host(host)  # an error names the block's line and the host
+    if not overrides:
+        return host if own is base else (host, own)
+    try:
         return host_settings((host, overrides), base, where)
     except ConfigError as exc:
         raise ConfigError(f"{exc.message} (for {host})", source=where, key=exc.key) from None

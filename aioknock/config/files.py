@@ -52,10 +52,8 @@ def _read_general(path: Path, cls: type[Table]) -> Layer:
             layer.blocks.append(entry)
             continue
         if isinstance(entry.value, Block):
-            raise ConfigError(
-                f"unexpected block <{entry.key}>; this file takes only key = value lines",
-                source=entry.source, line=entry.line,
-            )  # fmt: skip
+            raise ConfigError(f"unexpected block <{entry.key}>; {_takes(cls)}",
+                              source=entry.source, line=entry.line)  # fmt: skip
         if not key:
             raise ConfigError(
                 "a value without a key; expected 'key = value'",
@@ -75,6 +73,13 @@ def _read_general(path: Path, cls: type[Table]) -> Layer:
         first[key] = entry
         layer.add(key, entry.value, f"{entry.source}:{entry.line}")
     return layer
+
+
+def _takes(cls: type[Table]) -> str:
+    if not cls.BLOCKS:
+        return "this file takes only key = value lines"
+    blocks = " and ".join(f"<{name} ...>" for name in sorted(cls.BLOCKS))
+    return f"this file takes key = value lines and {blocks} blocks"
 
 
 def _toml_line(lines: list[str], raw_key: str) -> int:
@@ -145,17 +150,31 @@ def _toml_blocks(path: Path, lines: list[str], name: str, tables: dict[str, Any]
     """``[door.ssh]`` tables as the same blocks a Config::General ``<door ssh>`` gives."""
     out: list[Entry] = []
     for label, body in tables.items():
-        header = re.compile(rf"^\s*\[\s*{re.escape(name)}\.{re.escape(label)}\s*\]")
+        header = _toml_header(name, label)
         line = next((i for i, t in enumerate(lines, 1) if header.match(t)), 0)
         if not isinstance(body, dict):
-            raise ConfigError(f"expected a table [{name}.{label}]", source=str(path), line=line)
-        entries = tuple(
-            Entry(k, str(v).lower() if isinstance(v, bool) else str(v), str(path),
-                  _toml_line(lines[line:], k) + line if line else 0)
-            for k, v in body.items()
-        )  # fmt: skip
+            raise ConfigError(f"expected a table [{name}.{label}]", source=str(path),
+                              line=line or None)  # fmt: skip
+        entries = tuple(_toml_entry(path, lines, line, k, v) for k, v in body.items())
         out.append(Entry(name, Block(name, label, entries), str(path), line))
     return out
+
+
+def _toml_header(name: str, label: str) -> re.Pattern[str]:
+    """``[door.ssh]``, ``[host."*.example"]`` or ``[host.'*.example']``."""
+    basic = '"' + label.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    forms = "|".join(re.escape(form) for form in (label, basic, f"'{label}'"))
+    return re.compile(rf"^\s*\[\s*{re.escape(name)}\s*\.\s*(?:{forms})\s*\]")
+
+
+def _toml_entry(path: Path, lines: list[str], start: int, key: str, value: Any) -> Entry:
+    """One value of a block's table, as text (what a Config::General block holds)."""
+    line = _toml_line(lines[start:], key) + start if start else 0
+    if isinstance(value, dict | list):
+        raise ConfigError("expected a single value", source=str(path), line=line or None,
+                          key=canonical(key))  # fmt: skip
+    return Entry(key, str(value).lower() if isinstance(value, bool) else str(value), str(path),
+                 line)  # fmt: skip
 
 
 def read_file(path: Path, cls: type[Table]) -> Layer:

@@ -1,10 +1,10 @@
 """Find, layer and build settings.
 
-Layers, later ones winning: built-in defaults < config file < environment
-(``AIOKNOCK_<KEY>``) < command line / keyword overrides. python-configuration
-reads the environment and merges the layers; we keep, per key, where its value
-came from, so that every error names the file and line (or the variable, or the
-flag) to fix.
+Layers, later ones winning: built-in defaults < config file < (for one host) the file's
+``<host>`` blocks < environment (``AIOKNOCK_<KEY>``) < command line / keyword overrides;
+a hosts-file line's own values beat them all for its host. python-configuration reads
+the environment and merges the layers; we keep, per key, where its value came from, so
+that every error names the file and line (or the variable, or the flag) to fix.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from config.configuration_set import ConfigurationSet
 from ..errors import ConfigError
 from .files import Layer, read_file
 from .general import Block, Entry
+from .hostblocks import NAME as HOST_BLOCK
+from .hostblocks import HostBlocks, read_host_blocks
 from .kinds import PATH
 from .settings import ClientSettings, DoorSettings, KnockSettings
 from .table import Table
@@ -161,6 +163,25 @@ def parse_doors(blocks: list[Entry]) -> tuple[DoorSettings, ...]:
     return tuple(doors)
 
 
+def _file_origins(read: Values, rank: dict[str, int], file_rank: int) -> dict[str, str]:
+    """Where the file's top-level values came from: a ``<host>`` block may replace those
+    (and defaults), not what the command line, the environment or fwknop's rc file set."""
+
+    def in_file(key: str) -> bool:
+        if key == "key" and key not in rank:  # read from key_file
+            key = "key_file"
+        return rank.get(key) == file_rank
+
+    return {key: where for key, where in read.origins.items() if in_file(key)}
+
+
+def _blocks(cls: type[Table], blocks: list[Entry], loose: dict[str, str]) -> dict[str, Any]:
+    """The file's blocks as the settings take them: a client's hosts, a daemon's doors."""
+    if HOST_BLOCK in cls.BLOCKS:
+        return {"host_blocks": HostBlocks(read_host_blocks(cls, blocks), loose)}
+    return {"doors": parse_doors(blocks)}
+
+
 def build_settings(
     cls: type[S],
     *,
@@ -184,7 +205,7 @@ def build_settings(
     _resolve_key(read, rank)
     _resolve_paths(cls, read)
     blocks = [entry for layer in layers for entry in layer.blocks]
-    extra: dict[str, Any] = {"doors": parse_doors(blocks)} if blocks else {}
+    extra = _blocks(cls, blocks, _file_origins(read, rank, len(layers) - 1)) if blocks else {}
     settings = make(cls, read, None if path is None else str(path), **extra)
     if sending and isinstance(settings, ClientSettings):
         try:

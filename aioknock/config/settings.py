@@ -7,13 +7,15 @@ text and where else it may appear (``host``: on a hosts-file line). Values are r
 once, while loading; what several keys make together (the codec, the log reader) is
 built when the settings object is made, so every object the program uses has been
 checked before it starts. ``ClientSettings`` adds the sender's keys to the knock keys
-that client and daemon share; ``DoorSettings`` is the table of a ``<door>`` block.
+that client and daemon share, and ``for_host`` the config file's ``<host>`` blocks;
+``DoorSettings`` is the table of a ``<door>`` block.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +32,10 @@ from ..daemon import nftables
 from ..daemon.doors import Command
 from ..daemon.fwknopd import Stanza
 from ..daemon.logreader import KMSG, LineReader, LogFormat
-from ..errors import ConfigError, InvalidValue
+from ..errors import ConfigError, InvalidValue, shown
 from .fwknopconf import read_access_file
+from .hostblocks import NAME as HOST_BLOCK
+from .hostblocks import HostBlocks
 from .kinds import (
     ACCESS,
     ALLOW_IP,
@@ -62,7 +66,9 @@ from .kinds import (
     seconds,
 )
 from .table import Table, opt
-from .values import override
+from .values import override, placed
+
+log = logging.getLogger("aioknock.config")
 
 DEFAULT_FILEFORMAT = (
     "_DATE_ localhost kernel: IN=eth0 OUT= SRC=_CLIENT_ DST=_REMOTE_ LEN=60 TOS=0x00 "
@@ -168,7 +174,7 @@ class ClientSettings(KnockSettings):
                          host=True)  # fmt: skip
     sequence: tuple[Hit, ...] = opt(
         "", SEQUENCE, "send this fixed knockd-style sequence instead of an encoded knock, "
-        "e.g. 7000,8000:udp,9000", metavar="PORTS",
+        "e.g. 7000,8000:udp,9000", metavar="PORTS", host=True,
     )  # fmt: skip
     family: int = opt("any", FAMILY, "address family for names: any, 4 (-4) or 6 (-6)")
     access: tuple[tuple[str, int], ...] = opt(
@@ -218,11 +224,50 @@ class ClientSettings(KnockSettings):
     test: bool = opt(False, BOOL, "do everything but send the knock")
     quiet: bool = _quiet()
     debug: int = _debug()
+    host_blocks: HostBlocks | None = None  # the config file's <host PATTERN> blocks
     spa_keys: SpaKeys | None = field(init=False, repr=False, compare=False)
+    # for_host's settings per combination of matching blocks (or why they are wrong)
+    host_cache: dict[tuple[int, ...], ClientSettings | ConfigError] = field(
+        init=False, repr=False, compare=False
+    )
+
+    BLOCKS: ClassVar[frozenset[str]] = frozenset({HOST_BLOCK})
 
     def __post_init__(self) -> None:
         KnockSettings.__post_init__(self)
         object.__setattr__(self, "spa_keys", self._spa_keys() if self.protocol == "spa" else None)
+        object.__setattr__(self, "host_cache", {})
+
+    def for_host(self, host: str) -> ClientSettings:
+        """These settings as they apply to ``host``, the name or address as written (an
+        argument, a hosts-file line, ``connect %h``; not its resolved address): each key
+        from the first matching ``<host>`` block that sets it, where the config file's top
+        level or the default gave it (the command line, the environment, an argument win);
+        checked whole. One object per combination of blocks, shared by the hosts it fits;
+        a ConfigError names the value at fault and the host."""
+        if self.host_blocks is None or not (combo := self.host_blocks.matching(host)):
+            return self
+        made = self.host_cache.get(combo)
+        if made is None:
+            made = self.host_cache[combo] = self._with_blocks(combo)
+            log.debug("%s: settings of the host blocks at %s", host,
+                      ", ".join(self.host_blocks.blocks[i].where for i in combo))  # fmt: skip
+        if isinstance(made, ConfigError):
+            raise ConfigError(f"{made.message} (for {shown(host, 100)})", source=made.source,
+                              line=made.line, key=made.key)  # fmt: skip
+        return made
+
+    def _with_blocks(self, combo: tuple[int, ...]) -> ClientSettings | ConfigError:
+        assert self.host_blocks is not None
+        try:
+            own = self.host_blocks.apply(self, combo)
+        except ConfigError as exc:
+            return exc
+        try:
+            own.check_sendable()
+        except ConfigError as exc:
+            return placed(exc, own.origins, self.host_blocks.blocks[combo[0]].where)
+        return own
 
     def _spa_keys(self) -> SpaKeys:
         key = self.key_base64 or self.key.encode()
