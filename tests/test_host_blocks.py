@@ -596,3 +596,15 @@ def test_first_match_wins_per_key_as_the_reference_model(
         for host in hosts:
             expected = model(host, top, blocks, cli)
             assert observed(s.for_host(host)) == expected, (host, path.read_text())
+
+
+async def test_knock_of_one_host_applies_its_blocks(tmp_path: Path) -> None:
+    """``aioknock.knock`` (what ``connect`` uses) goes through the blocks like a fleet."""
+    conf = tmp_path / "k.conf"
+    conf.write_text("knock = PORT,CHECKSUM\n<host 127.0.0.9>\n    port = 2222\n</host>\n")
+    base = aioknock.load_config(conf)
+    matched = await aioknock.knock("127.0.0.9", base, timeout=0.0)
+    other = await aioknock.knock("127.0.0.10", base, timeout=0.0)
+    assert matched.ok and other.ok, (matched.error, other.error)
+    assert decode_knock(base, matched.ports)["port"] == 2222
+    assert decode_knock(base, other.ports)["port"] == 22

@@ -176,9 +176,14 @@ async def knock(host: str, what: ClientSettings | Ports, *, watch: bool = True,
     Never raises for a network or knock failure: the result says what went wrong.
     Cancelling it closes every socket it opened.
     """
+    try:
+        _, settings = host_settings(host, _settings(what, overrides))  # its <host> blocks
+    except ConfigError as exc:  # blocks that are wrong together, for this host
+        now = time.time()
+        return KnockResult(host, started=now, finished=now, error=str(exc))
     datagrams = Datagrams()
     try:
-        return await _knock(host, _settings(what, overrides), watch, datagrams)
+        return await _knock(host, settings, watch, datagrams)
     finally:
         datagrams.close()
 
