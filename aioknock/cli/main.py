@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..asyncio.client import carried, client_address, decode_knock, plan_knock
+from ..asyncio.connect import connect
 from ..asyncio.fleet import KnockResult, host_settings, knock_many, raise_fd_limit
 from ..asyncio.logfile import write_knock
 from ..config.files import Layer
@@ -57,6 +58,7 @@ class _Spec:
 SPECS = {
     "run": _Spec(ClientSettings, "knockclient"),
     "decode": _Spec(ClientSettings, "knockclient"),
+    "connect": _Spec(ClientSettings, "knockclient"),
     "daemon": _Spec(DaemonSettings, "knockdaemon"),
 }
 COMMANDS = tuple(SPECS)
@@ -100,6 +102,10 @@ def _parser(command: str) -> argparse.ArgumentParser:
                             f"{FWKNOPRC}): [default] and the stanza -n names")  # fmt: skip
         parser.add_argument("--named-config", dest="stanza", metavar="STANZA",
                             help="the stanza of --fwknoprc (fwknop's -n)")  # fmt: skip
+    if command == "connect":
+        # Not dest "port": that is the -port setting (the port the knock asks for).
+        parser.add_argument("connect_host", metavar="HOST", help="host to knock and connect to")
+        parser.add_argument("connect_port", metavar="PORT", help="port to connect to (%%p)")
     if command == "decode":
         parser.add_argument(
             "ports", nargs="*", type=str,
@@ -534,8 +540,8 @@ def _command(args: list[str]) -> tuple[str, list[str]] | int:
         return "run", args
     close = difflib.get_close_matches(args[0], COMMANDS, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    log.error("unknown command %r; %sexpected run, decode, daemon or keygen (aioknock -h)",
-              args[0], hint)  # fmt: skip
+    log.error("unknown command %r; %sexpected run, connect, decode, daemon or keygen "
+              "(aioknock -h)", args[0], hint)  # fmt: skip
     return EXIT_CONFIG
 
 
@@ -562,7 +568,20 @@ def _execute(command: str, rest: list[str]) -> int:
 
             return runner.run(serve(settings, ns.reload))
         assert isinstance(settings, ClientSettings)
+        if command == "connect":
+            return runner.run(connect(settings, ns.connect_host, _connect_port(ns)))
         return runner.run(_run(ns, settings))
+
+
+def _connect_port(ns: argparse.Namespace) -> int:
+    """``connect``'s PORT; its stdout is the connection's, so there is no -json."""
+    if ns.json:
+        raise ConfigError("connect's stdout carries the connection: no -json",
+                          source="command line")  # fmt: skip
+    port: str = ns.connect_port
+    if not (port.isascii() and port.isdigit()):
+        raise ConfigError(f"PORT: expected a port number, got {port!r}", source="command line")
+    return int(port)
 
 
 if __name__ == "__main__":
