@@ -52,6 +52,8 @@ VERIFY_ATTEMPT = 0.5
 # README document it from this table; ``KnockResult.as_json`` writes exactly these.
 JSON_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("host", "string", "the host as given (name or address)"),
+    ("protocol", "string", "what was sent: knockclient (the prototype's knock), sequence "
+                           "(knockd's) or spa (fwknop's datagram)"),
     ("remote", "string", "the same: the prototype client's name for it"),
     ("address", "string", "the address knocked, as resolved"),
     ("values", "array of integers", "the knock's bytes before encryption (empty for a "
@@ -75,6 +77,7 @@ class KnockResult:
     that -verify found still closed included)."""
 
     host: str
+    protocol: str = "knockclient"
     address: str = ""
     ports: list[int] = field(default_factory=list)
     values: list[int] = field(default_factory=list)
@@ -90,6 +93,7 @@ class KnockResult:
         """The ``--json`` object: the fields of ``JSON_FIELDS``, in its order."""
         values = {
             "host": self.host,
+            "protocol": self.protocol,
             "remote": self.host,
             "address": self.address,
             "values": self.values,
@@ -197,7 +201,8 @@ def _settings(what: ClientSettings | Ports, overrides: Mapping[str, Any]) -> Cli
 async def _knock(
     host: str, settings: ClientSettings, watch: bool, datagrams: Datagrams
 ) -> KnockResult:
-    result = KnockResult(host, started=time.time())
+    kind = "sequence" if settings.sequence and settings.protocol != "spa" else settings.protocol
+    result = KnockResult(host, kind, started=time.time())
     try:
         target = await resolve(host, settings.family)
         result.address = target.address

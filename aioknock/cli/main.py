@@ -372,10 +372,9 @@ def _start_run(ns: argparse.Namespace, settings: ClientSettings, total: int | No
 
 def _report(result: KnockResult, settings: ClientSettings, *, single: bool) -> None:
     level = logging.INFO if single else logging.DEBUG
-    if settings.protocol == "spa" and result.payload:
-        access = ",".join(f"{proto}/{port}" for proto, port in settings.spa_access)
-        log.log(level, "SPA packet for %s (%s): %d bytes to udp port %d", result.host, access,
-                len(result.payload), settings.spa_server_port)  # fmt: skip
+    if result.protocol == "spa" and result.ports:
+        log.log(level, "SPA packet for %s: %d bytes to udp port %d", result.host,
+                len(result.payload), result.ports[0])  # fmt: skip
     elif result.ports:
         log.log(level, "knock for %s: %s", result.host, " ".join(map(str, result.ports)))
     if result.values:
@@ -398,7 +397,7 @@ async def _log_to_file(settings: ClientSettings, targets: Any, *, json_out: bool
     hosts = [host_settings(target, settings) async for target in _aiter(targets)]
     for host, own in hosts:
         address = await asyncio.to_thread(client_address, own, host)
-        result = KnockResult(host, host, started=time.time(), ok=True)
+        result = KnockResult(host, address=host, started=time.time(), ok=True)
         plan = plan_knock(own, carried(own, host, address))
         result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports
         log.info("knock for %s: %s", host, " ".join(map(str, plan.ports)))
