@@ -67,9 +67,13 @@ def manual(name: str) -> str:
 def brief_usage(command: str | None) -> str:
     if command is None:
         return (
-            "usage: aioknock run [options]      send a knock (aioknock run -h, -man)\n"
+            "usage: aioknock run [options] [HOST ...]   send a knock (aioknock run -h, -man)\n"
+            "       aioknock connect [options] HOST PORT   knock, then relay stdin/stdout "
+            "(ssh ProxyCommand)\n"
             "       aioknock decode [options] [PORT ...]   decode a knock\n"
-            "       aioknock daemon [options]   open doors for valid knocks (aioknock daemon -man)"
+            "       aioknock daemon [options]   open doors for valid knocks (aioknock daemon -man)\n"
+            "       aioknock keygen [--fwknop] [-o FILE]   a new key (mode 600)\n"
+            "       aioknock --version"
         )
     name = "knockdaemon" if command == "daemon" else "knockclient"
     text = manual(name)
