@@ -1,10 +1,11 @@
 """Start-up and stop: how long a one-host knock takes as a whole process, and how long
 the daemon takes to exit on SIGTERM.
 
-    python benchmarks/bench_start.py [--runs 30]
+    python benchmarks/bench_start.py [--runs 30] [--instructions]
 
-1. Whole processes, wall time from spawn to exit, median and best of ``--runs``, one
-   after another in one run: ``python -c pass`` (the interpreter alone), ``aioknock run
+1. Whole processes, wall time from spawn to exit, median and best of ``--runs``, in
+   rounds that run every command once (a change of load on the machine reaches every
+   row alike): ``python -c pass`` (the interpreter alone), ``aioknock run
    -quiet`` (one prototype knock: 9 SYNs at ``-timeout 0`` to 127.0.0.1, where nothing
    listens), ``aioknock run -protocol spa -quiet`` (one SPA datagram to 127.0.0.1),
    ``aioknock connect`` is measured by its own tests; and knockd's C ``knock 127.0.0.1
@@ -14,6 +15,9 @@ the daemon takes to exit on SIGTERM.
    compiles every module at every start.
 2. ``aioknock daemon`` (file mode, command backend, nothing open): SIGTERM to exit,
    median and worst of ``--runs // 3`` starts.
+3. With ``--instructions`` (needs valgrind): the instructions each command of 1 executes
+   (callgrind, bytecode cached), which the machine's load does not change: a shared
+   machine's wall times wander by a factor of two, these by about 1%.
 
 Packets go only to 127.0.0.1. No root needed.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -41,12 +46,6 @@ def wall(cmd: Sequence[str], env: dict[str, str]) -> float:
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    check=True, timeout=30)  # fmt: skip
     return time.perf_counter() - start
-
-
-def timed(cmd: Sequence[str], env: dict[str, str], runs: int) -> tuple[float, float]:
-    wall(cmd, env)  # warm the page cache (and the bytecode cache, where one is written)
-    times = [wall(cmd, env) for _ in range(runs)]
-    return statistics.median(times), min(times)
 
 
 def environments(scratch: Path) -> dict[str, dict[str, str]]:
@@ -74,14 +73,42 @@ def commands() -> list[tuple[str, list[str]]]:
 
 
 def bench_processes(scratch: Path, runs: int) -> None:
+    envs, cmds = environments(scratch), commands()
+    cases = [(label, cmd, env_name) for label, cmd in cmds for env_name in envs]
+    for _, cmd, env_name in cases:  # warm the page cache and the bytecode cache
+        wall(cmd, envs[env_name])
+    times: dict[tuple[str, str], list[float]] = {(c[0], c[2]): [] for c in cases}
+    for _ in range(runs):
+        for label, cmd, env_name in cases:
+            times[label, env_name].append(wall(cmd, envs[env_name]))
     print(f"1. Whole processes, wall time, median / best of {runs} (ms):")
-    print(f"{'command':<30}" + "".join(f"{name:>26}" for name in environments(scratch)))
+    print(f"{'command':<30}" + "".join(f"{name:>26}" for name in envs))
+    for label, _ in cmds:
+        cells = [times[label, env_name] for env_name in envs]
+        print(f"{label:<30}" + "".join(
+            f"{statistics.median(t) * 1000:8.1f} / {min(t) * 1000:6.1f}".rjust(26) for t in cells
+        ))  # fmt: skip
+
+
+def instructions(cmd: Sequence[str], env: dict[str, str]) -> float:
+    """Millions of instructions ``cmd`` executes under callgrind."""
+    grind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    out = subprocess.run([*grind, *cmd], env={**env, "PYTHONHASHSEED": "0"},
+                         capture_output=True, text=True, check=True, timeout=300)  # fmt: skip
+    m = re.search(r"Collected : (\d+)", out.stderr)
+    if m is None:
+        raise RuntimeError(f"no instruction count from valgrind: {out.stderr[-500:]}")
+    return int(m.group(1)) / 1e6
+
+
+def bench_instructions(scratch: Path) -> None:
+    if shutil.which("valgrind") is None:
+        print("\n3. instructions: valgrind is not installed")
+        return
+    env = environments(scratch)["bytecode cached"]
+    print("\n3. Instructions executed (millions, callgrind; bytecode cached):")
     for label, cmd in commands():
-        cells = []
-        for env in environments(scratch).values():
-            median, best = timed(cmd, env, runs)
-            cells.append(f"{median * 1000:8.1f} / {best * 1000:6.1f}")
-        print(f"{label:<30}" + "".join(f"{c:>26}" for c in cells))
+        print(f"{label:<30}{instructions(cmd, env):>10.1f}")
 
 
 def daemon_stop(scratch: Path, env: dict[str, str]) -> float:
@@ -122,12 +149,16 @@ def bench_daemon(scratch: Path, runs: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each command's instructions (valgrind)")  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="aioknock-bench-start-") as tmp:
         print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")  # fmt: skip
         bench_processes(Path(tmp), args.runs)
         bench_daemon(Path(tmp), args.runs)
+        if args.instructions:
+            bench_instructions(Path(tmp))
     return 0
 
 

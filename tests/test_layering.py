@@ -1,9 +1,13 @@
-"""Imports point one way: codec <- daemon <- config <- asyncio <- cli (docs/design.md)."""
+"""Imports point one way: codec <- daemon <- config <- asyncio <- cli (docs/design.md),
+and a start-up imports only what its run needs."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+from typing import TypeGuard
 
 import pytest
 
@@ -18,11 +22,20 @@ def _layer_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
+def _type_checking(node: ast.stmt) -> TypeGuard[ast.If]:
+    return isinstance(node, ast.If) and ast.unparse(node.test) in (
+        "TYPE_CHECKING",
+        "typing.TYPE_CHECKING",
+    )
+
+
 def _imports(path: Path) -> list[tuple[str, bool]]:
     """(absolute aioknock module, imported at module level) for each import in ``path``."""
     package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
     tree = ast.parse(path.read_text())
     top = {id(node) for node in tree.body}
+    # ``if TYPE_CHECKING:`` at module level: for the type checker only, never run.
+    top |= {id(n) for node in tree.body if _type_checking(node) for n in node.body}
     out: list[tuple[str, bool]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -88,3 +101,36 @@ def test_module_names_differ_by_more_than_a_letter() -> None:
         for b in stems[i + 1 :]:
             assert not _one_edit_apart(a, b), (a, b)
     assert _one_edit_apart("knock", "knockd") and _one_edit_apart("logline", "loglines")
+
+
+def _loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    probe = f"import sys\n{code}\nprint(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=PACKAGE.parent)  # fmt: skip
+    return set(out.stdout.split())
+
+
+def test_import_aioknock_loads_no_layer() -> None:
+    """Start-up time: the package's names are imported at first use (PEP 562)."""
+    loaded = _loaded_after("import aioknock")
+    assert {m for m in loaded if m.startswith("aioknock")} == {
+        "aioknock", "aioknock.errors", "aioknock.version"
+    }  # fmt: skip
+    import aioknock
+
+    assert set(aioknock.__all__) <= set(dir(aioknock))
+    for name in aioknock.__all__:
+        assert getattr(aioknock, name) is not None, name
+    with pytest.raises(AttributeError, match="no_such_name"):
+        aioknock.no_such_name  # noqa: B018
+
+
+def test_a_client_start_up_loads_no_cryptography() -> None:
+    """Start-up time: pycryptodome (~25 ms, its C parts through ctypes) and hashlib (~3 ms,
+    OpenSSL) are imported at first use: the settings and a prototype knock need neither."""
+    loaded = _loaded_after(
+        "import aioknock.config.settings, aioknock.asyncio.client, aioknock.asyncio.fleet"
+    )
+    assert not {m for m in loaded if m == "Crypto" or m.startswith("Crypto.")}
+    assert "hashlib" not in loaded

@@ -11,7 +11,7 @@ import functools
 import getpass
 import ipaddress
 import os
-import secrets
+import random
 import socket
 import time
 from collections.abc import Sequence
@@ -22,6 +22,12 @@ from ..config.kinds import AUTO, SOURCE
 from ..config.settings import ClientSettings, KnockSettings
 from ..errors import KnockError, SendError
 
+# The operating system's random source, as ``secrets`` draws from it: secrets.randbelow(n)
+# is this object's _randbelow(n) (randrange(n) here) and secrets.token_bytes is its
+# randbytes (os.urandom). ``secrets`` itself would also import hmac and hashlib (OpenSSL,
+# ~2 ms of a start-up) for a knock that needs neither.
+_SYSTEM_RANDOM = random.SystemRandom()
+
 
 def local_address_for(remote: str, family: int = socket.AF_UNSPEC) -> str:
     """The source address the kernel would pick to reach ``remote``; sends nothing.
@@ -30,7 +36,7 @@ def local_address_for(remote: str, family: int = socket.AF_UNSPEC) -> str:
     leaving the host.
     """
     try:
-        infos = socket.getaddrinfo(remote, 9, family, socket.SOCK_DGRAM)
+        infos = socket.getaddrinfo(_host(remote), 9, family, socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise SendError(f"cannot resolve {remote!r}: {exc.strerror}") from None
     fam, _, _, _, addr = infos[0]
@@ -40,6 +46,17 @@ def local_address_for(remote: str, family: int = socket.AF_UNSPEC) -> str:
         except OSError as exc:
             raise SendError(f"no route to {remote} ({addr[0]}): {exc.strerror}") from None
         return str(sock.getsockname()[0])
+
+
+def _host(remote: str) -> str | bytes:
+    """``remote`` for getaddrinfo: an address literal as its ASCII bytes, the very bytes
+    the IDNA codec would make of it, so that a literal does not import that codec
+    (~1.5 ms of a start-up); a name as it is, for the codec."""
+    if remote.isascii():
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(remote)
+            return remote.encode("ascii")
+    return remote
 
 
 def client_address(settings: ClientSettings, remote: str, family: int = socket.AF_UNSPEC) -> str:
@@ -71,8 +88,8 @@ def carried(settings: ClientSettings, remote: str, address: str) -> str:
 def plan_knock(settings: ClientSettings, client: str, now: float | None = None) -> KnockPlan:
     """Encode one knock carrying ``client`` at ``now`` (epoch seconds, default: now)."""
     codec = settings.codec
-    inputs = codec.inputs(client, settings.port, settings.flags, secrets.randbelow(256))
-    return codec.build(inputs, time.time() if now is None else now, secrets.token_bytes)
+    inputs = codec.inputs(client, settings.port, settings.flags, _SYSTEM_RANDOM.randrange(256))
+    return codec.build(inputs, time.time() if now is None else now, _SYSTEM_RANDOM.randbytes)
 
 
 def build_knock(settings: ClientSettings, now: float | None = None) -> KnockPlan:

@@ -9,17 +9,19 @@ encrypt the blocks. Only the CBC chaining (one XOR per block) is done here, so
 that the block cipher is keyed once per codec: the Blowfish key schedule is ~80%
 of a knock's encoding cost, and the libraries' CBC objects redo it for every
 IV. A property test holds the chaining byte-equal to pycryptodome's CBC mode.
+
+A cipher's module is imported when a codec is first keyed with it: pycryptodome loads
+its C parts through ctypes, or cffi where that is installed (~8 ms of a start-up, ~50 ms
+with cffi), and an unencrypted knock, the daemon's other kinds and the settings' names
+need none of it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-from Crypto.Cipher import CAST, DES, DES3, Blowfish
-from Crypto.Util.Padding import pad, unpad
 
 from ..errors import InvalidValue, KnockError
 
@@ -60,9 +62,12 @@ class _Block(Protocol):
 BlockFactory = Callable[[bytes], _Block]  # key -> keyed block cipher
 
 
-def _pycryptodome(module: object) -> BlockFactory:
+def _pycryptodome(name: str) -> BlockFactory:
+    """The block cipher ``Crypto.Cipher.<name>``, keyed in ECB mode."""
+    module = importlib.import_module(f"Crypto.Cipher.{name}")
+
     def factory(key: bytes) -> _Block:
-        return module.new(key, module.MODE_ECB)  # type: ignore[attr-defined, no-any-return]
+        return module.new(key, module.MODE_ECB)  # type: ignore[no-any-return]
 
     return factory
 
@@ -70,6 +75,9 @@ def _pycryptodome(module: object) -> BlockFactory:
 def _des_ede3(key: bytes) -> _Block:
     # E-D-E with K1 == K2 or K2 == K3 is single DES with the remaining key;
     # pycryptodome refuses such keys, so hand them to single DES instead.
+    import Crypto.Cipher.DES as DES
+    import Crypto.Cipher.DES3 as DES3
+
     try:
         return DES3.new(key, DES3.MODE_ECB)
     except ValueError:
@@ -135,10 +143,10 @@ class _Algorithm:
 ALGORITHMS: dict[str, _Algorithm] = {
     a.name.lower(): a
     for a in (
-        _Algorithm("Blowfish", 56, lambda: _pycryptodome(Blowfish)),
-        _Algorithm("DES", 8, lambda: _pycryptodome(DES)),
+        _Algorithm("Blowfish", 56, lambda: _pycryptodome("Blowfish")),
+        _Algorithm("DES", 8, lambda: _pycryptodome("DES")),
         _Algorithm("DES_EDE3", 24, lambda: _des_ede3),
-        _Algorithm("CAST5", 16, lambda: _pycryptodome(CAST)),
+        _Algorithm("CAST5", 16, lambda: _pycryptodome("CAST")),
         _Algorithm("IDEA", 16, _idea_factory),
     )
 }
@@ -164,6 +172,8 @@ def cipher_name(name: str) -> str:
 
 def stretch_key(passphrase: bytes, size: int) -> bytes:
     """Crypt::CBC's legacy key: MD5 of the passphrase, extended by MD5 of all so far."""
+    import hashlib
+
     material = hashlib.md5(passphrase).digest()
     while len(material) < size:
         material += hashlib.md5(material).digest()
@@ -180,6 +190,9 @@ class CryptCBC:
         self.name = algo.name
         self.iv = iv
         self._block = algo.factory()(stretch_key(passphrase, algo.key_size))
+        import Crypto.Util.Padding as padding  # with the block cipher: at first use
+
+        self._pad, self._unpad = padding.pad, padding.unpad
 
     def encrypted_length(self, plain_length: int) -> int:
         return 2 * BLOCK * self.iv + BLOCK * (plain_length // BLOCK + 1)
@@ -193,8 +206,8 @@ class CryptCBC:
     def encrypt(self, plaintext: bytes, random_bytes: RandomBytes) -> bytes:
         if self.iv:
             iv = random_bytes(BLOCK)
-            return RANDOMIV_HEADER + iv + cbc_encrypt(self._block, iv, pad(plaintext, BLOCK))
-        return cbc_encrypt(self._block, bytes(BLOCK), pad(plaintext, BLOCK))
+            return RANDOMIV_HEADER + iv + cbc_encrypt(self._block, iv, self._pad(plaintext, BLOCK))
+        return cbc_encrypt(self._block, bytes(BLOCK), self._pad(plaintext, BLOCK))
 
     def decrypt(self, data: bytes) -> bytes:
         if self.iv:
@@ -206,7 +219,7 @@ class CryptCBC:
         if not body or len(body) % BLOCK:
             raise KnockError(f"ciphertext of {len(body)} bytes is not whole {BLOCK}-byte blocks")
         try:
-            return unpad(cbc_decrypt(self._block, iv, body), BLOCK)
+            return self._unpad(cbc_decrypt(self._block, iv, body), BLOCK)
         except ValueError:
             raise KnockError("bad padding after decryption (wrong key or cipher?)") from None
 

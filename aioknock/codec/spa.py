@@ -14,22 +14,22 @@ here is ``EVP_BytesToKey`` (MD5 chained over passphrase and salt), which
 compatibility dictates. A packet is read in fwknopd's order: shape, HMAC (compared
 in constant time, before any decryption), decryption, the inner digest, then the
 fields; every defect is a ``KnockError`` with its reason.
+
+pycryptodome is imported at first use (its modules load their C parts through ctypes,
+or cffi where that is installed: ~8 ms of a start-up, ~50 ms with cffi), and so are
+``hmac``, ``hashlib`` and ``secrets``: most runs (the prototype's knock, knockd's) never
+build or read an SPA packet, and the settings only need this module's names and limits.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
+import importlib
 import ipaddress
-import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from Crypto.Hash import HMAC, MD5, SHA1, SHA3_256, SHA3_512, SHA256, SHA384, SHA512
-from Crypto.Util.Padding import pad, unpad
 
 from ..errors import InvalidValue, KnockError
 
@@ -56,15 +56,43 @@ _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 _USER_BANNED = frozenset('"/\\[]:;|=,+*?<>')
 
 Hash = Any  # a pycryptodome hash module (SHA256, ...)
-HASHES: dict[str, Hash] = {
-    "md5": MD5,
-    "sha1": SHA1,
-    "sha256": SHA256,
-    "sha384": SHA384,
-    "sha512": SHA512,
-    "sha3_256": SHA3_256,
-    "sha3_512": SHA3_512,
-}
+
+
+class _Hashes(Mapping[str, Hash]):
+    """pycryptodome's hash modules by fwknop's names: the names are known at once, each
+    module is imported when it is first looked up."""
+
+    def __init__(self, modules: dict[str, str]) -> None:
+        self._modules = modules  # name -> module of Crypto.Hash
+        self._loaded: dict[str, Hash] = {}
+
+    def __getitem__(self, name: str) -> Hash:
+        try:
+            return self._loaded[name]
+        except KeyError:
+            module = importlib.import_module(f"Crypto.Hash.{self._modules[name]}")
+            self._loaded[name] = module
+            return module
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._modules
+
+
+HASHES: Mapping[str, Hash] = _Hashes({
+    "md5": "MD5",
+    "sha1": "SHA1",
+    "sha256": "SHA256",
+    "sha384": "SHA384",
+    "sha512": "SHA512",
+    "sha3_256": "SHA3_256",
+    "sha3_512": "SHA3_512",
+})  # fmt: skip
 # Inner digests are told apart by their base64 length, as fwknop does; SHA3 shares
 # SHA256's and SHA512's lengths and is tried second.
 _DIGESTS_BY_LENGTH = {
@@ -149,8 +177,13 @@ class SpaMessage:
 # ------------------------------------------------------------------------- writing
 
 
-def random_value(token: Callable[[int], int] = secrets.randbelow) -> str:
-    """The 16-digit random field (fwknop's is 16 decimal digits from /dev/urandom)."""
+def random_value(token: Callable[[int], int] | None = None) -> str:
+    """The 16-digit random field (fwknop's is 16 decimal digits from /dev/urandom);
+    ``token`` draws it (default: ``secrets.randbelow``)."""
+    if token is None:
+        import secrets
+
+        token = secrets.randbelow
     return f"{token(10**RAND_DIGITS):0{RAND_DIGITS}d}"
 
 
@@ -171,47 +204,55 @@ def encode_message(msg: SpaMessage) -> bytes:
 def encrypt(plaintext: bytes, key: bytes, salt: bytes) -> bytes:
     """``Salted__``, the salt, and AES-256-CBC under the key and IV that OpenSSL's
     ``EVP_BytesToKey(MD5, passphrase, salt)`` derives."""
+    import Crypto.Util.Padding as padding
+
     aes_key, iv = bytes_to_key(key, salt)
-    sealed: bytes = _aes_cbc(aes_key, iv).encrypt(pad(plaintext, 16))
+    sealed: bytes = _aes_cbc(aes_key, iv).encrypt(padding.pad(plaintext, 16))
     return SALTED + salt + sealed
 
 
 def decrypt(data: bytes, key: bytes) -> bytes:
     if len(data) < 32 or len(data) % 16 or data[:8] != SALTED:
         raise KnockError("the ciphertext is not salted AES blocks")
+    import Crypto.Util.Padding as padding
+
     aes_key, iv = bytes_to_key(key, data[8:16])
     try:
         plain: bytes = _aes_cbc(aes_key, iv).decrypt(data[16:])
-        return unpad(plain, 16)
+        return padding.unpad(plain, 16)
     except ValueError:
         raise KnockError("decryption failed (wrong key?)") from None
 
 
 def _aes_cbc(key: bytes, iv: bytes) -> Any:
-    # Imported at first use: AES's CPU-feature probe (cffi) costs ~25 ms of every
-    # start-up, and most runs (the prototype's knock, knockd's) never encrypt with AES.
-    from Crypto.Cipher import AES
+    import Crypto.Cipher.AES as AES
 
     return AES.new(key, AES.MODE_CBC, iv)
 
 
 def bytes_to_key(passphrase: bytes, salt: bytes) -> tuple[bytes, bytes]:
     """OpenSSL's EVP_BytesToKey with MD5 and one iteration: 32 key and 16 IV bytes."""
+    md5 = HASHES["md5"]
     out, block = b"", b""
     while len(out) < 48:
-        block = MD5.new(block + passphrase + salt).digest()
+        block = md5.new(block + passphrase + salt).digest()
         out += block
     return out[:32], out[32:48]
 
 
 def seal(plaintext: bytes, keys: SpaKeys, salt: bytes | None = None) -> bytes:
     """The datagram: encrypted, prefix dropped, HMAC appended."""
-    salt = secrets.token_bytes(8) if salt is None else salt
+    if salt is None:
+        import secrets
+
+        salt = secrets.token_bytes(8)
     text = b64(encrypt(plaintext, keys.key, salt))
     return (text[len(PREFIX) :] + _tag(text, keys)).encode("ascii")
 
 
 def _tag(text: str, keys: SpaKeys) -> str:
+    import Crypto.Hash.HMAC as HMAC
+
     mac = HMAC.new(keys.hmac_key, text.encode("ascii"), digestmod=hash_named(keys.hmac_digest))
     return b64(mac.digest())
 
@@ -244,6 +285,8 @@ def authenticate(text: str, keys: SpaKeys) -> str:
     if len(body) < 36:
         raise KnockError("too short for its HMAC")
     full = PREFIX + body
+    import hmac
+
     if not hmac.compare_digest(_tag(full, keys).encode(), tag.encode()):
         raise KnockError("HMAC does not verify")
     return full
@@ -287,6 +330,8 @@ def decode_message(plaintext: bytes) -> SpaMessage:
 
 
 def _verify_digest(body: str, digest: str) -> str:
+    import hmac
+
     for name in _DIGESTS_BY_LENGTH.get(len(digest), ()):
         expected = b64(HASHES[name].new(body.encode("ascii")).digest())
         if hmac.compare_digest(expected, digest):
@@ -385,4 +430,6 @@ def parse_proto_port(spec: str) -> tuple[str, int]:
 def replay_digest(packet: bytes) -> bytes:
     """What the replay memory keeps of a packet: its SHA-256, as fwknopd's cache. An
     index, not a check of the packet: hashlib's is ten times faster per datagram."""
+    import hashlib
+
     return hashlib.sha256(packet).digest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -13,6 +12,8 @@ REPLAY_MEMORY = 100_000  # knocks remembered; the oldest is forgotten first
 
 def digest(data: bytes) -> bytes:
     """What the memory keeps of a knock: a short hash of what identifies it."""
+    import hashlib  # at first use: hashlib loads OpenSSL (~3 ms), a client needs none
+
     return hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest()
 
 
