@@ -71,7 +71,8 @@ def brief_usage(command: str | None) -> str:
             "       aioknock connect [options] HOST PORT   knock, then relay stdin/stdout "
             "(ssh ProxyCommand)\n"
             "       aioknock decode [options] [PORT ...]   decode a knock\n"
-            "       aioknock daemon [options]   open doors for valid knocks (aioknock daemon -man)\n"
+            "       aioknock daemon [options]   open doors for valid knocks "
+            "(aioknock daemon -man)\n"
             "       aioknock keygen [--fwknop] [-o FILE]   a new key (mode 600)\n"
             "       aioknock --version"
         )

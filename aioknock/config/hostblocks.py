@@ -16,9 +16,10 @@ import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from ..errors import ConfigError, shown
+from .general import Block, Entry
 from .table import Table
 from .values import FLAG_KEY, Given, canonical, check_key, place, placed, read_key_file, read_values
 
@@ -26,9 +27,6 @@ NAME = "host"
 PASSPHRASE = ("key", "key_file")  # one unit: a block that sets either sets both
 _WILD = re.compile(r"[*?\[]")
 T = TypeVar("T", bound=Table)
-
-if TYPE_CHECKING:  # general.py is imported only to read a Config::General file
-    from .general import Block, Entry
 
 
 def block_keys(cls: type[Table]) -> list[str]:
