@@ -1,7 +1,7 @@
 """Start-up and stop: how long a one-host knock takes as a whole process, and how long
 the daemon takes to exit on SIGTERM.
 
-    python benchmarks/bench_start.py [--runs 30] [--instructions]
+    python benchmarks/bench_start.py [--runs 30] [--instructions] [--python PY ...]
 
 1. Whole processes, wall time from spawn to exit, median and best of ``--runs``, in
    rounds that run every command once (a change of load on the machine reaches every
@@ -12,19 +12,25 @@ the daemon takes to exit on SIGTERM.
    7000 8000 9000`` if installed. Python's bytecode: as installed (``pip install``
    compiles it; here a fresh ``PYTHONPYCACHEPREFIX`` filled by one run first), and with
    none written (``PYTHONDONTWRITEBYTECODE=1``, as in this sandbox's environment), which
-   compiles every module at every start.
+   compiles every module at every start. ``--python`` (repeatable) runs the aioknock
+   rows with each interpreter given (e.g. two venvs: before and after a change), in the
+   same rounds: runs made one after another on a shared machine differ by more than a
+   change of a few milliseconds.
 2. ``aioknock daemon`` (file mode, command backend, nothing open): SIGTERM to exit,
    median and worst of ``--runs // 3`` starts.
 3. With ``--instructions`` (needs valgrind): the instructions each command of 1 executes
    (callgrind, bytecode cached), which the machine's load does not change: a shared
    machine's wall times wander by a factor of two, these by about 1%.
 
+The commands run in a scratch directory: ``python -m`` puts the current directory first
+on the module path, so a source tree there would be measured instead of the install.
 Packets go only to 127.0.0.1. No root needed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -33,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,11 +48,26 @@ PY = sys.executable
 KEY, HMAC = "a" * 43 + "=", "b" * 86 + "=="
 
 
+def waited(proc: subprocess.Popen[bytes], limit: float) -> int:
+    """``proc``'s exit status, waited for in one blocking wait (killed after ``limit``
+    seconds). ``Popen.wait(timeout)`` polls instead, sleeping up to 50 ms between looks,
+    which rounds what it times up to its next look: 15.5, 31.5, 63.5, 113.5, 163.5 ms..."""
+    timer = threading.Timer(limit, proc.kill)
+    timer.start()
+    try:
+        return proc.wait()
+    finally:
+        timer.cancel()
+
+
 def wall(cmd: Sequence[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   check=True, timeout=30)  # fmt: skip
-    return time.perf_counter() - start
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = waited(proc, 30)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise subprocess.CalledProcessError(status, cmd)
+    return elapsed
 
 
 def environments(scratch: Path) -> dict[str, dict[str, str]]:
@@ -58,22 +80,25 @@ def environments(scratch: Path) -> dict[str, dict[str, str]]:
     }
 
 
-def commands() -> list[tuple[str, list[str]]]:
-    aioknock = [PY, "-m", "aioknock", "run", "-quiet", "-timeout", "0"]
-    cmds = [
-        ("python -c pass", [PY, "-c", "pass"]),
-        ("aioknock run (9 SYNs)", [*aioknock, "127.0.0.1"]),
-        ("aioknock run -protocol spa", [*aioknock, "-protocol", "spa", "-key_base64", KEY,
-                                        "-hmac_key_base64", HMAC, "127.0.0.1"]),
-    ]  # fmt: skip
+def commands(pythons: Sequence[str] = (PY,)) -> list[tuple[str, list[str]]]:
+    cmds = [("python -c pass", [pythons[0], "-c", "pass"])]
+    for py in pythons:
+        # Two interpreters: each row says whose (its venv's directory name).
+        whose = f" [{Path(py).parent.parent.name}]" if len(pythons) > 1 else ""
+        aioknock = [py, "-m", "aioknock", "run", "-quiet", "-timeout", "0"]
+        cmds += [
+            (f"aioknock run (9 SYNs){whose}", [*aioknock, "127.0.0.1"]),
+            (f"aioknock run -protocol spa{whose}", [*aioknock, "-protocol", "spa",
+             "-key_base64", KEY, "-hmac_key_base64", HMAC, "127.0.0.1"]),
+        ]  # fmt: skip
     knock = shutil.which("knock")
     if knock:
         cmds.append(("knockd's knock (3 SYNs)", [knock, "127.0.0.1", "7000", "8000", "9000"]))
     return cmds
 
 
-def bench_processes(scratch: Path, runs: int) -> None:
-    envs, cmds = environments(scratch), commands()
+def bench_processes(scratch: Path, runs: int, pythons: Sequence[str]) -> None:
+    envs, cmds = environments(scratch), commands(pythons)
     cases = [(label, cmd, env_name) for label, cmd in cmds for env_name in envs]
     for _, cmd, env_name in cases:  # warm the page cache and the bytecode cache
         wall(cmd, envs[env_name])
@@ -82,10 +107,10 @@ def bench_processes(scratch: Path, runs: int) -> None:
         for label, cmd, env_name in cases:
             times[label, env_name].append(wall(cmd, envs[env_name]))
     print(f"1. Whole processes, wall time, median / best of {runs} (ms):")
-    print(f"{'command':<30}" + "".join(f"{name:>26}" for name in envs))
+    print(f"{'command':<40}" + "".join(f"{name:>26}" for name in envs))
     for label, _ in cmds:
         cells = [times[label, env_name] for env_name in envs]
-        print(f"{label:<30}" + "".join(
+        print(f"{label:<40}" + "".join(
             f"{statistics.median(t) * 1000:8.1f} / {min(t) * 1000:6.1f}".rjust(26) for t in cells
         ))  # fmt: skip
 
@@ -101,14 +126,14 @@ def instructions(cmd: Sequence[str], env: dict[str, str]) -> float:
     return int(m.group(1)) / 1e6
 
 
-def bench_instructions(scratch: Path) -> None:
+def bench_instructions(scratch: Path, pythons: Sequence[str]) -> None:
     if shutil.which("valgrind") is None:
         print("\n3. instructions: valgrind is not installed")
         return
     env = environments(scratch)["bytecode cached"]
     print("\n3. Instructions executed (millions, callgrind; bytecode cached):")
-    for label, cmd in commands():
-        print(f"{label:<30}{instructions(cmd, env):>10.1f}")
+    for label, cmd in commands(pythons):
+        print(f"{label:<40}{instructions(cmd, env):>10.1f}")
 
 
 def daemon_stop(scratch: Path, env: dict[str, str]) -> float:
@@ -130,7 +155,7 @@ def daemon_stop(scratch: Path, env: dict[str, str]) -> float:
         time.sleep(0.05)
         start = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        waited(proc, 10)
         return time.perf_counter() - start
     finally:
         if proc.poll() is None:
@@ -151,14 +176,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--instructions", action="store_true",
                         help="also count each command's instructions (valgrind)")  # fmt: skip
+    parser.add_argument("--python", action="append", metavar="PY",
+                        help="an interpreter that has aioknock (default: this one)")  # fmt: skip
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="aioknock-bench-start-") as tmp:
+    pythons = args.python or [PY]
+    with (
+        tempfile.TemporaryDirectory(prefix="aioknock-bench-start-") as tmp,
+        contextlib.chdir(tmp),  # -m aioknock imports the installed package, not ./aioknock
+    ):
         print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")  # fmt: skip
-        bench_processes(Path(tmp), args.runs)
+        bench_processes(Path(tmp), args.runs, pythons)
         bench_daemon(Path(tmp), args.runs)
         if args.instructions:
-            bench_instructions(Path(tmp))
+            bench_instructions(Path(tmp), pythons)
     return 0
 
 
