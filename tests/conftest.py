@@ -101,3 +101,16 @@ def pair() -> Iterator[NetnsPair]:
     """A client/server network namespace pair (``netns_pair()``), removed afterwards."""
     with netns_pair() as p:
         yield p
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The environment of an ``aioknock`` subprocess: this tree importable, no config of
+    the user's (HOME and XDG in tmp), bytecode out of the tree."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "PYTHONPYCACHEPREFIX": os.environ["PYTHONPYCACHEPREFIX"],
+    }

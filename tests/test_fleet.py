@@ -444,17 +444,6 @@ def cli(tmp_path: Path) -> list[str]:
     return [sys.executable, "-m", "aioknock", "run", "-conf", str(empty)]
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
-        "PYTHONPATH": str(REPO),
-        "PYTHONPYCACHEPREFIX": os.environ["PYTHONPYCACHEPREFIX"],  # conftest.py: not the tree
-    }
-
-
 def run_cli(
     cmd: list[str], env: dict[str, str], stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
-import os
 import select
 import socket
 import subprocess
@@ -408,17 +407,6 @@ def accepted(server: socket.socket) -> bool:
 
 
 # --------------------------------------------------------------- aioknock run (CLI)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
-        "PYTHONPATH": str(REPO),
-        "PYTHONPYCACHEPREFIX": os.environ["PYTHONPYCACHEPREFIX"],
-    }
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
