@@ -32,7 +32,7 @@ from ..daemon.engine import Engine, FirewallAction, Log, Open, Policy, Record, w
 from ..daemon.fwknopd import SpaPackets
 from ..daemon.knockd import SequenceDoors
 from ..daemon.logreader import KMSG
-from ..daemon.packet import Packet
+from ..daemon.packet import Packet, unmapped
 from ..daemon.recognizer import Recognizer
 from ..daemon.replay import ReplayMemory
 from ..errors import AioknockError, ConfigError
@@ -201,13 +201,11 @@ class SpaSocket:
 
 
 def _unmapped(address: str) -> str:
-    """An IPv4 client seen by a dual-stack socket as ::ffff:a.b.c.d is a.b.c.d."""
-    if address.startswith("::ffff:"):
-        with contextlib.suppress(ValueError):
-            mapped = ipaddress.IPv6Address(address).ipv4_mapped
-            if mapped is not None:
-                return str(mapped)
-    return address
+    """A dual-stack socket's ::ffff:a.b.c.d as a.b.c.d."""
+    try:
+        return str(unmapped(ipaddress.ip_address(address)))
+    except ValueError:
+        return address
 
 
 @dataclass(frozen=True, slots=True)

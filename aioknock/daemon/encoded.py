@@ -11,7 +11,6 @@ it: the prototype's knock has nothing to find its ports by but their place.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass, field
 
@@ -19,7 +18,7 @@ from ..codec.fields import Fields, time_values
 from ..codec.pipeline import Codec
 from ..codec.sequence import Hit
 from ..errors import KnockError
-from .packet import Packet
+from .packet import Packet, same_ip
 from .recognizer import Grant, Ignored, InProgress, Refusal, Reports, SourceTable, Verdict
 from .replay import ReplayMemory, digest
 
@@ -126,7 +125,7 @@ class EncodedKnocks:
         if stale:
             return Refusal(src, f"{stale} is outside time_tolerance")
         address = fields.client or src
-        if fields.client is not None and not self.allow_nat and not _same_ip(address, src):
+        if fields.client is not None and not self.allow_nat and not same_ip(address, src):
             return Refusal(src, f"CLIENT {address} is not the source {src} (allow_nat = no)")
         used = digest(self.codec.cipher.replay_key(payload))
         if used in self.replays:
@@ -170,13 +169,3 @@ _SAMPLING = {
     "THISDAY": (1800.0, math.inf),
     "THISYEAR": (1800.0, math.inf),
 }
-
-
-def _same_ip(a: str, b: str) -> bool:
-    try:
-        ip_b = ipaddress.ip_address(b)
-        if isinstance(ip_b, ipaddress.IPv6Address) and ip_b.ipv4_mapped:
-            ip_b = ip_b.ipv4_mapped
-        return ipaddress.ip_address(a) == ip_b
-    except ValueError:
-        return False

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from ..codec import spa
 from ..codec.sequence import Hit, proto_of
 from ..errors import KnockError
-from .packet import Packet
+from .packet import IP, Packet, same_ip, unmapped
 from .recognizer import Grant, Refusal, Verdict
 from .replay import DIGEST_SIZE, ReplayMemory
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 ANY: tuple[Network, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 DEFAULT_ACCESS_TIMEOUT, DEFAULT_MAX_TIMEOUT = 30, 300  # fwknopd's defaults
 SOURCE_ADDRESSES = ("0.0.0.0", "::")  # "open for the packet's source" (fwknop -s)
@@ -45,7 +44,7 @@ class Stanza:
     access_expire: float | None = None
     where: str = ""  # "file:line" of its SOURCE line, for log lines
 
-    def matches(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, now: float) -> bool:
+    def matches(self, ip: IP, now: float) -> bool:
         if self.access_expire is not None and now > self.access_expire:
             return False
         return any(ip.version == net.version and ip in net for net in self.sources)
@@ -102,9 +101,9 @@ class SpaPackets:
             # Not SPA at all (fwknopd logs it at debug level only): a flood of junk
             # must not flood the log; what is SPA-shaped gets a verdict and a line.
             return []
-        return [self._judge(packet, text, _unmapped(ip))]
+        return [self._judge(packet, text, unmapped(ip))]
 
-    def _judge(self, packet: Packet, text: str, ip: _IP) -> Verdict:
+    def _judge(self, packet: Packet, text: str, ip: IP) -> Verdict:
         src, now = packet.src, packet.now
         used = spa.replay_digest(packet.payload)[:DIGEST_SIZE]
         self.replays.expire(now)
@@ -148,7 +147,7 @@ class SpaPackets:
         if stanza.require_source_address:
             if msg.allow in SOURCE_ADDRESSES:
                 return "no allow address in the packet (REQUIRE_SOURCE_ADDRESS)"
-            if not _same_ip(msg.allow, packet.src):
+            if not same_ip(msg.allow, packet.src):
                 return f"allow address {msg.allow} is not the source (REQUIRE_SOURCE_ADDRESS)"
         if stanza.require_username and msg.username != stanza.require_username:
             return f"user {msg.username!r} is not REQUIRE_USERNAME"
@@ -159,16 +158,3 @@ def _stanzas(stanzas: Sequence[Stanza]) -> str:
     if len(stanzas) == 1:
         return f"the stanza at {stanzas[0].where}" if stanzas[0].where else "the stanza"
     return f"{len(stanzas)} stanzas"
-
-
-def _unmapped(ip: _IP) -> _IP:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        return ip.ipv4_mapped
-    return ip
-
-
-def _same_ip(a: str, b: str) -> bool:
-    try:
-        return _unmapped(ipaddress.ip_address(a)) == _unmapped(ipaddress.ip_address(b))
-    except ValueError:
-        return False
