@@ -7,15 +7,24 @@ environment variable, or the command line), the key, and what was expected.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_ciphers import need_perl
+from test_ciphers import run_perl as run_crypt_cbc
+from test_general import needs_perl as needs_config_general
+from test_general import run_perl as run_config_general
 
 import aioknock
+from aioknock.cli.main import main
+from aioknock.codec.ciphers import CryptCBC
+from aioknock.codec.fields import KnockFormat, KnockInputs
+from aioknock.codec.portspan import PortSpan
 from aioknock.config.loader import build_settings, find_config, search_path
 from aioknock.config.settings import ClientSettings, KnockSettings
-from aioknock.errors import ConfigError
+from aioknock.errors import ConfigError, KnockError
 
 NAME = "knockclient.conf"
 
@@ -559,6 +568,191 @@ def test_a_bad_key_value_is_not_echoed(tmp_path: Path) -> None:
     assert "key" in message
     message = error(conf(tmp_path, "key = true\n", "k.toml"))
     assert "True" not in message and "expected text" in message
+
+
+# --- secrets byte for byte (issue 10) ------------------------------------------------
+#
+# Crypt::CBC hashes every byte of the passphrase: a key stripped of its spaces is another
+# key, and the prototype's clients and daemons would not understand ours.
+
+SPACED = " se cret\t "  # blanks at both ends, a tab, a space inside
+
+
+def _quote_toml(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t") + '"'
+
+
+def spaced_key_from(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ClientSettings:
+    """Settings whose key is SPACED, given the way ``source`` names; encrypted, iv = yes."""
+    base = "encrypt = yes\ncipher = Blowfish\niv = yes\n"
+    if source == "config file, quoted":
+        return aioknock.load_config(conf(tmp_path, f'{base}key = "{SPACED}"\n'))
+    if source == "config file, key and value split by blanks":
+        return aioknock.load_config(conf(tmp_path, f'{base}key   "{SPACED}"   # c\r\n'))
+    if source == "config file, <host> block":
+        block = "".join(f"  {line}\n" for line in [*base.splitlines(), f'key = "{SPACED}"'])
+        text = f"<host gate.example>\n{block}</host>\n"
+        return aioknock.load_config(conf(tmp_path, text)).for_host("gate.example")
+    if source == "toml":
+        text = f"encrypt = true\ncipher = 'Blowfish'\nkey = {_quote_toml(SPACED)}\n"
+        return aioknock.load_config(conf(tmp_path, text, "k.toml"))
+    if source == "environment":
+        monkeypatch.setenv("AIOKNOCK_KEY", SPACED)
+        return aioknock.load_config(encrypt=True)
+    if source == "command line":  # as the CLI hands it on; the CLI itself: below
+        return build_settings(ClientSettings, path=None, overrides={"key": SPACED, "encrypt": True},
+                              sending=False)  # fmt: skip
+    if source == "key file, LF":
+        key = write(tmp_path / "lf.key", f"{SPACED}\nsecond line\n", 0o600)
+        return aioknock.load_config(conf(tmp_path, f"{base}key_file = {key}\n"))
+    assert source == "key file, CR LF"
+    key = tmp_path / "crlf.key"
+    key.write_bytes(f"{SPACED}\r\n".encode())
+    key.chmod(0o600)
+    return aioknock.load_config(encrypt=True, key_file=str(key))
+
+
+SPACED_SOURCES = [
+    "config file, quoted",
+    "config file, key and value split by blanks",
+    "config file, <host> block",
+    "toml",
+    "environment",
+    "command line",
+    "key file, LF",
+    "key file, CR LF",
+]
+
+
+@pytest.mark.parametrize("source", SPACED_SOURCES)
+def test_a_key_keeps_its_blanks_from_every_source(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert spaced_key_from(source, tmp_path, monkeypatch).key == SPACED
+
+
+def test_an_unquoted_key_loses_its_outer_blanks_as_config_general_does(tmp_path: Path) -> None:
+    """Config::General strips the line before it splits it (tests/test_general.py holds
+    the reader to Perl's): an unquoted value has no blanks at its ends to keep."""
+    path = conf(tmp_path, "encrypt = yes\nkey =   in side  \t \r\n")
+    assert aioknock.load_config(path).key == "in side"
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        (b"  two  \n", "  two  "),
+        (b"\tcr lf\t\r\nnext\r\n", "\tcr lf\t"),
+        (b"no line ending ", "no line ending "),
+        (b"form\x0cfeed\x0b\n", "form\x0cfeed\x0b"),  # not line endings: the key's bytes
+        (b"lone\rcr\n", "lone\rcr"),
+        (b"cr at the end\r", "cr at the end\r"),  # a CR alone ends no line (LF or CR LF do)
+        (b"\xc3\xa9t\xc3\xa9 \n", "\u00e9t\u00e9 "),
+    ],
+)
+def test_a_key_file_line_loses_only_its_line_ending(
+    tmp_path: Path, content: bytes, key: str
+) -> None:
+    path = tmp_path / "knock.key"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    assert aioknock.load_config(encrypt=True, key_file=str(path)).key == key
+
+
+@pytest.mark.parametrize("content", [b"\n", b"\r\n", b"\nsecond\n"])
+def test_a_key_file_with_an_empty_first_line_is_an_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "knock.key"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    assert "has an empty first line" in error(encrypt=True, key_file=str(path))
+
+
+def test_a_key_of_blanks_only_is_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two spaces are two bytes of passphrase, as they are to Crypt::CBC; empty is unset."""
+    monkeypatch.setenv("AIOKNOCK_KEY", "  ")
+    assert aioknock.load_config(encrypt=True).key == "  "
+    monkeypatch.setenv("AIOKNOCK_KEY", "")
+    assert "needs a passphrase" in error(encrypt=True)
+
+
+def test_the_spa_hmac_key_keeps_its_blanks_too(tmp_path: Path) -> None:
+    text = f'protocol = spa\nkey = " k "\nhmac_key = "{SPACED}"\n'
+    s = aioknock.load_config(conf(tmp_path, text))
+    assert (s.key, s.hmac_key) == (" k ", SPACED)
+    assert s.spa_keys is not None
+
+
+def test_a_toml_key_must_be_a_string(tmp_path: Path) -> None:
+    """``key = 1_000`` is the number 1000, not the characters written: refused, not shown."""
+    message = error(conf(tmp_path, "encrypt = true\nkey = 1_000\n", "k.toml"))
+    assert message.endswith("key: expected text, kept byte for byte, got a value that is not text")
+    assert "1000" not in message
+
+
+def test_other_text_settings_are_still_trimmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOKNOCK_REMOTE", " gate.example ")
+    assert aioknock.load_config().remote == "gate.example"
+
+
+@pytest.mark.parametrize("source", SPACED_SOURCES)
+def test_a_spaced_key_understands_perls_crypt_cbc(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prototype's client (Crypt::CBC, -header randomiv) encrypts with the key's
+    bytes; we decrypt what it sent, and it decrypts ours. The stripped key does not."""
+    need_perl("Blowfish")
+    settings = spaced_key_from(source, tmp_path, monkeypatch)
+    plains = [bytes([10, 1, 1, 1, 0, 22, r, 100, (145 + r) % 256]) for r in (0, 7, 255)]
+    sent = run_crypt_cbc([("enc_randomiv", "Blowfish", SPACED.encode(), b"", p) for p in plains])
+    cipher = settings.codec.cipher
+    assert [cipher.decrypt(out) for out in sent] == plains
+    ours = [cipher.encrypt(p, os.urandom) for p in plains]
+    back = [("dec_none", "Blowfish", SPACED.encode(), out[8:16], out[16:]) for out in ours]
+    assert run_crypt_cbc(back) == plains
+    stripped = CryptCBC("Blowfish", SPACED.strip().encode(), iv=True)
+    assert all(_decrypted(stripped, out) != p for out, p in zip(sent, plains, strict=True))
+
+
+def _decrypted(cipher: CryptCBC, data: bytes) -> bytes | None:
+    try:
+        return cipher.decrypt(data)
+    except KnockError:  # bad padding, as a rule; by chance a wrong plaintext
+        return None
+
+
+@pytest.mark.parametrize("argv", [["-key", SPACED], [f"--key={SPACED}"]])
+def test_aioknock_decode_reads_perls_knock_with_a_spaced_key_argument(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``aioknock decode -key ' se cret\t '``: the argument's bytes, as Getopt::Long gave
+    them to the prototype; the knock is one Perl's Crypt::CBC encrypted with them."""
+    need_perl("Blowfish")
+    knock = "CLIENT,PORT,CHECKSUM"
+    plain = KnockFormat.parse(knock).pack(KnockInputs("10.1.1.1", 22), 0.0)
+    (payload,) = run_crypt_cbc([("enc_randomiv", "Blowfish", SPACED.encode(), b"", plain)])
+    ports = PortSpan.parse("745-1000").encode(payload)
+    args = ["decode", "-encrypt", "-knock", knock, *argv, *map(str, ports)]
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert (code, out) == (0, f"client=10.1.1.1 port=22 checksum={sum(plain[:6]) % 256}\n"), err
+    code = main(["decode", "-encrypt", "-knock", knock, "-key", SPACED.strip(), *map(str, ports)])
+    assert code != 0 and "invalid knock" in capsys.readouterr().err
+
+
+@needs_config_general
+def test_perls_config_general_reads_the_key_we_read(tmp_path: Path) -> None:
+    """The same file read by Perl's Config::General gives Crypt::CBC the key we use: the
+    quoted one with its blanks, the unquoted one without them."""
+    need_perl("Blowfish")
+    text = f'encrypt = yes\nkey = "{SPACED}"\n'
+    quoted, bare = conf(tmp_path, text, "q.conf"), conf(tmp_path, "key =  in side \t\n", "b.conf")
+    jobs = [{"file": str(p), "cwd": str(tmp_path), "opts": {}} for p in (quoted, bare)]
+    perl = [result["config"]["key"] for result in run_config_general(jobs)]
+    ours = [aioknock.load_config(p).key for p in (quoted, bare)]
+    assert perl == ours == [SPACED, "in side"]
+    plain = bytes(range(9))
+    (sent,) = run_crypt_cbc([("enc_randomiv", "Blowfish", perl[0].encode(), b"", plain)])
+    assert aioknock.load_config(quoted).codec.cipher.decrypt(sent) == plain
 
 
 def test_decoding_needs_no_sender_values(tmp_path: Path) -> None:

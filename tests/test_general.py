@@ -181,6 +181,25 @@ def test_double_quotes_are_stripped_but_hash_still_comments() -> None:
     ]
 
 
+def test_a_quoted_value_keeps_its_spaces_an_unquoted_one_loses_them_at_its_ends() -> None:
+    """A passphrase's bytes, as Config::General gives them to the prototype's Crypt::CBC
+    (the differential case "secret-spaces" holds Perl to the same): the line loses its
+    outer whitespace (a CR too), then one pair of enclosing quotes goes, and what was
+    inside them stays; here-doc bodies lose theirs as Perl's do."""
+    text = (
+        'key = " secret "\nkey2 "\t tab \t"  \r\nkey3 =   bare  secret \t \r\n'
+        "key4 = \"  \"\nkey5 = 'single '\nkey6 <<EOF\n  here  \nEOF\n"
+    )
+    assert kv(text) == [
+        ("key", " secret "),
+        ("key2", "\t tab \t"),
+        ("key3", "bare  secret"),
+        ("key4", "  "),
+        ("key5", "'single '"),  # single quotes are the value's own characters
+        ("key6", "here"),
+    ]
+
+
 def test_backslash_escapes_in_values_only() -> None:
     assert kv("a\\#b = \\$x \\\\ \\n\n") == [("a\\#b", "$x \\ \\n")]
 
@@ -456,6 +475,14 @@ CASES = [
         {
             "main.conf": 'a = "x # y"\nb = "with spaces"\nc = "q"x\nd = x"q"\ne = "a"b"\nf = "\n'
             'g = ""\nh = \\"x\\"\ni = \'single\'\nj = " padded "\nk "quoted key" = v\n'
+        },
+    ),
+    Case(
+        "secret-spaces",  # passphrases as Perl's Crypt::CBC gets them: see test_config.py
+        {
+            "main.conf": 'q = " secret "\nt = "\t tab \t"  \r\nu =   bare secret \t \r\n'
+            'v " sep "\nw = "  "\nx = " a " # c\ny = \\" esc \\"\nz = " open\n'
+            "s = 'single '\nh <<EOF\n  here  \nEOF\ni = <<EOF\n   ind  \n   EOF\n"
         },
     ),
     Case("escapes", {"main.conf": "a = \\\\\nb = \\$x\nc = a\\\\#b\nd = \\n\\t\ne\\# = 1\n"}),

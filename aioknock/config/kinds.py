@@ -66,6 +66,15 @@ def _exact_text(raw: object) -> str:
     return str(raw)
 
 
+def _secret(raw: object) -> str:
+    """A passphrase as given, every character of it: Crypt::CBC hashes the key's bytes,
+    spaces at its ends included, so a key stripped here would not be the prototype's.
+    Text only: a TOML number (``key = 1_000``, ``0x10``) is not the characters written."""
+    if not isinstance(raw, str):
+        raise ValueError
+    return raw
+
+
 def _bool(raw: object) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -258,6 +267,9 @@ BOOL = Kind("bool", "yes/no, on/off, true/false or 1/0", _bool, _yes_no)
 TEXT = Kind("text", "text", _text)
 # Spaces kept (quote the value in a config file): a log prefix ends in one, as a rule.
 EXACT_TEXT = Kind("text", "text (quote it to keep spaces)", _exact_text)
+# A passphrase: used byte for byte from the command line, the environment, a TOML
+# string or a quoted Config::General value (which keeps the spaces inside its quotes).
+SECRET = Kind("secret", "text, kept byte for byte", _secret)
 FLAG = integer(0)  # taken mod 256 with a warning, as the prototype did
 PATH = Kind("path", "a file name (relative: to the config file)", _path)
 MARK = Kind("mark", "a 32-bit number such as 0x4b4e4f43", _mark, "{:#x}".format)

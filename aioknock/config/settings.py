@@ -56,6 +56,7 @@ from .kinds import (
     NFT_NAME,
     PATH,
     PROTO,
+    SECRET,
     SEQUENCE,
     SPAN,
     TEMPLATE,
@@ -120,7 +121,7 @@ class KnockSettings(Table):
         "Blowfish", CIPHER, f"{', '.join(cipher_names())} (Crypt::CBC compatible)",
         metavar="NAME", host=True,
     )  # fmt: skip
-    key: str = opt("", TEXT, "passphrase for the cipher (prefer key_file or AIOKNOCK_KEY)",
+    key: str = opt("", SECRET, "passphrase for the cipher (prefer key_file or AIOKNOCK_KEY)",
                    secret=True, metavar="PASSPHRASE", host=True)  # fmt: skip
     key_file: str = opt(
         "", TEXT, "file whose first line is the passphrase (relative: to the config file)",
@@ -188,7 +189,7 @@ class ClientSettings(KnockSettings):
     )  # fmt: skip
     key_base64: bytes = opt("", BASE64, "spa: the encryption key in base64 (instead of key)",
                             secret=True, metavar="B64", host=True)  # fmt: skip
-    hmac_key: str = opt("", EXACT_TEXT, "spa: the HMAC key as a passphrase", secret=True,
+    hmac_key: str = opt("", SECRET, "spa: the HMAC key as a passphrase", secret=True,
                         metavar="PASSPHRASE", host=True)  # fmt: skip
     hmac_key_base64: bytes = opt("", BASE64, "spa: the HMAC key in base64 (instead of hmac_key)",
                                  secret=True, metavar="B64", host=True)  # fmt: skip

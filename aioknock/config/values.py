@@ -152,11 +152,18 @@ def config_relative(value: str, where: str) -> Path:
     return path
 
 
+def first_line(text: str) -> str:
+    """A key file's passphrase: its first line without the line ending (LF or CR LF),
+    every other character kept (spaces, a lone CR, a form feed), as the key's bytes."""
+    line = text.split("\n", 1)[0]
+    return line[:-1] if line.endswith("\r") and "\n" in text else line
+
+
 def read_key_file(value: str, where: str) -> tuple[str, Path]:
     key_path = config_relative(value, where)
     at = {"key": "key_file", **place(where)}
     try:
-        lines = read_regular(key_path, MAX_KEY).decode("utf-8").splitlines()
+        line = first_line(read_regular(key_path, MAX_KEY).decode("utf-8"))
     except UnicodeDecodeError:  # before ValueError, which it is too
         raise ConfigError(f"{key_path} is not UTF-8 text", **at) from None
     except ValueError:  # a NUL in the path
@@ -167,10 +174,10 @@ def read_key_file(value: str, where: str) -> tuple[str, Path]:
                           **at) from None  # fmt: skip
     except OSError as exc:
         raise ConfigError(f"cannot read {key_path}: {exc.strerror or exc}", **at) from None
-    if not lines or not lines[0]:
+    if not line:
         raise ConfigError(f"{key_path} has an empty first line", **at)
     _warn_readable(key_path, where)
-    return lines[0], key_path
+    return line, key_path
 
 
 def override(settings: T, overrides: Mapping[str, Any], where: str, *, host: bool = False) -> T:
