@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from aioknock import version
-from aioknock.asyncio import fleet
+from aioknock.asyncio import fleet, hostknock, oneshot
 from aioknock.asyncio.sender import Attempt, Resolved
+from aioknock.cli import fleetrun
 from aioknock.cli import main as cli
 from aioknock.codec.logtemplate import LogTemplate
 from aioknock.config.settings import ClientSettings
@@ -49,6 +50,10 @@ class Sent:
     async def send_knock(
         self, target: Resolved, ports: Sequence[int], timeout: float, **_: Any
     ) -> list[Attempt]:
+        return self.send_now(target, ports, timeout)
+
+    def send_now(self, target: Resolved, ports: Sequence[int], timeout: float, *_: Any
+                 ) -> list[Attempt]:  # fmt: skip
         self.knocks.append((target.address, list(ports)))
         return [Attempt(p, 0.0, "refused") for p in ports]
 
@@ -60,8 +65,9 @@ class Sent:
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     record = Sent()
-    monkeypatch.setattr(fleet, "send_knock", record.send_knock)
-    monkeypatch.setattr(cli, "write_knock", record.write_knock)
+    monkeypatch.setattr(fleet, "send_knock", record.send_knock)  # several hosts
+    monkeypatch.setattr(oneshot, "send_now", record.send_now)  # one host: no event loop
+    monkeypatch.setattr(fleetrun, "write_knock", record.write_knock)
     return record
 
 
@@ -516,7 +522,7 @@ def test_an_unexpected_exception_is_one_line(
     def boom(*_: Any) -> None:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(fleet, "plan_knock", boom)
+    monkeypatch.setattr(hostknock, "plan_knock", boom)
     code, out, err = run(capsys, "run", "-test", *PLAIN)
     assert (code, out) == (1, "")
     assert "internal error: RuntimeError: simulated bug" in one_error_line(err)

@@ -29,7 +29,7 @@ from helpers.loopback import needs_ipv6
 
 import aioknock
 from aioknock import ClientSettings, KnockResult, decode_knock, knock, knock_many
-from aioknock.asyncio import fleet
+from aioknock.asyncio import fleet, hostknock
 from aioknock.cli.hosts import from_lines, parse_line, read_hosts_file, stdin_hosts
 from aioknock.errors import ConfigError
 
@@ -592,11 +592,25 @@ def test_cli_4_and_6(cli: list[str], env: dict[str, str]) -> None:
     assert res.returncode == 1 and "::1 is not an IPv4 address" in res.stderr
 
 
-def test_cli_runs_on_uvloop(cli: list[str], env: dict[str, str]) -> None:
+def test_cli_runs_fleets_on_uvloop(cli: list[str], env: dict[str, str]) -> None:
     pytest.importorskip("uvloop")
-    res = run_cli([*cli, "127.0.0.1", "-sequence", "41072", "-timeout", "0", "-debug"], env)
+    res = run_cli([*cli, "127.0.0.1", "127.0.0.2", "-sequence", "41072", "-timeout", "0",
+                   "-debug"], env)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "event loop: uvloop" in res.stderr
+
+
+def test_one_host_needs_no_event_loop(env: dict[str, str]) -> None:
+    """The one-host path (asyncio/oneshot.py) neither imports asyncio nor uvloop."""
+    code = ("import sys; from aioknock.cli.main import main; "
+            "status = main(['run', '127.0.0.1', '-sequence', '41072,41073:udp', '-timeout', '0',"
+            " '-debug']); print(sorted(m for m in ('asyncio', 'uvloop', 'ssl') if m in "
+            "sys.modules), status)")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60, check=False)  # fmt: skip
+    assert res.stdout.strip() == "[] 0", res.stderr
+    assert "127.0.0.1 port 41072: refused" in res.stderr
+    assert "127.0.0.1 port 41073: sent" in res.stderr
 
 
 def test_progress_only_on_a_terminal(cli: list[str], env: dict[str, str]) -> None:
@@ -670,6 +684,6 @@ async def test_every_error_line_names_its_host(monkeypatch: pytest.MonkeyPatch) 
     def out_of_files(*_: Any) -> str:
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(fleet, "client_for", out_of_files)
+    monkeypatch.setattr(hostknock, "client_for", out_of_files)
     result = await knock("127.0.0.1", settings(knock="CLIENT,PORT"))
     assert not result.ok and result.error == "127.0.0.1: Too many open files"

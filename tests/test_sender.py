@@ -404,7 +404,7 @@ def _recording_syn(monkeypatch: pytest.MonkeyPatch) -> tuple[list[socket.socket]
 
     made: list[socket.socket] = []
     open_before: list[int] = []
-    real = sender._syn
+    real = sender.syn
 
     def syn(target: Resolved, port: int) -> tuple[socket.socket, int]:
         open_before.append(sum(s.fileno() >= 0 for s in made))
@@ -412,7 +412,7 @@ def _recording_syn(monkeypatch: pytest.MonkeyPatch) -> tuple[list[socket.socket]
         made.append(sock)
         return sock, err
 
-    monkeypatch.setattr(sender, "_syn", syn)
+    monkeypatch.setattr(sender, "syn", syn)
     return made, open_before
 
 

@@ -22,21 +22,33 @@ from collections.abc import (
     AsyncIterator,
     Iterable,
     Mapping,
-    Sequence,
 )
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.settings import ClientSettings
-from ..config.values import override, place, placed
-from ..errors import AioknockError, ConfigError, SendError
-from .client import build_spa, client_for, plan_knock, spa_allow
+from ..config.values import override
+from ..errors import AioknockError, ConfigError
+from .attempts import VERIFY_ATTEMPT, VERIFY_RETRY
 from .datagrams import Datagrams
-from .sender import HOLD_MAX, Attempt, Mode, Resolved, resolve, send_knock
+from .hostknock import (
+    JSON_FIELDS,
+    HostSpec,
+    KnockResult,
+    Ports,
+    begun,
+    failed,
+    host_settings,
+    knock_ports,
+    refused,
+    spa_packet,
+    still_closed,
+)
+from .sender import HOLD_MAX, Mode, Resolved, resolve, send_knock
+
+__all__ = ["JSON_FIELDS", "HostSpec", "KnockResult", "host_settings", "knock", "knock_many"]
 
 log = logging.getLogger("aioknock.fleet")
 
-Ports = Sequence[int | tuple[int, str]]
 ARGUMENT = "knock_many() argument"
 FD_HEADROOM = 64
 # Knocks per second the default concurrency plans for, by mode: about a third of what
@@ -45,67 +57,6 @@ FD_HEADROOM = 64
 SYN_RATE = 20_000
 CONNECT_RATE = 6_000
 START_BATCH = 32  # hosts started per loop pass: timers due meanwhile wait for one batch
-VERIFY_ATTEMPT = 0.5
-
-
-# The --json object, one per host: (name, JSON type, meaning). The manual and the
-# README document it from this table; ``KnockResult.as_json`` writes exactly these.
-JSON_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("host", "string", "the host as given (name or address)"),
-    ("protocol", "string", "what was sent: knockclient (the prototype's knock), sequence "
-                           "(knockd's) or spa (fwknop's datagram)"),
-    ("remote", "string", "the same: the prototype client's name for it"),
-    ("address", "string", "the address knocked, as resolved"),
-    ("values", "array of integers", "the knock's bytes before encryption (empty for a "
-                                    "sequence or SPA)"),
-    ("payload", "array of integers", "the bytes sent: the (encrypted) knock, or the SPA "
-                                     "datagram"),
-    ("ports", "array of integers", "the ports knocked, in order (SPA: the server's UDP port)"),
-    ("started", "number", "epoch seconds when this host's knock began"),
-    ("finished", "number", "epoch seconds when it ended (after -verify, if asked)"),
-    ("ok", "boolean", "the knock left, and with -verify the port then accepted a connection; "
-                      "false counts as failed in the summary and the exit status"),
-    ("error", "string or null", "why ok is false (null when it is true)"),
-    ("verified", "boolean or null", "-verify's answer: the port accepted a connection "
-                                    "(true) or stayed closed (false); null: not asked"),
-)  # fmt: skip
-
-
-@dataclass(slots=True)
-class KnockResult:
-    """What happened to one host; ``ok`` is False with ``error`` saying why (a port
-    that -verify found still closed included)."""
-
-    host: str
-    protocol: str = "knockclient"
-    address: str = ""
-    ports: list[int] = field(default_factory=list)
-    values: list[int] = field(default_factory=list)
-    payload: bytes = b""
-    attempts: list[Attempt] = field(default_factory=list)
-    started: float = 0.0  # epoch seconds
-    finished: float = 0.0
-    ok: bool = False
-    error: str = ""
-    verified: bool | None = None  # None: not asked
-
-    def as_json(self) -> dict[str, Any]:
-        """The ``--json`` object: the fields of ``JSON_FIELDS``, in its order."""
-        values = {
-            "host": self.host,
-            "protocol": self.protocol,
-            "remote": self.host,
-            "address": self.address,
-            "values": self.values,
-            "payload": list(self.payload),
-            "ports": self.ports,
-            "started": round(self.started, 6),
-            "finished": round(self.finished, 6),
-            "ok": self.ok,
-            "error": self.error or None,
-            "verified": self.verified,
-        }
-        return {name: values[name] for name, _, _ in JSON_FIELDS}
 
 
 def open_files() -> int:
@@ -162,9 +113,9 @@ async def _verify(target: Resolved, port: int, within: float) -> bool:
                 _, writer = await asyncio.open_connection(target.address, port,
                                                           family=target.family)  # fmt: skip
         except (OSError, TimeoutError):
-            if loop.time() + 0.1 >= deadline:
+            if loop.time() + VERIFY_RETRY >= deadline:
                 return False
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(VERIFY_RETRY)
         else:
             writer.close()
             with contextlib.suppress(OSError):
@@ -183,8 +134,7 @@ async def knock(host: str, what: ClientSettings | Ports, *, watch: bool = True,
     try:
         _, settings = host_settings(host, _settings(what, overrides))  # its <host> blocks
     except ConfigError as exc:  # blocks that are wrong together, for this host
-        now = time.time()
-        return KnockResult(host, started=now, finished=now, error=str(exc))
+        return refused(host, exc)
     datagrams = Datagrams()
     try:
         return await _knock(host, settings, watch, datagrams)
@@ -201,25 +151,23 @@ def _settings(what: ClientSettings | Ports, overrides: Mapping[str, Any]) -> Cli
 async def _knock(
     host: str, settings: ClientSettings, watch: bool, datagrams: Datagrams
 ) -> KnockResult:
-    kind = "sequence" if settings.sequence and settings.protocol != "spa" else settings.protocol
-    result = KnockResult(host, kind, started=time.time())
+    result = begun(host, settings)
     try:
         target = await resolve(host, settings.family)
         result.address = target.address
         if settings.protocol == "spa":
-            await _send_spa(settings, target, result, datagrams)
+            packet = spa_packet(settings, target, result)
+            if not settings.test:
+                await datagrams.send(target, settings.spa_server_port, packet)
         else:
             await _send_ports(settings, target, result, watch)
         if settings.verify and not settings.test:
             result.verified = await _verify(target, settings.verify, settings.verify_timeout)
             if not result.verified:
-                raise SendError(f"port {settings.verify} still closed "
-                                f"{settings.verify_timeout:g} s after the knock")  # fmt: skip
+                raise still_closed(settings)
         result.ok = True
     except (AioknockError, OSError) as exc:
-        # Every line names its host ("Too many open files" alone says nothing of which).
-        error = str(exc) if isinstance(exc, AioknockError) else exc.strerror or str(exc)
-        result.error = error if host in error else f"{host}: {error}"
+        failed(result, exc)
     finally:
         result.finished = time.time()
     return result
@@ -228,37 +176,12 @@ async def _knock(
 async def _send_ports(
     settings: ClientSettings, target: Resolved, result: KnockResult, watch: bool
 ) -> None:
-    ports = _ports(settings, target, result)
+    ports = knock_ports(settings, target, result)
     if settings.test:
         return
     mode: Mode = "connect" if settings.connect else "syn"
     result.attempts = await send_knock(target, ports, settings.timeout, mode=mode,
                                        jitter=settings.jitter, watch=watch)  # fmt: skip
-
-
-async def _send_spa(
-    settings: ClientSettings, target: Resolved, result: KnockResult, datagrams: Datagrams
-) -> None:
-    """One datagram of its own (random value, salt, timestamp) for this host."""
-    packet = build_spa(settings, spa_allow(settings, target.address, target.family))
-    result.payload, result.ports = packet, [settings.spa_server_port]
-    if not settings.test:
-        await datagrams.send(target, settings.spa_server_port, packet)
-
-
-def _ports(settings: ClientSettings, target: Resolved, result: KnockResult) -> Ports:
-    """What to send: the fixed sequence, or a fresh knock for this host."""
-    if settings.sequence:
-        result.ports = [port for port, _ in settings.sequence]
-        return settings.sequence
-    client = client_for(settings, target.address, target.family)
-    plan = plan_knock(settings, client)
-    result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports
-    return plan.ports
-
-
-# A host; or a host and its own settings, whole or as keys to change.
-HostSpec = str | tuple[str, ClientSettings | Mapping[str, Any]]
 
 
 async def _iterate(
@@ -366,8 +289,7 @@ async def _knock_all(
                 try:
                     host, own = host_settings(target, settings)
                 except ConfigError as exc:  # a bad per-host override: that host fails alone
-                    now = time.time()
-                    yield KnockResult(_host_of(target), started=now, finished=now, error=str(exc))
+                    yield refused(target, exc)
                     continue
                 task = asyncio.create_task(_knock(host, own, watch, datagrams))
                 task.add_done_callback(on_done)
@@ -388,31 +310,3 @@ async def _knock_all(
         if running:
             await asyncio.gather(*running, return_exceptions=True)
         datagrams.close()
-
-
-def _host_of(target: HostSpec) -> str:
-    return target if isinstance(target, str) else str(target[0])
-
-
-def host_settings(
-    target: HostSpec, settings: ClientSettings, where: str | None = None
-) -> tuple[str, ClientSettings]:
-    """A target's host and its settings: ``settings.for_host(host)`` (the config file's
-    ``<host>`` blocks), then the target's own keys (those the table marks per-host),
-    checked whole; a ConfigError about those keys names ``where`` (by default the host)."""
-    if isinstance(target, str):
-        return target, settings.for_host(target)
-    host, overrides = target
-    if isinstance(overrides, ClientSettings):
-        return host, overrides  # built (and checked) already: a hosts-file line's
-    if not overrides:
-        return host, settings.for_host(host)
-    at = host if where is None else where
-    if settings.sequence:
-        raise ConfigError("a fixed sequence has no per-host settings", **place(at))
-    own = override(settings.for_host(host), overrides, at, host=True)
-    try:
-        own.check_sendable()
-    except ConfigError as exc:
-        raise placed(exc, {}, at) from None
-    return host, own

@@ -17,92 +17,47 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import math
-import os
-import random
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 from ..codec.sequence import hits
 from ..errors import SendError
+from .attempts import (
+    HOLD_MAX,
+    HOLD_MIN,
+    LOCAL_ERRORS,
+    Attempt,
+    Mode,
+    Resolved,
+    cannot,
+    check_name,
+    check_pacing,
+    first_address,
+    hold,
+    numeric_target,
+    outcome,
+    schedule,
+    syn,
+    udp,
+    unresolved,
+)
 
-HOLD_MIN = 0.05
-HOLD_MAX = 0.9
-Mode = Literal["syn", "connect"]
-UDP_PAYLOAD = b"\0"  # one byte, as knockd's knock client sends
-
-# connect() errors that mean the knock cannot leave this host at all.
-LOCAL_ERRORS = {
-    errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT,
-    errno.EACCES, errno.EPERM, errno.EINVAL,
-}  # fmt: skip
-
-
-@dataclass(slots=True)
-class Attempt:
-    """What became of one knock: ``no answer`` is what a dropping firewall gives."""
-
-    port: int
-    sent: float  # loop time when the SYN left
-    outcome: str = "pending"
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    """A resolved host: the socket family and address the knocks go to."""
-
-    host: str
-    family: int
-    address: str
-    sockaddr: tuple[object, ...]
-
-
-def numeric_target(host: str, family: int = socket.AF_UNSPEC) -> Resolved | None:
-    """A Resolved for a literal address without a resolver round trip, else None."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
-        return None  # the resolver turns the scope into an interface index
-    fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    if family not in (socket.AF_UNSPEC, fam):
-        want = "IPv4" if family == socket.AF_INET else "IPv6"
-        raise SendError(f"{host} is not an {want} address")
-    sockaddr: tuple[object, ...] = (str(ip), 0, 0, 0) if fam == socket.AF_INET6 else (str(ip), 0)
-    return Resolved(host, fam, str(ip), sockaddr)
+__all__ = ["HOLD_MAX", "HOLD_MIN", "Attempt", "Mode", "Resolved", "resolve", "send_knock"]
 
 
 async def resolve(host: str, family: int = socket.AF_UNSPEC) -> Resolved:
-    if not host or not host.isprintable() or any(c.isspace() for c in host):
-        # A NUL cuts a name short in some resolvers (uvloop's): another host is knocked.
-        raise SendError(f"cannot resolve {host!r}: not a valid host name")
+    check_name(host)
     if (target := numeric_target(host, family)) is not None:
         return target
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, 0, family=family, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise SendError(f"cannot resolve {host!r}: {exc.strerror}") from None
+        raise unresolved(host, exc) from None
     except (UnicodeError, ValueError):  # IDNA: an empty or over-long label; a NUL
         raise SendError(f"cannot resolve {host!r}: not a valid host name") from None
-    fam, _, _, _, sockaddr = infos[0]
-    return Resolved(host, fam, str(sockaddr[0]), tuple(sockaddr))
-
-
-def _sockaddr(target: Resolved, port: int) -> tuple[object, ...]:
-    return (target.sockaddr[0], port, *target.sockaddr[2:])
-
-
-def _outcome(err: int) -> str:
-    if err == 0:
-        return "open"
-    if err == errno.ECONNREFUSED:
-        return "refused"
-    return os.strerror(err).lower()
+    return first_address(host, infos)
 
 
 class _Watch:
@@ -120,7 +75,7 @@ class _Watch:
         self.handle = loop.call_at(deadline, self.close, "no answer")
 
     def _ready(self) -> None:
-        self.close(_outcome(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)))
+        self.close(outcome(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)))
 
     def close(self, outcome: str) -> None:
         if self.sock.fileno() < 0:
@@ -131,40 +86,6 @@ class _Watch:
         self.attempt.outcome = outcome
         if not self.done.done():
             self.done.set_result(None)
-
-
-def _cannot(target: Resolved, port: int, err: int) -> SendError:
-    return SendError(f"cannot knock {target.host} ({target.address}) port {port}: "
-                     f"{os.strerror(err)}")  # fmt: skip
-
-
-def _syn(target: Resolved, port: int) -> tuple[socket.socket, int]:
-    try:
-        sock = socket.socket(target.family, socket.SOCK_STREAM)
-    except OSError as exc:  # EMFILE, ENOBUFS, EAFNOSUPPORT...
-        raise _cannot(target, port, exc.errno or errno.EINVAL) from None
-    try:
-        sock.setblocking(False)
-        err = sock.connect_ex(_sockaddr(target, port))
-    except BaseException:
-        sock.close()
-        raise
-    if err not in (0, errno.EINPROGRESS, errno.ECONNREFUSED):
-        # Everything else (no route, ENOBUFS, EAGAIN...) means no SYN left: not a knock.
-        sock.close()
-        raise _cannot(target, port, err)
-    return sock, err
-
-
-def _udp(target: Resolved, port: int) -> str:
-    """One datagram; there is no answer to wait for. Any error means it did not leave."""
-    try:
-        with socket.socket(target.family, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
-            sock.sendto(UDP_PAYLOAD, _sockaddr(target, port))
-    except OSError as exc:
-        raise _cannot(target, port, exc.errno or errno.EINVAL) from None
-    return "sent"
 
 
 async def _open(target: Resolved, port: int, attempt: Attempt, deadline: float) -> None:
@@ -179,7 +100,7 @@ async def _open(target: Resolved, port: int, attempt: Attempt, deadline: float) 
         attempt.outcome = "refused"
     except OSError as exc:
         if exc.errno in LOCAL_ERRORS:
-            raise _cannot(target, port, exc.errno or errno.EINVAL) from None
+            raise cannot(target, port, exc.errno or errno.EINVAL) from None
         attempt.outcome = (exc.strerror or str(exc)).lower()
     else:
         attempt.outcome = "open"
@@ -191,19 +112,6 @@ def _first_error(tasks: Sequence[asyncio.Task[None]]) -> BaseException | None:
         if task.done() and not task.cancelled() and task.exception() is not None:
             return task.exception()
     return None
-
-
-def schedule(
-    start: float, count: int, timeout: float, jitter: float = 0.0, rng: random.Random | None = None
-) -> list[float]:
-    """Absolute send times: knock i at start + i * timeout, plus up to ``jitter`` of
-    random spread that never lets a knock overtake the one before it."""
-    times = [start + i * timeout for i in range(count)]
-    if jitter > 0:
-        draw = (rng or random.SystemRandom()).uniform
-        spread = [t + draw(0, jitter) for t in times]
-        times = [max(spread[: i + 1]) for i in range(count)]
-    return times
 
 
 async def send_knock(
@@ -225,8 +133,7 @@ async def send_knock(
     when cancelled).
     """
     knocks = hits(ports)
-    if not timeout >= 0 or not jitter >= 0:  # also NaN
-        raise ValueError(f"timeout and jitter must be >= 0, not {timeout!r}, {jitter!r}")
+    check_pacing(timeout, jitter)
     if mode not in ("syn", "connect"):
         raise ValueError(f"mode must be 'syn' or 'connect', not {mode!r}")
     run = _Knocking(target, timeout, mode, watch)
@@ -250,7 +157,7 @@ class _Knocking:
     def __init__(self, target: Resolved, timeout: float, mode: Mode, watch: bool) -> None:
         self.loop = asyncio.get_running_loop()
         self.target, self.timeout, self.mode, self.watch = target, timeout, mode, watch
-        self.hold = min(max(timeout, HOLD_MIN), HOLD_MAX)
+        self.hold = hold(timeout)
         self.attempts: list[Attempt] = []
         self.watches: list[_Watch] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -260,7 +167,7 @@ class _Knocking:
         attempt = Attempt(port, self.loop.time())
         self.attempts.append(attempt)
         if proto == "udp":
-            attempt.outcome = _udp(self.target, port)
+            attempt.outcome = udp(self.target, port)
         elif self.mode == "connect":
             coro = _open(self.target, port, attempt, attempt.sent + self.hold)
             self.tasks.append(asyncio.create_task(coro))
@@ -268,10 +175,10 @@ class _Knocking:
             self._syn(attempt, next_slot)
 
     def _syn(self, attempt: Attempt, next_slot: float) -> None:
-        sock, err = _syn(self.target, attempt.port)
+        sock, err = syn(self.target, attempt.port)
         if err not in (0, errno.EINPROGRESS):
             sock.close()
-            attempt.outcome = _outcome(err)
+            attempt.outcome = outcome(err)
         elif self.watch:
             self.watches.append(_Watch(self.loop, sock, attempt, attempt.sent + self.hold))
         elif self.timeout > 0:

@@ -8,12 +8,11 @@ blocks, which beat its top level (``ClientSettings.for_host``).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from ..asyncio.fleet import HostSpec, host_settings
+from ..asyncio.hostknock import HostSpec, host_settings
 from ..config.regular import MAX_HOSTS, read_regular
 from ..config.settings import ClientSettings
 from ..config.values import Given, canonical, read_values
@@ -79,6 +78,8 @@ def read_hosts_file(path: str, base: ClientSettings | None = None) -> list[HostS
 
 async def stdin_hosts(base: ClientSettings | None = None) -> AsyncIterator[HostSpec]:
     """Hosts from stdin as they arrive, read in a worker thread so the loop never blocks."""
+    import asyncio  # here: a one-host run has no event loop, and imports none
+
     number = 0
     while line := await asyncio.to_thread(sys.stdin.readline):
         number += 1

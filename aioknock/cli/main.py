@@ -3,46 +3,39 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import dataclasses
 import difflib
-import gc
 import json
 import logging
-import os
 import re
 import resource
 import sys
-import time
 import traceback
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from ..asyncio.client import carried, client_address, decode_knock, plan_knock
-from ..asyncio.connect import connect
-from ..asyncio.fleet import KnockResult, host_settings, knock_many, raise_fd_limit
-from ..asyncio.logfile import write_knock
+from ..asyncio.client import decode_knock
 from ..config.files import Layer
-from ..config.fwknopconf import read_fwknoprc
-from ..config.kinds import BOOL_WORDS
 from ..config.loader import build_settings, find_config, search_path
 from ..config.settings import ClientSettings, DaemonSettings, KnockSettings
 from ..errors import AioknockError, ConfigError, KnockError
 from ..version import __version__
 from .exits import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
-from .hosts import parse_line, read_hosts_file, stdin_hosts
 from .keygen import keygen
+from .loop import run_async
 from .manual import brief_usage, manual
 from .options import add_settings, overrides, split_flags, switch_values
+from .output import emit, silence_stdout
+from .run import run
 
 log = logging.getLogger("aioknock")
 
 FWKNOPRC = "~/.fwknoprc"
 HELP = ("-h", "--help", "-help")
 VERSION = ("--version", "-version", "-V")
+MIN_FILES = 32  # the event loop's own (self-pipe, signals), a few sockets, the log
 
 
 @dataclass(frozen=True)
@@ -174,27 +167,9 @@ def _logging_restored() -> Iterator[None]:
         root.handlers[:], root.propagate, root.level = saved[0], saved[1], saved[2]
 
 
-def _emit(text: str) -> bool:
-    """Print one line on stdout; False (and stdout silenced) once the reader has gone."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        _silence_stdout()
-        return False
-    return True
-
-
-def _silence_stdout() -> None:
-    """After EPIPE, point stdout at /dev/null so that the interpreter's last flush is quiet."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
 def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockSettings] | int:
     if any(arg in HELP for arg in argv):
-        _emit(brief_usage(command))
+        emit(brief_usage(command))
         return 0
     # -c is an exact alias only: as a real one-letter option argparse would take -cipherr as -c.
     aliases = {"-c": "-conf", "-4": "--family=4", "-6": "--family=6", "-n": "--named-config"}
@@ -205,10 +180,10 @@ def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockS
     ns = parser.parse_args(rest)
     ns.argv = list(argv)
     if ns.help:
-        _emit(brief_usage(command))
+        emit(brief_usage(command))
         return 0
     if ns.man:
-        _emit(manual(SPECS[command].manual))
+        emit(manual(SPECS[command].manual))
         return 0
     given = overrides(ns, spec.settings, flags)
     extra = _fwknoprc(ns)
@@ -250,176 +225,9 @@ def _fwknoprc(ns: argparse.Namespace) -> list[Layer]:
             raise ConfigError("-n names a stanza of --fwknoprc; give --fwknoprc too",
                               source="command line")  # fmt: skip
         return []
+    from ..config.fwknopconf import read_fwknoprc  # only where --fwknoprc is given
+
     return [read_fwknoprc(Path(rc).expanduser(), stanza or "default")]
-
-
-MIN_FILES = 32
-
-
-def _targets(ns: argparse.Namespace, settings: ClientSettings) -> tuple[Any, int | None]:
-    """The hosts to knock and how many (None: not known ahead, from stdin)."""
-    if ns.hosts == "-":
-        if ns.targets:
-            raise ConfigError("give hosts as arguments or with --hosts, not both",
-                              source="command line")  # fmt: skip
-        return stdin_hosts(settings), None
-    for word in ns.targets:
-        if not word.strip():
-            raise ConfigError("an empty host name", source="command line")
-        # "-encrypt yes", "-debug 2": would be knocked as hosts (2 is 0.0.0.2).
-        if word.lower() in BOOL_WORDS or word.isdigit():
-            i = ns.argv.index(word)
-            switch = ns.argv[i - 1].lstrip("-") if i > 0 else "encrypt"
-            raise ConfigError(f"{word!r} is not a host: switches take no value (write "
-                              f"-{switch} or -no{switch})", source="command line")  # fmt: skip
-    listed: list[Any] = [parse_line(t, "command line", settings) for t in ns.targets]
-    if ns.hosts:
-        listed += read_hosts_file(ns.hosts, settings)
-    if not listed:
-        listed = [settings.remote]
-    return listed, len(listed)
-
-
-class _Progress:
-    """done/total, rate and failures on a terminal; nothing when stderr is not one."""
-
-    def __init__(self, total: int | None) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="host", file=sys.stderr, dynamic_ncols=True,
-                        leave=False, mininterval=0.2)  # fmt: skip
-        self.failed = 0
-
-    def update(self, ok: bool) -> None:
-        if not ok:
-            self.failed += 1
-            self.bar.set_postfix(failed=self.failed, refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-@dataclass
-class _Tally:
-    """Hosts done so far, for the progress bar and the summary."""
-
-    total: int | None
-    progress: _Progress | None
-    ok: int = 0
-    failed: int = 0
-    started: float = dataclasses.field(default_factory=time.monotonic)
-
-    @property
-    def done(self) -> int:
-        return self.ok + self.failed
-
-    def count(self, ok: bool) -> None:
-        if ok:
-            self.ok += 1
-        else:
-            self.failed += 1
-        if self.progress is not None:
-            self.progress.update(ok)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.close()
-
-
-async def _run(ns: argparse.Namespace, settings: ClientSettings) -> int:
-    targets, total = _targets(ns, settings)
-    if settings.logtofile:
-        return await _log_to_file(settings, targets, json_out=ns.json)
-    tally = _start_run(ns, settings, total)
-    single = total == 1
-    try:
-        async for result in knock_many(targets, settings, watch=single or settings.debug > 0):
-            _report(result, settings, single=single)
-            tally.count(result.ok)
-            if ns.json:
-                _emit(json.dumps(result.as_json()))  # a closed pipe stops no knock
-    except asyncio.CancelledError:
-        tally.close()
-        left = f" of {total}" if total else ""
-        log.error("interrupted: %d%s hosts done (%d failed); the others were stopped "
-                  "mid-knock or not started; every socket is closed", tally.done, left,
-                  tally.failed)  # fmt: skip
-        # The top-level task: the summary above is the whole report, so the runner
-        # returns 130 instead of raising KeyboardInterrupt for a second line.
-        return EXIT_INTERRUPTED
-    tally.close()
-    if settings.test:
-        log.info("test mode: nothing sent")
-    if not single:
-        log.info("knocked %d hosts in %.2f s: %d ok, %d failed", tally.done,
-                 time.monotonic() - tally.started, tally.ok, tally.failed)  # fmt: skip
-    return EXIT_FAILED if tally.failed else 0
-
-
-def _start_run(ns: argparse.Namespace, settings: ClientSettings, total: int | None) -> _Tally:
-    """Room for a fleet (open files), a short GC pause, and a progress bar on a terminal."""
-    if not settings.concurrency and total != 1:
-        old, new = raise_fd_limit()
-        if new != old:
-            log.debug("raised the open-files limit from %d to %d", old, new)
-    # What is alive now (modules, settings, codec) lives until exit: frozen, a full
-    # collection mid-run walks only the run's objects and keeps its pause short.
-    gc.freeze()
-    shown = total != 1 and sys.stderr.isatty() and not settings.quiet and not ns.json
-    return _Tally(total, _Progress(total) if shown else None)
-
-
-def _report(result: KnockResult, settings: ClientSettings, *, single: bool) -> None:
-    level = logging.INFO if single else logging.DEBUG
-    if result.protocol == "spa" and result.ports:
-        log.log(level, "SPA packet for %s: %d bytes to udp port %d", result.host,
-                len(result.payload), result.ports[0])  # fmt: skip
-    elif result.ports:
-        log.log(level, "knock for %s: %s", result.host, " ".join(map(str, result.ports)))
-    if result.values:
-        log.debug("values  %s", " ".join(map(str, result.values)))
-        log.debug("payload %s", " ".join(map(str, result.payload)))
-    for a in result.attempts:
-        log.debug("%s port %d: %s", result.host, a.port, a.outcome)
-    if not result.ok:
-        log.error("%s", result.error)
-        return
-    if result.verified:
-        log.info("%s: port %d open after the knock", result.host, settings.verify)
-    if result.attempts:
-        log.log(level, "sent %d knocks to %s (%s)", len(result.attempts), result.host,
-                result.address)  # fmt: skip
-
-
-async def _log_to_file(settings: ClientSettings, targets: Any, *, json_out: bool) -> int:
-    """``logtofile``: each host's knock as faked log lines, hosts one after another."""
-    hosts = [host_settings(target, settings) async for target in _aiter(targets)]
-    for host, own in hosts:
-        address = await asyncio.to_thread(client_address, own, host)
-        result = KnockResult(host, address=host, started=time.time(), ok=True)
-        plan = plan_knock(own, carried(own, host, address))
-        result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports
-        log.info("knock for %s: %s", host, " ".join(map(str, plan.ports)))
-        if not settings.test:
-            await write_knock(settings.logfile, settings.fileformat, client=address,
-                              remote=host, ports=plan.ports, timeout=settings.timeout)  # fmt: skip
-            log.info("wrote %d lines to %s", len(plan.ports), settings.logfile)
-        result.finished = time.time()
-        if json_out:
-            _emit(json.dumps(result.as_json()))
-    if settings.test:
-        log.info("test mode: nothing sent")
-    return 0
-
-
-async def _aiter(targets: Any) -> AsyncIterator[Any]:
-    if hasattr(targets, "__aiter__"):
-        async for t in targets:
-            yield t
-    else:
-        for t in targets:
-            yield t
 
 
 def _port_numbers(words: Sequence[str]) -> list[int] | None:
@@ -467,7 +275,7 @@ def _decode(ns: argparse.Namespace, settings: ClientSettings) -> int:
         except KnockError as exc:
             log.error("%sinvalid knock: %s", where, exc.reason)
             status = EXIT_FAILED
-            if ns.json and not _emit(json.dumps({"ok": False, "error": exc.reason})):
+            if ns.json and not emit(json.dumps({"ok": False, "error": exc.reason})):
                 break
             continue
         out = (
@@ -475,19 +283,9 @@ def _decode(ns: argparse.Namespace, settings: ClientSettings) -> int:
             if ns.json
             else " ".join(f"{k}={v}" for k, v in fields.items())
         )
-        if not _emit(out):
+        if not emit(out):
             return EXIT_FAILED
     return status
-
-
-def _event_loop_runner() -> asyncio.Runner:
-    try:
-        import uvloop
-    except ImportError:
-        log.debug("event loop: asyncio (uvloop is not installed)")
-        return asyncio.Runner()
-    log.debug("event loop: uvloop")
-    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -513,7 +311,7 @@ def _main(args: list[str]) -> int:
         log.error("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return EXIT_FAILED
     except Exception as exc:  # a bug: one line, the traceback only with -debug
         log.error("internal error: %s: %s (run with -debug for the traceback)",
@@ -526,12 +324,12 @@ def _command(args: list[str]) -> tuple[str, list[str]] | int:
     """The command and its arguments, or the exit status of a usage answer."""
     if not args or args[0] in HELP:
         if args:
-            _emit(brief_usage(None))
+            emit(brief_usage(None))
             return 0
         print(brief_usage(None), file=sys.stderr)
         return EXIT_CONFIG
     if args[0] in VERSION:
-        _emit(f"aioknock {__version__}")
+        emit(f"aioknock {__version__}")
         return 0
     if args[0] in COMMANDS or args[0] == "keygen":
         return args[0], args[1:]
@@ -560,16 +358,17 @@ def _execute(command: str, rest: list[str]) -> int:
         log.error("the open-files limit is %d; aioknock needs at least %d (ulimit -n)",
                   soft, MIN_FILES)  # fmt: skip
         return EXIT_FAILED
-    with _event_loop_runner() as runner:
-        if isinstance(settings, DaemonSettings):
-            # Imported for the daemon only: a client's start-up does without it.
-            from ..asyncio.daemon import serve
+    if isinstance(settings, DaemonSettings):
+        # Each command imports what it runs: a one-host run needs no event loop at all.
+        from ..asyncio.daemon import serve
 
-            return runner.run(serve(settings, ns.reload))
-        assert isinstance(settings, ClientSettings)
-        if command == "connect":
-            return runner.run(connect(settings, ns.connect_host, _connect_port(ns)))
-        return runner.run(_run(ns, settings))
+        return run_async(serve(settings, ns.reload))
+    assert isinstance(settings, ClientSettings)
+    if command == "connect":
+        from ..asyncio.connect import connect
+
+        return run_async(connect(settings, ns.connect_host, _connect_port(ns)))
+    return run(ns, settings)
 
 
 def _connect_port(ns: argparse.Namespace) -> int:

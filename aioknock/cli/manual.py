@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from importlib.resources import files
 
-from ..asyncio.fleet import JSON_FIELDS
+from ..asyncio.hostknock import JSON_FIELDS
 from ..config.settings import ClientSettings, DaemonSettings, DoorSettings, KnockSettings
 from ..config.table import Table
 from .exits import RUN_STATUSES

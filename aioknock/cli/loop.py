@@ -1,0 +1,33 @@
+"""The event loop, for the commands that need one: the daemon, ``connect``, fleets.
+
+asyncio is imported when a loop is run, not before: a one-host run needs none.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+
+log = logging.getLogger("aioknock")
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop (asyncio's own loop if uvloop is not installed)."""
+    with _runner() as runner:
+        return runner.run(main)
+
+
+def _runner() -> asyncio.Runner:
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        log.debug("event loop: asyncio (uvloop is not installed)")
+        return asyncio.Runner()
+    log.debug("event loop: uvloop")
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
