@@ -22,13 +22,16 @@ import gc
 import itertools
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 from helpers.loopback import HAVE_IPV6, needs_ipv6
 
+from aioknock.asyncio.oneshot import knock_one, send_now
 from aioknock.asyncio.sender import HOLD_MAX, HOLD_MIN, Attempt, Mode, Resolved, resolve, send_knock
+from aioknock.config.settings import ClientSettings
 from aioknock.errors import SendError
 
 LOOPBACK = "127.0.0.1"
@@ -400,11 +403,11 @@ async def test_bad_timeout_rejected(timeout: float) -> None:
 def _recording_syn(monkeypatch: pytest.MonkeyPatch) -> tuple[list[socket.socket], list[int]]:
     """Wraps the sender's connect(): the sockets it made, and how many earlier ones
     were still open at each call."""
-    from aioknock.asyncio import sender
+    from aioknock.asyncio import attempts, sender
 
     made: list[socket.socket] = []
     open_before: list[int] = []
-    real = sender.syn
+    real = attempts.syn
 
     def syn(target: Resolved, port: int) -> tuple[socket.socket, int]:
         open_before.append(sum(s.fileno() >= 0 for s in made))
@@ -470,3 +473,65 @@ async def test_a_syn_that_did_not_leave_is_a_send_error(
     target = Resolved(LOOPBACK, socket.AF_INET, LOOPBACK, (LOOPBACK, 0))
     with pytest.raises(SendError, match=os.strerror(err)):
         await send_knock(target, [41999], 0, watch=False)
+
+
+# ------------------------------------------------------------------ one host, no event loop
+
+
+@pytest.mark.parametrize("timeout", [0.0, TIMEOUT])
+async def test_blocking_sender_sends_the_same_knock(v4: Ports, timeout: float) -> None:
+    """``oneshot.send_now`` (one host from the CLI) keeps send_knock's order, outcomes and
+    schedule (the listeners' kernel completes each handshake; nothing needs the loop)."""
+    ports, outcomes = _mixed(v4)
+    attempts = send_now(v4.target, ports, timeout)
+    assert [a.port for a in attempts] == ports
+    assert [a.outcome for a in attempts] == outcomes
+    if timeout:
+        _check_schedule(attempts, timeout)
+
+
+async def test_blocking_sender_holds_a_silent_knock_below_the_retransmission(v4: Ports) -> None:
+    t0 = time.monotonic()
+    attempts = send_now(v4.target, [v4.silent], 5.0)
+    elapsed = time.monotonic() - t0
+    assert attempts[0].outcome == "no answer"
+    assert HOLD_MAX - EARLY <= elapsed < 1.0, elapsed
+    t0 = time.monotonic()
+    attempts = send_now(v4.target, [v4.closed[0], v4.silent, (v4.closed[1], "udp")], 0.1)
+    elapsed = time.monotonic() - t0
+    assert [a.outcome for a in attempts] == ["refused", "no answer", "sent"]
+    assert 0.2 - EARLY <= elapsed <= 0.2 + 0.25, elapsed
+
+
+async def test_blocking_sender_interrupted_leaves_nothing_open(
+    v4: Ports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aioknock.asyncio import attempts, oneshot
+
+    real, calls = attempts.syn, 0
+
+    def syn(target: Resolved, port: int) -> tuple[socket.socket, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            raise KeyboardInterrupt
+        return real(target, port)
+
+    monkeypatch.setattr(oneshot, "syn", syn)
+    before = _open_fds()
+    with pytest.raises(KeyboardInterrupt):
+        send_now(v4.target, [v4.silent] * 6, 0.0)
+    assert _open_fds() == before
+
+
+async def test_knock_one_verifies_the_port(v4: Ports) -> None:
+    settings = ClientSettings.of(sequence=str(v4.closed[0]), timeout=0.0, verify=v4.listening[0],
+                                 verify_timeout=2.0)  # fmt: skip
+    result = knock_one(LOOPBACK, settings)
+    assert (result.ok, result.verified, result.ports) == (True, True, [v4.closed[0]])
+    closed = ClientSettings.of(sequence=str(v4.closed[0]), timeout=0.0, verify=v4.closed[1],
+                               verify_timeout=0.3)  # fmt: skip
+    result = knock_one(LOOPBACK, closed)
+    assert not result.ok and result.verified is False
+    assert result.error == f"127.0.0.1: port {v4.closed[1]} still closed 0.3 s after the knock"
+    assert not knock_one(UNRESOLVABLE, settings).ok
