@@ -22,19 +22,26 @@ and bound to one server, and fwknop's SPA.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
+from test_daemon import daemon_settings, running
 
+from aioknock.asyncio.daemon import make_recognizers
 from aioknock.codec.ciphers import BLOCK, RANDOMIV_HEADER
 from aioknock.codec.fields import time_values
 from aioknock.codec.pipeline import Codec
 from aioknock.codec.sequence import Hit
+from aioknock.config.loader import build_settings
 from aioknock.config.settings import ClientSettings, DaemonSettings
-from aioknock.daemon.encoded import EncodedKnocks
+from aioknock.daemon.encoded import EncodedKnocks, exposure_warning
 from aioknock.daemon.engine import Engine, Open, Policy, Record
 from aioknock.daemon.packet import Packet
 from aioknock.daemon.recognizer import Grant, Refusal, Verdict
@@ -272,6 +279,54 @@ def test_the_attacker_never_needs_more_than_34_knocks(seed: int) -> None:
     candidates = forgeries(knock, Guess(), Guess(ATTACKER, 3306))
     grants = send_until_open(Host(), candidates, NOW + 1)
     assert len(grants) == 1 and len(candidates) <= 34
+
+
+# ------------------------------------------------------- what the daemon says at start
+
+
+def warning_for(**settings: Any) -> str | None:
+    daemon = DaemonSettings.of(**settings)
+    return exposure_warning(make_recognizers(daemon, ReplayMemory()))
+
+
+def test_the_daemon_warns_of_the_forgery_when_it_accepts_encrypted_prototype_knocks() -> None:
+    message = warning_for(**KNOCK)
+    assert message is not None and "\n" not in message
+    assert message.startswith("prototype knocks are accepted (Blowfish, iv = yes)")
+    assert "exposed to cross-host forgery" in message and "its IV rewritten" in message
+    assert message.endswith("use protocol = sealed or SPA (access_file) wherever the clients "
+                            "can be upgraded")  # fmt: skip
+    zero_iv = warning_for(**{**KNOCK, "iv": False, "cipher": "CAST5"})
+    assert zero_iv is not None and zero_iv.startswith(
+        "prototype knocks are accepted (CAST5, iv = no)"
+    )
+    assert "opens this one, for its client" in zero_iv
+
+
+def test_no_warning_without_encrypted_prototype_knocks(tmp_path: Path) -> None:
+    assert warning_for() is None  # unencrypted: there is no key to share
+    door = tmp_path / "doors.conf"
+    door.write_text("encoded = no\nencrypt = yes\nkey = k\n<door ssh>\nsequence = 7000,8000\n"
+                    "port = 22\n</door>\n")  # fmt: skip
+    settings = build_settings(DaemonSettings, path=door, overrides={}, sending=False)
+    assert exposure_warning(make_recognizers(settings, ReplayMemory())) is None
+    assert exposure_warning([]) is None
+
+
+async def test_the_daemon_logs_it_once_at_start(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aioknock")
+    async with running(daemon_settings(home)) as daemon:
+        await asyncio.sleep(0.2)
+        daemon.reload(daemon_settings(home, duration=5))
+        await asyncio.sleep(0.2)
+    said = [r for r in caplog.records if "cross-host forgery" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING]
+    caplog.clear()
+    async with running(daemon_settings(home, encrypt=False)):
+        await asyncio.sleep(0.2)
+    assert "cross-host forgery" not in caplog.text
 
 
 @pytest.mark.skip(reason="sealed knocks land in aioknock/codec/sealed.py")

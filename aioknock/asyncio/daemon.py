@@ -526,6 +526,7 @@ class KnockDaemon:
         except BaseException:
             self._running = False
             raise
+        EncodedKnocks.warn_exposure(log, self.engine.recognizers)  # once, at start
         worker = asyncio.create_task(self._work())
         timer = asyncio.create_task(self._timer())
         stopper = asyncio.create_task(stop.wait())

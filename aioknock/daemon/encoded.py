@@ -7,11 +7,21 @@ replay) and the window starts again. One that does not loses its oldest port and
 waits for the next: a stray SYN before a knock (noise, or one spoofed from the
 client's address) costs one decode, not the knock. A stray SYN inside a knock breaks
 it: the prototype's knock has nothing to find its ports by but their place.
+
+What it cannot protect against (tests/test_forgery.py shows each): the knock has no
+integrity check and names no host. With one key in a fleet, a knock recorded on its way
+to host A opens host B, which never saw it; and with ``iv = yes`` its IV, sent in the
+clear, rewrites the first CBC block without the key: another CLIENT (the attacker's),
+another PORT, a fresh THISMINUTE, RAND changed to keep the CHECKSUM. The memory of used
+knocks refuses it only on a host that accepted the original and still remembers it.
+``exposure_warning`` is what the daemon says about it when it starts.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..codec.fields import Fields, time_values
@@ -42,6 +52,30 @@ class _Window(InProgress):
         self.started = times[0] if times else now
 
 
+_FORGERY = (
+    "prototype knocks are accepted ({cipher}, iv = {iv}), and they carry no integrity check: "
+    "every host that shares this key is exposed to cross-host forgery ({how}); use "
+    "protocol = sealed or SPA (access_file) wherever the clients can be upgraded"
+)
+_HOW = {
+    True: "a knock recorded on its way to another host, its IV rewritten, opens this one "
+    "for the attacker, for any port, at any time",
+    False: "a knock recorded on its way to another host opens this one, for its client",
+}
+
+
+def exposure_warning(recognizers: Iterable[object]) -> str | None:
+    """What the daemon warns of at start when it accepts encrypted prototype knocks
+    (``encoded = yes``, ``encrypt = yes``); None when it does not. Without encryption
+    anybody can make a knock, key or not: there is no key to share."""
+    for recognizer in recognizers:
+        if isinstance(recognizer, EncodedKnocks) and recognizer.codec.cipher.name != "none":
+            iv = bool(getattr(recognizer.codec.cipher, "iv", False))
+            cipher = recognizer.codec.cipher.name
+            return _FORGERY.format(cipher=cipher, iv="yes" if iv else "no", how=_HOW[iv])
+    return None
+
+
 class EncodedKnocks:
     """Recognizes the knocks ``codec`` encodes; every defect is a refusal with its reason."""
 
@@ -60,6 +94,12 @@ class EncodedKnocks:
         self._windows = SourceTable(_Window, timeout=knock_timeout, limit=max_sources)
         self._span = frozenset(codec.span.ports)
         self._reports = Reports()
+
+    @staticmethod
+    def warn_exposure(logger: logging.Logger, recognizers: Iterable[object]) -> None:
+        """Log ``exposure_warning``, if any: asyncio/daemon.py calls this once, at start."""
+        if (message := exposure_warning(recognizers)) is not None:
+            logger.warning("%s", message)
 
     @property
     def sources(self) -> int:
