@@ -14,12 +14,12 @@ import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from ..asyncio.client import decode_knock
 from ..config.files import Layer
 from ..config.loader import build_settings, find_config, search_path
-from ..config.settings import ClientSettings, DaemonSettings, KnockSettings
+from ..config.settings import ClientSettings, table_of
 from ..errors import AioknockError, ConfigError, KnockError
 from ..version import __version__
 from .exits import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
@@ -29,6 +29,9 @@ from .manual import brief_usage, manual
 from .options import add_settings, overrides, split_flags, switch_values
 from .output import emit, silence_stdout
 from .run import run
+
+if TYPE_CHECKING:
+    from ..config.daemonsettings import DaemonSettings
 
 log = logging.getLogger("aioknock")
 
@@ -40,8 +43,12 @@ MIN_FILES = 32  # the event loop's own (self-pipe, signals), a few sockets, the 
 
 @dataclass(frozen=True)
 class _Spec:
-    settings: type[ClientSettings] | type[DaemonSettings]
     manual: str  # also the config file's name: knockclient.conf, knockdaemon.conf
+
+    @property
+    def settings(self) -> type[ClientSettings] | type[DaemonSettings]:
+        """The command's table (the daemon's loads the daemon's modules: not for a client)."""
+        return cast("type[ClientSettings] | type[DaemonSettings]", table_of(self.manual))
 
     @property
     def config_name(self) -> str:
@@ -49,10 +56,10 @@ class _Spec:
 
 
 SPECS = {
-    "run": _Spec(ClientSettings, "knockclient"),
-    "decode": _Spec(ClientSettings, "knockclient"),
-    "connect": _Spec(ClientSettings, "knockclient"),
-    "daemon": _Spec(DaemonSettings, "knockdaemon"),
+    "run": _Spec("knockclient"),
+    "decode": _Spec("knockclient"),
+    "connect": _Spec("knockclient"),
+    "daemon": _Spec("knockdaemon"),
 }
 COMMANDS = tuple(SPECS)
 
@@ -167,7 +174,9 @@ def _logging_restored() -> Iterator[None]:
         root.handlers[:], root.propagate, root.level = saved[0], saved[1], saved[2]
 
 
-def _load(command: str, argv: Sequence[str]) -> tuple[argparse.Namespace, KnockSettings] | int:
+def _load(
+    command: str, argv: Sequence[str]
+) -> tuple[argparse.Namespace, ClientSettings | DaemonSettings] | int:
     if any(arg in HELP for arg in argv):
         emit(brief_usage(command))
         return 0
@@ -358,10 +367,11 @@ def _execute(command: str, rest: list[str]) -> int:
         log.error("the open-files limit is %d; aioknock needs at least %d (ulimit -n)",
                   soft, MIN_FILES)  # fmt: skip
         return EXIT_FAILED
-    if isinstance(settings, DaemonSettings):
+    if command == "daemon":
         # Each command imports what it runs: a one-host run needs no event loop at all.
         from ..asyncio.daemon import serve
 
+        assert not isinstance(settings, ClientSettings)
         return run_async(serve(settings, ns.reload))
     assert isinstance(settings, ClientSettings)
     if command == "connect":

@@ -6,14 +6,9 @@ import textwrap
 from importlib.resources import files
 
 from ..asyncio.hostknock import JSON_FIELDS
-from ..config.settings import ClientSettings, DaemonSettings, DoorSettings, KnockSettings
+from ..config.settings import ClientSettings, table_of
 from ..config.table import Table
 from .exits import RUN_STATUSES
-
-TABLES: dict[str, type[KnockSettings]] = {
-    "knockclient": ClientSettings,
-    "knockdaemon": DaemonSettings,
-}
 
 
 def options_text(cls: type[Table] = ClientSettings, indent: int = 4) -> str:
@@ -60,8 +55,8 @@ def manual(name: str) -> str:
     text = (files("aioknock") / "manual" / f"{name}.txt").read_text(encoding="utf-8")
     text = text.replace("{{JSON_FIELDS}}", json_fields_text())
     text = text.replace("{{EXIT_STATUS}}", exit_status_text())
-    text = text.replace("{{DOOR_OPTIONS}}", options_text(DoorSettings, indent=8))
-    return text.replace("{{OPTIONS}}", options_text(TABLES[name]))
+    text = text.replace("{{DOOR_OPTIONS}}", options_text(table_of("door"), indent=8))
+    return text.replace("{{OPTIONS}}", options_text(table_of(name)))
 
 
 def brief_usage(command: str | None) -> str:
@@ -79,7 +74,7 @@ def brief_usage(command: str | None) -> str:
     name = "knockdaemon" if command == "daemon" else "knockclient"
     text = manual(name)
     synopsis = text.split("SYNOPSIS\n", 1)[1].split("\nDESCRIPTION", 1)[0]
-    keys = ", ".join(f"-{k.name}" for k in TABLES[name].table())
+    keys = ", ".join(f"-{k.name}" for k in table_of(name).table())
     flags = ", -flagN" if name == "knockclient" else ""
     return (
         f"usage:\n{synopsis.rstrip()}\n\nsettings: {keys}{flags}\n"

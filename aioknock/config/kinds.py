@@ -24,9 +24,6 @@ from ..codec.logtemplate import LogTemplate
 from ..codec.portspan import PortSpan
 from ..codec.sequence import Hit, hits, parse_sequence, proto_of, sequence_text
 from ..codec.spa import HASHES, parse_proto_port
-from ..daemon import nftables
-from ..daemon.doors import Command
-from ..daemon.logreader import LogFormat
 from ..errors import InvalidValue, KnockError
 
 BOOL_WORDS = {
@@ -54,7 +51,7 @@ class Kind:
         return self.convert(raw)
 
 
-def _text(raw: object) -> str:
+def plain_text(raw: object) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         raise ValueError
     return str(raw).strip()
@@ -100,7 +97,7 @@ def _number(raw: object, pattern: re.Pattern[str], base: int = 10) -> int:
         raise ValueError
     if isinstance(raw, int):
         return raw
-    text = _text(raw)
+    text = plain_text(raw)
     if not pattern.fullmatch(text):
         raise ValueError
     return int(text, base)
@@ -129,7 +126,7 @@ def seconds(low: float = 0.0, high: float = DAY) -> Kind:
             raise ValueError
         if isinstance(raw, int | float):
             value = float(raw)
-        elif _DECIMAL.fullmatch(text := _text(raw)):
+        elif _DECIMAL.fullmatch(text := plain_text(raw)):
             value = float(text)
         else:
             raise ValueError
@@ -158,7 +155,7 @@ def level(high: int) -> Kind:
 
 def choice(*names: str) -> Kind:
     def convert(raw: object) -> str:
-        value = _text(raw).lower()
+        value = plain_text(raw).lower()
         if value not in names:
             raise ValueError
         return value
@@ -167,35 +164,31 @@ def choice(*names: str) -> Kind:
 
 
 def _path(raw: object) -> str:
-    value = _text(raw)
+    value = plain_text(raw)
     if "\0" in value:
         raise ValueError
     return value
 
 
-def _mark(raw: object) -> int:
+def mark_number(raw: object) -> int:
+    """A 32-bit number other than 0, decimal or 0x hexadecimal (a packet mark)."""
     value = _number(raw, _MARK, 0)
     if not 0 < value < 1 << 32:
         raise ValueError
-    return nftables.check_mark(value)
+    return value
 
 
 def _sequence(raw: object) -> tuple[Hit, ...]:
     """knockd's text, or a program's list of ``port`` / ``(port, "udp")``."""
     if isinstance(raw, list | tuple):
         return hits(raw)
-    text = _text(raw)
+    text = plain_text(raw)
     return parse_sequence(text) if text else ()
-
-
-def _command(raw: object) -> Command | None:
-    text = _text(raw)
-    return Command.parse(text) if text else None
 
 
 def _client(raw: object) -> str:
     """``auto`` (or empty), or the IPv4 address the knock's CLIENT carries."""
-    value = _text(raw)
+    value = plain_text(raw)
     if value.lower() in ("", AUTO):
         return AUTO
     try:
@@ -207,7 +200,7 @@ def _client(raw: object) -> str:
 def _host(raw: object) -> str:
     """A host name or address: printable, no spaces (a NUL would cut the name short in
     the resolver, knocking another host than the one named)."""
-    value = _text(raw)
+    value = plain_text(raw)
     if not value.isprintable() or any(c.isspace() for c in value):
         raise ValueError
     return value
@@ -229,7 +222,7 @@ def _family_name(family: int) -> str:
 
 def _access(raw: object) -> tuple[tuple[str, int], ...]:
     """fwknop's ACCESS: ``tcp/22,udp/53`` (empty: the port the knock asks for)."""
-    text = _text(raw)
+    text = plain_text(raw)
     if not text:
         return ()
     try:
@@ -245,7 +238,7 @@ def _access_text(access: tuple[tuple[str, int], ...]) -> str:
 
 def _allow_ip(raw: object) -> str:
     """``auto``, ``source`` or an address, IPv4 or IPv6."""
-    value = _text(raw)
+    value = plain_text(raw)
     if value.lower() in ("", AUTO, SOURCE):
         return value.lower() or AUTO
     try:
@@ -256,7 +249,7 @@ def _allow_ip(raw: object) -> str:
 
 def _base64(raw: object) -> bytes:
     """A key as fwknop's --key-gen writes it: standard base64 (empty: not set)."""
-    text = _text(raw).rstrip("=")
+    text = plain_text(raw).rstrip("=")
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
@@ -264,7 +257,7 @@ def _base64(raw: object) -> bytes:
 
 
 BOOL = Kind("bool", "yes/no, on/off, true/false or 1/0", _bool, _yes_no)
-TEXT = Kind("text", "text", _text)
+TEXT = Kind("text", "text", plain_text)
 # Spaces kept (quote the value in a config file): a log prefix ends in one, as a rule.
 EXACT_TEXT = Kind("text", "text (quote it to keep spaces)", _exact_text)
 # A passphrase: used byte for byte from the command line, the environment, a TOML
@@ -272,19 +265,16 @@ EXACT_TEXT = Kind("text", "text (quote it to keep spaces)", _exact_text)
 SECRET = Kind("secret", "text, kept byte for byte", _secret)
 FLAG = integer(0)  # taken mod 256 with a warning, as the prototype did
 PATH = Kind("path", "a file name (relative: to the config file)", _path)
-MARK = Kind("mark", "a 32-bit number such as 0x4b4e4f43", _mark, "{:#x}".format)
-FIELDS = Kind("fields", "a list of fields", lambda raw: parse_fields(_text(raw)), ",".join)
-SPAN = Kind("span", "ports a-b,c,d-e", lambda raw: PortSpan.parse(_text(raw)))
-CIPHER = Kind("name", f"one of {', '.join(cipher_names())}", lambda raw: cipher_name(_text(raw)))
+FIELDS = Kind("fields", "a list of fields", lambda raw: parse_fields(plain_text(raw)), ",".join)
+SPAN = Kind("span", "ports a-b,c,d-e", lambda raw: PortSpan.parse(plain_text(raw)))
+CIPHER = Kind("name", f"one of {', '.join(cipher_names())}",
+              lambda raw: cipher_name(plain_text(raw)))  # fmt: skip
 SEQUENCE = Kind("sequence", "ports such as 7000,8000:udp,9000", _sequence, sequence_text)
-COMMAND = Kind("command", "an argument list", _command, lambda c: "" if c is None else str(c))
-TEMPLATE = Kind("template", "a log line template", lambda raw: LogTemplate(_text(raw)))
-LOG_FORMAT = Kind("format", "kernel, client or a pattern", lambda raw: LogFormat.parse(_text(raw)))
-NFT_NAME = Kind("name", "an nftables name", lambda raw: nftables.check_table(_text(raw)))
+TEMPLATE = Kind("template", "a log line template", lambda raw: LogTemplate(plain_text(raw)))
 CLIENT = Kind("address", "an IPv4 address, empty or auto", _client)
 HOST = Kind("host", "a host name or address (printable, no spaces)", _host)
 FAMILY = Kind("choice", "any, 4 or 6", _family, _family_name)
-PROTO = Kind("proto", "tcp or udp", lambda raw: proto_of(_text(raw)))
+PROTO = Kind("proto", "tcp or udp", lambda raw: proto_of(plain_text(raw)))
 ACCESS = Kind("access", "proto/port[,proto/port...] such as tcp/22", _access, _access_text)
 ALLOW_IP = Kind("address", "auto, source or an IP address", _allow_ip)
 BASE64 = Kind("base64", "base64", _base64, lambda b: base64.b64encode(b).decode())

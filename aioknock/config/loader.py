@@ -21,11 +21,8 @@ from config.configuration_set import ConfigurationSet
 
 from ..errors import ConfigError
 from .files import Layer, read_file
-from .general import Block, Entry
-from .hostblocks import NAME as HOST_BLOCK
-from .hostblocks import HostBlocks, read_host_blocks
 from .kinds import PATH
-from .settings import ClientSettings, DoorSettings, KnockSettings
+from .settings import ClientSettings, KnockSettings
 from .table import Table
 from .values import (
     FLAG_KEY,
@@ -142,27 +139,6 @@ def _resolve_paths(cls: type[Table], read: Values) -> None:
             read.values[key] = str(config_relative(value, read.origins[key]))
 
 
-def parse_doors(blocks: list[Entry]) -> tuple[DoorSettings, ...]:
-    """``<door NAME>`` blocks, each read through the door table."""
-    doors: list[DoorSettings] = []
-    for block_entry in blocks:
-        block = block_entry.value
-        assert isinstance(block, Block)
-        where = f"{block_entry.source}:{block_entry.line}"
-        if not block.label:
-            raise ConfigError("a door needs a name: <door ssh>", **place(where))
-        if any(d.name == block.label for d in doors):
-            raise ConfigError(f"door {block.label!r} is defined twice", **place(where))
-        given: list[Given] = []
-        for entry in block.entries:
-            if isinstance(entry.value, Block):
-                raise ConfigError(f"unexpected block <{entry.key}> inside a door", **place(where))
-            given.append(Given(canonical(entry.key), entry.value, f"{entry.source}:{entry.line}"))
-        read = read_values(DoorSettings, given)
-        doors.append(make(DoorSettings, read, where, name=block.label, source=block_entry.source))
-    return tuple(doors)
-
-
 def _file_origins(read: Values, rank: dict[str, int], file_rank: int) -> dict[str, str]:
     """Where the file's top-level values came from: a ``<host>`` block may replace those
     (and defaults), not what the command line, the environment or fwknop's rc file set."""
@@ -173,13 +149,6 @@ def _file_origins(read: Values, rank: dict[str, int], file_rank: int) -> dict[st
         return rank.get(key) == file_rank
 
     return {key: where for key, where in read.origins.items() if in_file(key)}
-
-
-def _blocks(cls: type[Table], blocks: list[Entry], loose: dict[str, str]) -> dict[str, Any]:
-    """The file's blocks as the settings take them: a client's hosts, a daemon's doors."""
-    if HOST_BLOCK in cls.BLOCKS:
-        return {"host_blocks": HostBlocks(read_host_blocks(cls, blocks), loose)}
-    return {"doors": parse_doors(blocks)}
 
 
 def build_settings(
@@ -205,7 +174,7 @@ def build_settings(
     _resolve_key(read, rank)
     _resolve_paths(cls, read)
     blocks = [entry for layer in layers for entry in layer.blocks]
-    extra = _blocks(cls, blocks, _file_origins(read, rank, len(layers) - 1)) if blocks else {}
+    extra = cls.read_blocks(blocks, _file_origins(read, rank, len(layers) - 1)) if blocks else {}
     settings = make(cls, read, None if path is None else str(path), **extra)
     if sending and isinstance(settings, ClientSettings):
         try:

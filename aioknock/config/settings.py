@@ -14,28 +14,21 @@ that client and daemon share, and ``for_host`` the config file's ``<host>`` bloc
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from ..codec.ciphers import Cipher, CryptCBC, Plain, cipher_names
 from ..codec.fields import FIELD_NAMES, KnockFormat
 from ..codec.logtemplate import LogTemplate
 from ..codec.pipeline import Codec
 from ..codec.portspan import MAX_BITS, PortSpan
-from ..codec.sequence import Hit, Proto
+from ..codec.sequence import Hit
 from ..codec.spa import SpaKeys
-from ..daemon import nftables
-from ..daemon.doors import Command
-from ..daemon.fwknopd import Stanza
-from ..daemon.logreader import KMSG, LineReader, LogFormat
 from ..errors import ConfigError, InvalidValue, shown
-from .fwknopconf import read_access_file
 from .hostblocks import NAME as HOST_BLOCK
-from .hostblocks import HostBlocks
+from .hostblocks import HostBlocks, read_host_blocks
 from .kinds import (
     ACCESS,
     ALLOW_IP,
@@ -44,18 +37,10 @@ from .kinds import (
     BOOL,
     CIPHER,
     CLIENT,
-    COMMAND,
-    DAY,
     DIGEST,
-    EXACT_TEXT,
     FAMILY,
     FIELDS,
     HOST,
-    LOG_FORMAT,
-    MARK,
-    NFT_NAME,
-    PATH,
-    PROTO,
     SECRET,
     SEQUENCE,
     SPAN,
@@ -239,6 +224,10 @@ class ClientSettings(KnockSettings):
         object.__setattr__(self, "spa_keys", self._spa_keys() if self.protocol == "spa" else None)
         object.__setattr__(self, "host_cache", {})
 
+    @classmethod
+    def read_blocks(cls, blocks: list[Entry], loose: dict[str, str]) -> dict[str, Any]:
+        return {"host_blocks": HostBlocks(read_host_blocks(cls, blocks), loose)}
+
     def for_host(self, host: str) -> ClientSettings:
         """These settings as they apply to ``host``, the name or address as written (an
         argument, a hosts-file line, ``connect %h``; not its resolved address): each key
@@ -319,147 +308,27 @@ class ClientSettings(KnockSettings):
 Settings = ClientSettings
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class DoorSettings(Table):
-    """A ``<door NAME>`` block: a knockd-style fixed sequence that opens ``port``."""
+def table_of(program: str) -> type[Table]:
+    """The settings table of ``knockclient``, ``knockdaemon`` or a ``door`` block; the
+    daemon's are loaded at first use, so that a client never loads the daemon's modules
+    (the log reader, door commands, nftables, fwknopd)."""
+    if program == "knockclient":
+        return ClientSettings
+    from . import daemonsettings
 
-    name: str = ""
-    sequence: tuple[Hit, ...] = opt("", SEQUENCE, "the hits that open the door, in order, "
-                                    "e.g. 7000,8000:udp,9000 (2 or more)")  # fmt: skip
-    port: int = opt(0, integer(1, 65535), "the port to open", required=True)
-    proto: Proto = opt("tcp", PROTO, "the protocol of the port to open: tcp or udp")
-    flags: Mapping[int, int] = field(default_factory=dict)
-    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
-    source: str = field(default="", compare=False)  # the file that defined it
-
-    BLOCK: ClassVar[str] = "door"
-
-    def __post_init__(self) -> None:
-        self.read_text()
-        if len(self.sequence) < 2:
-            raise ConfigError(f"door {self.name!r} needs a sequence of 2 or more ports")
-        if len(set(self.sequence)) != len(self.sequence):
-            raise ConfigError("a port appears twice", key="sequence")
-        if not self.port:
-            raise ConfigError(f"door {self.name!r} needs the port to open: port = 22")
+    return {"knockdaemon": daemonsettings.DaemonSettings, "door": daemonsettings.DoorSettings}[
+        program
+    ]
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class DaemonSettings(KnockSettings):
-    """Keys of ``aioknock daemon``; the knock keys above must match the clients'."""
-
-    runmode: str = opt("file", choice("file", "network"),
-                       "file: follow a firewall log; network: capture packets")  # fmt: skip
-    logfile: str = opt(
-        "/var/log/kern.log", TEXT,
-        f"firewall log to follow (runmode = file); {KMSG} reads the kernel log directly",
-        metavar="PATH",
-    )  # fmt: skip
-    log_format: LogFormat = opt(
-        "kernel", LOG_FORMAT,
-        "kernel (iptables LOG / nftables log lines), client (our fileformat), or a regular "
-        "expression with named groups src and dport (proto, sport optional)", metavar="FORMAT",
-    )  # fmt: skip
-    log_prefix: str = opt(
-        "", EXACT_TEXT,
-        "log_format = kernel: the firewall rule's log prefix; only lines with it right "
-        f"before IN= count (with {KMSG}: lines that begin with it)", metavar="TEXT",
-    )  # fmt: skip
-    fileformat: LogTemplate = opt(DEFAULT_FILEFORMAT, TEMPLATE,
-                                  "the client's template (log_format = client)",
-                                  metavar="TEMPLATE")  # fmt: skip
-    from_start: bool = opt(False, BOOL, "read the log from its start instead of its end")
-    interface: str = opt("", TEXT, "interface to capture on (runmode = network); empty = all",
-                         metavar="NAME")  # fmt: skip
-    encoded: bool = opt(True, BOOL, "accept encoded knocks (no = sequence doors only)")
-    knock_timeout: float = opt(10.0, seconds(0.001), "seconds within which a knock must complete")
-    max_sources: int = opt(10_000, integer(1, 10_000_000), "knocks in progress at most, per "
-                           "kind of knock; the oldest is dropped first")  # fmt: skip
-    time_tolerance: float = opt(120.0, seconds(1),
-                                "how far time fields may be from the daemon's clock")  # fmt: skip
-    allow_nat: bool = opt(False, BOOL,
-                          "open for CLIENT even when it is not the packet's source")  # fmt: skip
-    replay_file: str = opt(
-        "", PATH,
-        "file that keeps the knocks already used across restarts (empty: memory only, so a "
-        "knock used before a restart could be replayed within time_tolerance)", metavar="PATH",
-    )  # fmt: skip
-    replay_failure: str = opt(
-        "refuse", choice("refuse", "accept"),
-        "a knock whose use cannot be written to replay_file (disk full, read-only): refuse "
-        "it (fail closed), or accept it anyway (weaker: after a restart it could be "
-        "replayed)",
-    )  # fmt: skip
-    backend: str = opt("nftables", choice("nftables", "command"),
-                       "nftables (built-in set with timeouts) or command (open/close)")  # fmt: skip
-    nft_table: str = opt("aioknock", NFT_NAME, "the daemon's own nftables table", metavar="NAME")
-    nft_mark: int = opt(nftables.DEFAULT_MARK, MARK,
-                        "packet mark the daemon's chain sets for open doors")  # fmt: skip
-    open: Command | None = opt("", COMMAND, "backend = command: argument list run to open, "
-                               "with %IP% %PORT% %PROTO% %FLAGn% %DURATION%",
-                               metavar="COMMAND")  # fmt: skip
-    close: Command | None = opt("", COMMAND, "backend = command: argument list run to close",
-                                metavar="COMMAND")  # fmt: skip
-    duration: float = opt(30.0, seconds(1, 7 * DAY), "seconds a door stays open")
-    cooldown: float = opt(2.0, seconds(), "seconds before the same source may trigger again")
-    access_file: str = opt(
-        "", PATH, "fwknopd's access.conf: accept fwknop single-packet authorization (SPA) "
-        "on spa_server_port with its stanzas' keys and ports (empty: no SPA)",
-        metavar="PATH",
-    )  # fmt: skip
-    spa_listen: str = opt(
-        "", TEXT, "also receive SPA on a UDP socket bound to this address (fwknopd -U; "
-        "works without capture privileges, and in runmode = file); empty: capture only",
-        metavar="ADDRESS",
-    )  # fmt: skip
-    max_spa_packet_age: float = opt(120.0, seconds(1, 3600), "seconds an SPA packet's "
-                                    "timestamp may be from the daemon's clock")  # fmt: skip
-    test: bool = opt(False, BOOL, "decode and log, run nothing")
-    quiet: bool = _quiet()
-    debug: int = _debug()
-    doors: tuple[DoorSettings, ...] = ()
-    reader: LineReader | None = field(init=False, repr=False, compare=False)
-    stanzas: tuple[Stanza, ...] = field(init=False, repr=False, compare=False)
-
-    BLOCKS: ClassVar[frozenset[str]] = frozenset({"door"})
-
-    def __post_init__(self) -> None:
-        KnockSettings.__post_init__(self)
-        if self.backend == "command" and self.open is None:
-            raise ConfigError("backend = command needs an open command", key="open")
-        if not self.encoded and not self.doors and not self.access_file:
-            raise ConfigError("nothing to listen for: encoded = no, no <door> blocks and no "
-                              "access_file", key="encoded")  # fmt: skip
-        if self.encoded and "PORT" not in self.knock:
-            # The knock names the port to open; without it no knock could open anything.
-            raise ConfigError("the daemon's knock needs a PORT field (or encoded = no)",
-                              key="knock")  # fmt: skip
-        object.__setattr__(self, "reader", self._reader())
-        object.__setattr__(self, "stanzas", self._stanzas())
-
-    def _stanzas(self) -> tuple[Stanza, ...]:
-        if not self.access_file:
-            return ()
-        if self.runmode == "file" and not self.spa_listen:
-            raise ConfigError("SPA needs runmode = network or spa_listen: a firewall log "
-                              "does not hold the datagram", key="access_file")  # fmt: skip
-        if self.spa_listen:
-            _check_listen(self.spa_listen)
-        return read_access_file(Path(self.access_file))  # read once, here
-
-    def _reader(self) -> LineReader | None:
-        if self.runmode != "file":
-            return None
-        try:
-            return LineReader.build(self.log_format, self.fileformat, prefix=self.log_prefix,
-                                    anchored=self.logfile == KMSG)  # fmt: skip
-        except InvalidValue as exc:
-            raise ConfigError(str(exc), key="fileformat") from None
+def __getattr__(name: str) -> Any:
+    """``DaemonSettings`` and ``DoorSettings``, importable from here as before."""
+    if name in ("DaemonSettings", "DoorSettings"):
+        return table_of("knockdaemon" if name == "DaemonSettings" else "door")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _check_listen(address: str) -> None:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        raise ConfigError(f"expected an IP address to bind, got {address!r}",
-                          key="spa_listen") from None  # fmt: skip
+if TYPE_CHECKING:
+    from .daemonsettings import DaemonSettings as DaemonSettings
+    from .daemonsettings import DoorSettings as DoorSettings
+    from .general import Entry

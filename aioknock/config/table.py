@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError, InvalidValue
 from .kinds import Kind
+
+if TYPE_CHECKING:
+    from .general import Entry
 
 
 def opt(
@@ -75,6 +78,12 @@ class Table:
             for f in dataclasses.fields(cls)  # type: ignore[arg-type]
             if "kind" in f.metadata
         ]  # fmt: skip
+
+    @classmethod
+    def read_blocks(cls, blocks: list[Entry], loose: dict[str, str]) -> dict[str, Any]:
+        """A config file's blocks (of ``BLOCKS``) as constructor arguments; ``loose``: where
+        the file's top-level values came from, which a block may replace."""
+        return {}
 
     @classmethod
     def row(cls, name: str) -> Key | None:
