@@ -78,6 +78,7 @@ def test_every_layer_is_read() -> None:
 LOCAL_IMPORTS = {
     "cli/main.py: aioknock.asyncio.daemon": "the daemon, only to run it",
     "cli/main.py: aioknock.asyncio.connect": "connect, only to run it",
+    "cli/main.py: aioknock.cli.keygen": "keygen (and its key derivation), only to run it",
     "cli/main.py: aioknock.config.fwknopconf": "fwknop's rc reader, where --fwknoprc is given",
     "cli/run.py: aioknock.cli.fleetrun": "the event loop and the fleet, for several hosts",
     "config/settings.py: aioknock.config": "the daemon's tables (daemonsettings), for it only",

@@ -23,7 +23,6 @@ from ..config.settings import ClientSettings, table_of
 from ..errors import AioknockError, ConfigError, KnockError
 from ..version import __version__
 from .exits import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
-from .keygen import keygen
 from .loop import run_async
 from .manual import brief_usage, manual
 from .options import add_settings, overrides, split_flags, switch_values
@@ -353,6 +352,8 @@ def _command(args: list[str]) -> tuple[str, list[str]] | int:
 
 def _execute(command: str, rest: list[str]) -> int:
     if command == "keygen":
+        from .keygen import keygen  # its key derivation: for keygen only
+
         return keygen(rest)
     loaded = _load(command, rest)
     if isinstance(loaded, int):
