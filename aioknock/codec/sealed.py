@@ -260,7 +260,10 @@ class SealedMessage:
             raise KnockError(f"{len(extra)} extra ports; at most {MAX_EXTRA_PORTS}")
         if len({self.port, *extra}) != 1 + len(extra):
             raise KnockError("a port appears twice")
-        flags = tuple(sorted((int(n), int(v)) for n, v in self.flags))
+        try:
+            flags = tuple(sorted((int(n), int(v)) for n, v in self.flags))
+        except (TypeError, ValueError):
+            raise KnockError("flags are (n, value) pairs of integers") from None
         if len(flags) > MAX_FLAGS:
             raise KnockError(f"{len(flags)} flags; at most {MAX_FLAGS}")
         if any(not (0 <= n <= 255 and 0 <= v <= 255) for n, v in flags):
