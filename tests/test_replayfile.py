@@ -213,6 +213,41 @@ async def test_a_used_knock_stays_used_across_a_restart(home: Path) -> None:
         assert await wait_for(lambda: forgetful.counts["accept"] == 1)
 
 
+@pytest.mark.parametrize("harm", ["flip a byte in every record", "truncate to zero"])
+async def test_a_harmed_file_is_said_before_the_knocks_it_held_are_judged(
+    home: Path, caplog: pytest.LogCaptureFixture, harm: str
+) -> None:
+    """Issue 10: a replay_file made to forget is an error at the next start, before any
+    knock is read; what it forgot the daemon cannot refuse (it no longer knows it), but
+    it is not accepted silently."""
+    caplog.set_level(logging.INFO, logger="aioknock")
+    replay = home / "replay"
+    await asyncio.to_thread(client, home / "fw.log")
+    async with running(daemon_settings(home, from_start=True, replay_file=str(replay))) as first:
+        assert await wait_for(lambda: first.counts["accept"] == 1)
+    for marker in home.glob("open-*"):
+        marker.unlink()
+    data = bytearray(replay.read_bytes())
+    if harm == "truncate to zero":
+        data.clear()
+    for at in range(len(MAGIC), len(data), RECORD_SIZE):
+        data[at + 5] ^= 0x10
+    replay.write_bytes(bytes(data))
+    caplog.clear()
+    async with running(daemon_settings(home, from_start=True, replay_file=str(replay))) as again:
+        assert await wait_for(lambda: again.counts["accept"] == 1)
+        assert again.replay is not None
+        assert again.replay.incomplete == ("empty" if data == b"" else "damaged")
+        assert again.replay.damaged == (0 if data == b"" else 1)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    why = "is empty" if data == b"" else "1 records failed their checksum"
+    assert len(said) == 1 and why in said[0] and "could be replayed" in said[0]
+    messages = caplog.messages
+    accepted = next(i for i, m in enumerate(messages) if m.startswith("accepted knock"))
+    assert messages.index(said[0]) < accepted
+    assert replays_in(replay) == 1  # used again, and remembered again
+
+
 def test_a_reload_to_a_full_file_keeps_what_this_daemon_accepted(home: Path) -> None:
     full = home / "full"
     full.write_bytes(MAGIC + b"".join(r(i) for i in range(100_000)))
@@ -303,9 +338,91 @@ def test_an_empty_file_is_reported_as_cut_short(
     path = tmp_path / "replay"
     path.touch()
     with caplog.at_level(logging.ERROR):
-        ReplayFile.load(str(path), 10)
+        store = ReplayFile.load(str(path), 10)
     assert "is empty, though the daemon writes a header first" in caplog.text
+    assert store.incomplete == "empty"
     assert path.read_bytes() == MAGIC
+
+
+def test_flipped_bytes_in_every_record_drop_them_all_and_say_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10: one flipped byte per record, digest or checksum, forgets nothing silently."""
+    path = tmp_path / "replay"
+    data = bytearray(MAGIC + b"".join(r(i) for i in range(5)))
+    for i in range(5):
+        data[len(MAGIC) + i * RECORD_SIZE + (i * 7) % RECORD_SIZE] ^= 1 << i
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.ERROR):
+        store = ReplayFile.load(str(path), 10)
+    assert not store.digests and (store.damaged, store.incomplete) == (5, "damaged")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"replay_file {path}: 5 records failed their checksum and were dropped; the knocks "
+        "they held could be replayed"
+    ]
+    assert path.read_bytes() == MAGIC
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12).flatmap(lambda n: st.tuples(
+    st.just(n), st.sets(st.integers(0, n - 1), min_size=1),
+    st.lists(st.tuples(st.integers(0, RECORD_SIZE - 1), st.integers(1, 255)), min_size=n,
+             max_size=n),
+)))  # fmt: skip
+def test_every_damaged_record_is_counted(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[int, set[int], list[tuple[int, int]]]
+) -> None:
+    count, hit, flips = case
+    data = bytearray(MAGIC + b"".join(r(i) for i in range(count)))
+    for i in hit:
+        at, flip = flips[i]
+        data[len(MAGIC) + i * RECORD_SIZE + at] ^= flip
+    path = tmp_path_factory.mktemp("e") / "replay"
+    path.write_bytes(bytes(data))
+    store = ReplayFile.load(str(path), 20, write=False)
+    assert store.damaged == len(hit)
+    assert list(store.digests) == [d(i) for i in range(count) if i not in hit]
+
+
+def test_a_missing_file_is_said_each_time_it_must_be_created(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first start and a removed file look alike: both are said, as what they may be."""
+    path = tmp_path / "replay"
+    with caplog.at_level(logging.WARNING):
+        store = ReplayFile.load(str(path), 10)
+    assert store.incomplete == "missing"
+    assert caplog.messages == [
+        f"replay_file {path} does not exist, so the daemon starts with no memory of used "
+        "knocks: if the file existed (removed, a new disk, an emptied /run), the knocks it "
+        "held could be replayed"
+    ]
+    store.add(d(1))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = ReplayFile.load(str(path), 10)
+    assert (again.incomplete, caplog.messages) == ("", [])
+    path.unlink()
+    with caplog.at_level(logging.WARNING):
+        ReplayFile.load(str(path), 10, write=False)  # -test: said, and not created
+    assert "does not exist" in caplog.text and not path.exists()
+
+
+def test_a_file_removed_while_the_daemon_runs_is_said_and_written_from_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "replay"
+    store = ReplayFile.load(str(path), 10)
+    store.add(d(1))
+    path.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert store.add(d(2)) is None
+    assert caplog.messages == [
+        f"replay_file {path} was removed or changed while the daemon ran; written anew from "
+        "the memory"
+    ]
+    assert path.read_bytes() == MAGIC + r(1) + r(2)
 
 
 def test_a_file_of_the_first_format_is_read_and_written_anew(tmp_path: Path) -> None:

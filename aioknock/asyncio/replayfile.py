@@ -14,8 +14,29 @@ Whenever the file is not exactly what this daemon wrote (gone, short, grown a pa
 record, damaged) or holds twice the memory's size, it is written anew to a fresh
 temporary file and renamed over the old one, so it is never half-written. Only a
 regular file with one link is read or appended to: the daemon runs as root, and must
-not be steered into another file. A file that was removed is started anew, empty: the
-knocks it held could then be replayed (within the time fields' tolerance).
+not be steered into another file.
+
+**What it cannot be made to forget silently.** At start, every way the file can lose
+knocks that is visible in it is said, and kept in ``incomplete`` (``damaged`` counts
+the records): records that fail their checksum (an error, with their number; flipping
+bytes in every record drops them all, and says so), a file of no bytes (an error: it
+was cut short), a partial last record (a warning: a crash while appending, which loses
+only the knock whose door had not opened yet). A file that cannot be read (no
+permission, an I/O error, not a regular file) stops the start, and a reload keeps the
+old configuration: the daemon never runs on a memory it could not read.
+
+**A file that is missing** at start is created, empty, with a warning. The daemon
+cannot tell its first start from a file that was removed (by hand, a clean-up job, a
+new disk, a ``/run`` that a reboot emptied) unless it keeps a marker, and a marker can
+be removed with the file (the folder, the disk). So it says so every time it has to
+create the file, and the knocks the file held, if there was one, could be replayed.
+Refusing knocks for a while after such a start would not make up for them: the
+prototype's time fields repeat (THISMINUTE every 256 minutes), so a forgotten knock
+stays good for as long as it is not seen again, and the wait would lock out the
+admin at every first start. A file cut back to fewer whole records (an older backup
+restored) cannot be told from one that never held more: that, too, is a limit of a
+file the daemon itself cannot keep out of other hands. A file removed while the daemon
+runs is written anew from the memory, which still holds every knock, with a warning.
 """
 
 from __future__ import annotations
@@ -58,6 +79,9 @@ class ReplayFile:
         self.digests: deque[bytes] = deque(digests, maxlen=limit)
         self._records = len(self.digests)  # records in the file, which may exceed the limit
         self.damaged = 0  # records found damaged when the file was read
+        # Why the file may have held knocks it no longer does, as found at start: "" (it
+        # is as this daemon wrote it), "missing", "empty", "damaged" or "partial".
+        self.incomplete = ""
 
     @classmethod
     def load(cls, path: str, limit: int, *, write: bool = True) -> ReplayFile:
@@ -80,6 +104,7 @@ class ReplayFile:
         store = cls(path, limit, contents.digests, write=write)
         store._records = contents.total
         store.damaged = contents.damaged
+        store.incomplete = contents.incomplete()
         if write and contents.untidy(limit):
             try:
                 store._rewrite()
@@ -95,7 +120,11 @@ class ReplayFile:
         self.digests.append(digest)
         self._records += 1
         try:
-            if self._records > 2 * self.limit or not self._append(record(digest)):
+            if self._records > 2 * self.limit:
+                self._rewrite()
+            elif not self._append(record(digest)):
+                log.warning("replay_file %s was removed or changed while the daemon ran; "
+                            "written anew from the memory", self.path)  # fmt: skip
                 self._rewrite()
         except OSError as exc:
             return str(_error(self.path, "cannot record a used knock in", exc))
@@ -176,7 +205,17 @@ class _Contents:
         wrong = self.missing or self.empty or self.partial or self.damaged or self.legacy
         return bool(wrong) or self.total > limit
 
+    def incomplete(self) -> str:
+        """The worst reason the file may have lost knocks, or ""."""
+        reasons = (("missing", self.missing), ("empty", self.empty),
+                   ("damaged", self.damaged), ("partial", self.partial))  # fmt: skip
+        return next((name for name, found in reasons if found), "")
+
     def report(self, path: str) -> None:
+        if self.missing:
+            log.warning("replay_file %s does not exist, so the daemon starts with no memory "
+                        "of used knocks: if the file existed (removed, a new disk, an emptied "
+                        "/run), the knocks it held could be replayed", path)  # fmt: skip
         if self.empty:
             log.error("replay_file %s is empty, though the daemon writes a header first: it "
                       "was cut short, and the knocks it held could be replayed", path)  # fmt: skip
