@@ -474,7 +474,7 @@ def test_decode_needs_some_input(capsys: pytest.CaptureFixture[str]) -> None:
         (["run", "-timeout", "x"], "command line: timeout: expected a number of seconds"),
         (["run", "-flag0", "x"], "command line: flag0: expected a whole number >= 0"),
         (["run", "-conf", "/nonexistent/k.conf"], "/nonexistent/k.conf: no such config file"),
-        (["run", "-client", "300.1.1.1"], "command line: client: expected an IPv4 address"),
+        (["run", "-client", "300.1.1.1"], "command line: client: expected an IP address"),
         (["run", "-encrypt"], "command line: encrypt: encryption needs a passphrase"),
         (["run", "-portspan", "1-3"], "command line: portspan: span has 3 ports"),
         (["run", "-knock", "CLIENT,FLAG1"], "command line: knock: the knock uses FLAG1"),

@@ -100,6 +100,9 @@ spa_server_port = 62202
 spa_server_proto = udp
 client_timeout = 45
 spoof_user = alice
+server_id = Knock.Example.
+tag_bits = 72
+master = no
 """
 
 
@@ -130,6 +133,7 @@ def test_general_file_with_every_key(tmp_path: Path) -> None:
     assert s.access == (("tcp", 22), ("udp", 53)) and s.allow_ip == "source"
     assert s.hmac_key == "an HMAC passphrase" and s.hmac_digest_type == "sha512"
     assert (s.spa_server_port, s.client_timeout, s.spoof_user) == (62202, 45, "alice")
+    assert (s.server_id, s.tag_bits, s.master) == ("Knock.Example.", 72, False)
     # Each value remembers its line.
     assert s.origin("remote") == f"{path}:2"
     assert s.origin("port") == f"{path}:4"
@@ -206,6 +210,9 @@ jitter = 0
 concurrency = 0
 verify = 0
 verify_timeout = 3.5
+server_id = "h1"
+tag_bits = 128
+master = false
 """
 
 
@@ -220,6 +227,7 @@ def test_toml_file_with_every_key(tmp_path: Path) -> None:
         True, "secret", "Blowfish", False, False,
     )  # fmt: skip
     assert (s.timeout, s.logtofile, s.test, s.quiet, s.debug) == (0.25, False, True, False, 1)
+    assert (s.server_id, s.tag_bits, s.master) == ("h1", 128, False)
     assert s.origin("port") == f"{path}:4"
     assert s.origin("debug") == f"{path}:20"
 
@@ -410,7 +418,7 @@ def test_boolean_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("portspan = a-b\n", 1, "portspan", "'a-b'"),
         ("encrypt = yes\nkey = k\ncipher = AES\n", 3, "cipher", "unknown cipher 'AES'; expected"),
         ("encrypt = yes\n", 1, "encrypt", "needs a passphrase: set key, key_file or AIOKNOCK_KEY"),
-        ("client = 10.0.0.300\n", 1, "client", "expected an IPv4 address, empty or auto"),
+        ("client = 10.0.0.300\n", 1, "client", "expected an IP address, empty or auto"),
         ("client = ::1\n", 1, "client", "expected an IPv4 address"),
         ("remote = ''\nremote2 = x\n", 2, "remote2", "did you mean 'remote'?"),
     ],

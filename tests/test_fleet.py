@@ -382,7 +382,7 @@ def test_hosts_file_errors_name_file_line_and_key(
 @pytest.mark.parametrize(
     ("line", "key", "needle"),
     [
-        ("127.0.0.1 client=garbage", "client", "expected an IPv4 address"),
+        ("127.0.0.1 client=garbage", "client", "expected an IP address"),
         ("127.0.0.1 portbytes=1 port=300", "port", "expected a whole number 0-255"),
         ("127.0.0.1 knock=CLIENT,FLAG5", "knock", "flag5 is not set"),
         ("127.0.0.1 key_file=k.key", "key_file", "not a setting a host line can override"),

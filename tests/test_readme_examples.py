@@ -63,6 +63,7 @@ EXPECTED = {
 # Commands proven by other tests, which run the peers they need.
 ELSEWHERE: dict[str, str] = {}
 KEY = "N0t4l1v3k3y+R3ad1nTh3README/w1thS0m3B64Txt="
+SEALED_KEY = "YSBSRUFETUUgZXhhbXBsZSBrZXksIDMyIGJ5dGVzISE="  # 32 bytes, as keygen writes
 
 
 def blocks() -> list[list[str]]:
@@ -107,10 +108,18 @@ def scratch(tmp: Path, command: str = "") -> dict[str, str]:
         var.mkdir(parents=True)
     if "mkdir" not in command:
         etc.mkdir(parents=True)
-    if "keygen -o /etc/aioknock" not in command:
-        etc.mkdir(parents=True, exist_ok=True)
-        (etc / "knock.key").write_text(KEY + "\n")
-        (etc / "knock.key").chmod(0o600)
+    etc.mkdir(parents=True, exist_ok=True)
+    # The keys the README's steps make, unless this command is the step that makes one.
+    made = {
+        "/etc/aioknock/knock.key": etc / "knock.key",
+        "/etc/aioknock/sealed.key": etc / "sealed.key",
+        "master.key": tmp / "master.key",
+    }
+    for name, key in made.items():
+        if f"keygen -o {name}" in command:
+            continue
+        key.write_text((KEY if key.name == "knock.key" else SEALED_KEY) + "\n")
+        key.chmod(0o600)
     (tmp / "fleet.txt").write_text(localized(fleet_txt(), tmp))
     home = tmp / "home"
     home.mkdir()

@@ -15,9 +15,11 @@ import secrets
 import socket
 import time
 from collections.abc import Sequence
+from typing import cast
 
-from ..codec import spa
+from ..codec import sealed, spa
 from ..codec.pipeline import KnockPlan
+from ..codec.sequence import Proto
 from ..config.kinds import AUTO, SOURCE
 from ..config.settings import ClientSettings, KnockSettings
 from ..errors import KnockError, SendError
@@ -90,6 +92,19 @@ def plan_knock(settings: ClientSettings, client: str, now: float | None = None) 
 def build_knock(settings: ClientSettings, now: float | None = None) -> KnockPlan:
     """Encode one knock for ``settings.remote`` at time ``now`` (default: now)."""
     return plan_knock(settings, client_for(settings, settings.remote), now)
+
+
+def plan_sealed(settings: ClientSettings, host: str, now: float | None = None) -> bytes:
+    """One sealed knock for ``host`` (its server_id, its derived key with ``master``):
+    the wire bytes, fresh nonce and time; ``codec.ports`` maps them onto the span. It
+    carries ``client`` if one is set, else nothing: the daemon opens for the source."""
+    msg = sealed.message_for(
+        time.time() if now is None else now,
+        [(port, cast(Proto, proto)) for proto, port in settings.spa_access],
+        address=None if settings.client == AUTO else settings.client,
+        flags=sorted(settings.flags.items()),
+    )
+    return settings.sealed_for(host).seal(msg)
 
 
 def decode_knock(settings: KnockSettings, ports: Sequence[int]) -> dict[str, int | str]:

@@ -35,6 +35,7 @@ from ..daemon.logreader import KMSG
 from ..daemon.packet import Packet, unmapped
 from ..daemon.recognizer import Recognizer
 from ..daemon.replay import ReplayMemory
+from ..daemon.sealedknocks import SealedKnocks
 from ..errors import AioknockError, ConfigError
 from .actions import ActionError, Backend, CommandBackend, NftBackend
 from .follow import Follower
@@ -51,7 +52,12 @@ def make_recognizers(settings: DaemonSettings, replays: ReplayMemory) -> list[Re
     """One recognizer per kind of knock the settings ask for."""
     timeout, limit = settings.knock_timeout, settings.max_sources
     recognizers: list[Recognizer] = []
-    if settings.encoded:
+    if settings.encoded and settings.protocol == "sealed":
+        recognizers.append(SealedKnocks(
+            settings.sealed_codec(settings.server_id), knock_timeout=timeout, max_sources=limit,
+            replays=replays, time_tolerance=settings.time_tolerance, allow_nat=settings.allow_nat,
+        ))  # fmt: skip
+    elif settings.encoded:
         recognizers.append(EncodedKnocks(
             settings.codec, knock_timeout=timeout, max_sources=limit, replays=replays,
             time_tolerance=settings.time_tolerance, allow_nat=settings.allow_nat,

@@ -16,7 +16,7 @@ from ..config.settings import ClientSettings
 from ..config.values import override, place, placed
 from ..errors import AioknockError, ConfigError, SendError
 from .attempts import Attempt, Resolved
-from .client import build_spa, client_for, plan_knock, spa_allow
+from .client import build_spa, client_for, plan_knock, plan_sealed, spa_allow
 
 Ports = Sequence[int | tuple[int, str]]
 
@@ -25,13 +25,14 @@ Ports = Sequence[int | tuple[int, str]]
 JSON_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("host", "string", "the host as given (name or address)"),
     ("protocol", "string", "what was sent: knockclient (the prototype's knock), sequence "
-                           "(knockd's) or spa (fwknop's datagram)"),
+                           "(knockd's), sealed (aioknock's authenticated knock) or spa "
+                           "(fwknop's datagram)"),
     ("remote", "string", "the same: the prototype client's name for it"),
     ("address", "string", "the address knocked, as resolved"),
     ("values", "array of integers", "the knock's bytes before encryption (empty for a "
                                     "sequence or SPA)"),
-    ("payload", "array of integers", "the bytes sent: the (encrypted) knock, or the SPA "
-                                     "datagram"),
+    ("payload", "array of integers", "the bytes sent: the (encrypted) knock, the sealed "
+                                     "knock's nonce, ciphertext and tag, or the SPA datagram"),
     ("ports", "array of integers", "the ports knocked, in order (SPA: the server's UDP port)"),
     ("started", "number", "epoch seconds when this host's knock began"),
     ("finished", "number", "epoch seconds when it ended (after -verify, if asked)"),
@@ -90,6 +91,10 @@ def knock_ports(settings: ClientSettings, target: Resolved, result: KnockResult)
     if settings.sequence:
         result.ports = [port for port, _ in settings.sequence]
         return settings.sequence
+    if settings.protocol == "sealed":
+        result.payload = plan_sealed(settings, result.host)
+        result.ports = settings.sealed_for(result.host).ports(result.payload)
+        return result.ports
     client = client_for(settings, target.address, target.family)
     plan = plan_knock(settings, client)
     result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports

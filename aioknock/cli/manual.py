@@ -68,7 +68,8 @@ def brief_usage(command: str | None) -> str:
             "       aioknock decode [options] [PORT ...]   decode a knock\n"
             "       aioknock daemon [options]   open doors for valid knocks "
             "(aioknock daemon -man)\n"
-            "       aioknock keygen [--fwknop] [-o FILE]   a new key (mode 600)\n"
+            "       aioknock keygen [--fwknop | --derive HOST --master FILE] [-o FILE]   "
+            "a new key (mode 600)\n"
             "       aioknock --version"
         )
     name = "knockdaemon" if command == "daemon" else "knockclient"

@@ -167,7 +167,15 @@ class DaemonSettings(KnockSettings):
         if not self.encoded and not self.doors and not self.access_file:
             raise ConfigError("nothing to listen for: encoded = no, no <door> blocks and no "
                               "access_file", key="encoded")  # fmt: skip
-        if self.encoded and "PORT" not in self.knock:
+        if self.protocol == "spa":
+            raise ConfigError(
+                "the daemon reads SPA through access_file; protocol is the kind of encoded "
+                "knock: knockclient or sealed", key="protocol",
+            )  # fmt: skip
+        if self.protocol == "sealed" and self.encoded and not self.server_id:
+            raise ConfigError("protocol = sealed needs server_id: the name clients knock this "
+                              "host by (its key is bound to it)", key="server_id")  # fmt: skip
+        if self.protocol == "knockclient" and self.encoded and "PORT" not in self.knock:
             # The knock names the port to open; without it no knock could open anything.
             raise ConfigError("the daemon's knock needs a PORT field (or encoded = no)",
                               key="knock")  # fmt: skip

@@ -187,14 +187,15 @@ def _sequence(raw: object) -> tuple[Hit, ...]:
 
 
 def _client(raw: object) -> str:
-    """``auto`` (or empty), or the IPv4 address the knock's CLIENT carries."""
+    """``auto`` (or empty), or the address the knock carries: IPv4 (the prototype's
+    CLIENT), or IPv6 too for a sealed knock (the codec says so for the prototype's)."""
     value = plain_text(raw)
     if value.lower() in ("", AUTO):
         return AUTO
     try:
-        return str(ipaddress.IPv4Address(value))
+        return str(ipaddress.ip_address(value))
     except ValueError:
-        raise InvalidValue(f"expected an IPv4 address, empty or auto, got {value!r}") from None
+        raise InvalidValue(f"expected an IP address, empty or auto, got {value!r}") from None
 
 
 def _host(raw: object) -> str:
@@ -271,7 +272,7 @@ CIPHER = Kind("name", f"one of {', '.join(cipher_names())}",
               lambda raw: cipher_name(plain_text(raw)))  # fmt: skip
 SEQUENCE = Kind("sequence", "ports such as 7000,8000:udp,9000", _sequence, sequence_text)
 TEMPLATE = Kind("template", "a log line template", lambda raw: LogTemplate(plain_text(raw)))
-CLIENT = Kind("address", "an IPv4 address, empty or auto", _client)
+CLIENT = Kind("address", "an IP address, empty or auto", _client)
 HOST = Kind("host", "a host name or address (printable, no spaces)", _host)
 FAMILY = Kind("choice", "any, 4 or 6", _family, _family_name)
 PROTO = Kind("proto", "tcp or udp", lambda raw: proto_of(plain_text(raw)))
