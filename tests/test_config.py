@@ -419,7 +419,7 @@ def test_boolean_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("encrypt = yes\nkey = k\ncipher = AES\n", 3, "cipher", "unknown cipher 'AES'; expected"),
         ("encrypt = yes\n", 1, "encrypt", "needs a passphrase: set key, key_file or AIOKNOCK_KEY"),
         ("client = 10.0.0.300\n", 1, "client", "expected an IP address, empty or auto"),
-        ("client = ::1\n", 1, "client", "expected an IPv4 address"),
+        ("client = ::1\n", 1, "client", "expected an IPv4 address for the knock's CLIENT"),
         ("remote = ''\nremote2 = x\n", 2, "remote2", "did you mean 'remote'?"),
     ],
 )

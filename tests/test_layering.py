@@ -82,6 +82,7 @@ LOCAL_IMPORTS = {
     "cli/main.py: aioknock.config.fwknopconf": "fwknop's rc reader, where --fwknoprc is given",
     "cli/run.py: aioknock.cli.fleetrun": "the event loop and the fleet, for several hosts",
     "config/settings.py: aioknock.config": "the daemon's tables (daemonsettings), for it only",
+    "config/files.py: aioknock.config.general": "the Config::General reader, when one is read",
 }
 
 

@@ -19,8 +19,8 @@ from ..daemon.doors import Command
 from ..daemon.fwknopd import Stanza
 from ..daemon.logreader import KMSG, LineReader, LogFormat
 from ..errors import ConfigError, InvalidValue
+from .entries import Block, Entry
 from .fwknopconf import read_access_file
-from .general import Block, Entry
 from .kinds import (
     BOOL,
     DAY,

@@ -9,12 +9,11 @@ key set twice is reported with its line; values are read by their kinds later, i
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .general import Block, Entry, read_general
+from .entries import Block, Entry
 from .regular import MAX_CONFIG, read_regular
 from .table import Table
 from .values import FLAG_KEY, canonical, check_key
@@ -35,6 +34,8 @@ class Layer:
 
 
 def _read_general(path: Path, cls: type[Table]) -> Layer:
+    from .general import read_general  # the reader, when a file is read: not before
+
     layer = Layer(str(path))
     first: dict[str, Entry] = {}
     try:
@@ -114,6 +115,8 @@ def _read_toml(path: Path, cls: type[Table]) -> Layer:
         raise ConfigError(f"cannot read file: {exc.strerror or exc}", source=str(path)) from None
     except UnicodeDecodeError:
         raise ConfigError("cannot read file: not UTF-8 text", source=str(path)) from None
+    import tomllib  # when a TOML file is read: not before
+
     lines = text.splitlines()
     _toml_duplicate(path, lines)
     try:

@@ -20,25 +20,11 @@ from typing import TypeGuard
 from aioknock.errors import ConfigError, shown
 
 from . import perlrules as rules
+from .entries import Block, Entry
 from .perlrules import WS as _WS
 from .regular import MAX_CONFIG, read_regular
 
 __all__ = ["Block", "Entry", "parse_general", "read_general"]
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    key: str  # as written (the loader lower-cases later)
-    value: str | Block  # str for options; Block for <name label> ... </name>
-    source: str  # path of the file the entry came from (an included file names itself)
-    line: int  # 1-based line where the entry starts
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    name: str  # e.g. "door"
-    label: str  # e.g. "ssh" ("" when the block has none)
-    entries: tuple[Entry, ...]
 
 
 MAX_INCLUDE_DEPTH = 32  # includes within includes: deeper is a mistake (or a trap)

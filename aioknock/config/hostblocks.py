@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from ..errors import ConfigError, shown
-from .general import Block, Entry
+from .entries import Block, Entry
 from .table import Table
 from .values import FLAG_KEY, Given, canonical, check_key, place, placed, read_key_file, read_values
 

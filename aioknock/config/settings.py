@@ -162,7 +162,7 @@ class KnockSettings(Table):
         """What a sealed knock changes: its own span (2^15 ports) unless one is given, and
         a key is needed (the prototype's knock keys are not used)."""
         if self._default("portspan"):
-            object.__setattr__(self, "portspan", SEALED_SPAN)
+            object.__setattr__(self, "portspan", sealed_span())
         try:
             sealed.span_start_of(self.portspan)
         except InvalidValue as exc:
@@ -194,9 +194,11 @@ class KnockSettings(Table):
 
 
 SEALED_TIMEOUT = 0.02
-SEALED_SPAN = PortSpan.parse(
-    f"{sealed.DEFAULT_SPAN_START}-{sealed.DEFAULT_SPAN_START + sealed.SPAN_SIZE - 1}"
-)
+@functools.cache
+def sealed_span() -> PortSpan:
+    """A sealed knock's default span, 32768-65535 (made at first use: 2^15 ports)."""
+    start = sealed.DEFAULT_SPAN_START
+    return PortSpan.parse(f"{start}-{start + sealed.SPAN_SIZE - 1}")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -410,6 +412,10 @@ class ClientSettings(KnockSettings):
         if self.protocol == "sealed":
             self._check_sealed()
             return
+        if ":" in self.client and self.codec.needs_client and not self.sequence:
+            raise ConfigError(f"expected an IPv4 address for the knock's CLIENT, got "
+                              f"{self.client!r} (an IPv6 client needs protocol = sealed)",
+                              key="client")  # fmt: skip
         missing = [n for n in self.codec.format.flag_numbers() if n not in self.flags]
         if missing:
             raise ConfigError(f"the knock uses FLAG{missing[0]} but flag{missing[0]} is not set",
@@ -448,4 +454,4 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from .daemonsettings import DaemonSettings as DaemonSettings
     from .daemonsettings import DoorSettings as DoorSettings
-    from .general import Entry
+    from .entries import Entry

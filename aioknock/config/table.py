@@ -15,7 +15,7 @@ from ..errors import ConfigError, InvalidValue
 from .kinds import Kind
 
 if TYPE_CHECKING:
-    from .general import Entry
+    from .entries import Entry
 
 
 def opt(
