@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..codec.logtemplate import LogTemplate
 from ..codec.sequence import Proto
-from ..errors import InvalidValue
+from ..errors import InvalidValue, shown
 from .packet import Packet
 
 KMSG = "/dev/kmsg"  # the kernel's log itself: its lines are bare messages (anchored)
@@ -111,7 +111,12 @@ class LogFormat:
             return cls("client")
         try:
             pattern = re.compile(text)
-        except (re.error, RecursionError, OverflowError) as exc:
+        except re.error as exc:
+            # Its message may quote the pattern's characters (a line end, an escape) and,
+            # for a pattern of several lines, adds a line of its own: one line, printable.
+            at = "" if exc.pos is None else f" at position {exc.pos}"
+            raise InvalidValue(f"not a regular expression: {shown(exc.msg, 100)}{at}") from None
+        except (RecursionError, OverflowError) as exc:
             raise InvalidValue(f"not a regular expression: {exc}") from None
         missing = {"src", "dport"} - set(pattern.groupindex)
         if missing:
