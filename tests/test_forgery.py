@@ -305,13 +305,14 @@ def warning_for(**settings: Any) -> str | None:
 def test_the_daemon_warns_of_the_forgery_when_it_accepts_encrypted_prototype_knocks() -> None:
     message = warning_for(**KNOCK)
     assert message is not None and "\n" not in message
-    assert message.startswith("prototype knocks are accepted (Blowfish, iv = yes)")
+    assert message.startswith("prototype knocks (Blowfish, iv = yes) carry no integrity check")
+    assert "accepted" not in message  # the word the log's readers look for
     assert "exposed to cross-host forgery" in message and "its IV rewritten" in message
     assert message.endswith("use protocol = sealed or SPA (access_file) wherever the clients "
                             "can be upgraded")  # fmt: skip
     zero_iv = warning_for(**{**KNOCK, "iv": False, "cipher": "CAST5"})
     assert zero_iv is not None and zero_iv.startswith(
-        "prototype knocks are accepted (CAST5, iv = no)"
+        "prototype knocks (CAST5, iv = no) carry no integrity check"
     )
     assert "opens this one, for its client" in zero_iv
 

@@ -53,9 +53,9 @@ class _Window(InProgress):
 
 
 _FORGERY = (
-    "prototype knocks are accepted ({cipher}, iv = {iv}), and they carry no integrity check: "
-    "every host that shares this key is exposed to cross-host forgery ({how}); use "
-    "protocol = sealed or SPA (access_file) wherever the clients can be upgraded"
+    "prototype knocks ({cipher}, iv = {iv}) carry no integrity check: every host that shares "
+    "this key is exposed to cross-host forgery ({how}); use protocol = sealed or SPA "
+    "(access_file) wherever the clients can be upgraded"
 )
 _HOW = {
     True: "a knock recorded on its way to another host, its IV rewritten, opens this one "
