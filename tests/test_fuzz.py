@@ -701,7 +701,7 @@ def sealed_messages() -> list[SealedMessage]:
 
 @functools.cache
 def genuine_sealed() -> frozenset[tuple[int, ...]]:
-    return frozenset(tuple(c.build(m, NONCE)) for c in SEALED for m in sealed_messages())
+    return frozenset(tuple(c.build(m, NONCE, SRC)) for c in SEALED for m in sealed_messages())
 
 
 def read_sealed(data: bytes) -> bool:
@@ -711,18 +711,18 @@ def read_sealed(data: bytes) -> bool:
     mode = data[0] if data else 0
     codec, how, body = SEALED[mode & 1], mode >> 1 & 3, data[1:]
     if how == 2:
-        ports = codec.ports(codec.seal_plaintext(body, NONCE))
-        msg = codec.decode(ports)
+        ports = codec.ports(codec.seal_plaintext(body, NONCE, SRC))
+        msg = codec.decode(ports, SRC)
         assert encode_plaintext(msg) == body  # read strictly: one spelling
         with pytest.raises(KnockError):  # bound to its server: host-b opens nothing
-            OTHER_HOST.decode(ports)
+            OTHER_HOST.decode(ports, SRC)
         return True
     words = [int.from_bytes(data[i : i + 2], "big") for i in range(1, len(data) - 1, 2)]
     if how:
         start = codec.span_start
         words = [start + ((i % LABELS) << DATA_BITS | w % (1 << DATA_BITS)) for i, w in
                  enumerate(words)]  # fmt: skip
-    codec.decode(words)
+    codec.decode(words, SRC)
     assert tuple(words) in genuine_sealed(), "accepted a knock never sealed with the key"
     return True
 
@@ -731,13 +731,14 @@ def sealed_seeds() -> list[bytes]:
     seeds = []
     for i, codec in enumerate(SEALED):
         for msg in sealed_messages():
-            chunks = [(p - codec.span_start) % (1 << DATA_BITS) for p in codec.build(msg, NONCE)]
+            chunks = [(p - codec.span_start) % (1 << DATA_BITS)
+                      for p in codec.build(msg, NONCE, SRC)]  # fmt: skip
             seeds.append(bytes([i | 2]) + b"".join(c.to_bytes(2, "big") for c in chunks))
             seeds.append(bytes([i | 4]) + encode_plaintext(msg))
     return seeds
 
 
-STREAM_KNOCK = SEALED[0].build(SealedMessage(int(NOW), 22), NONCE)
+STREAM_KNOCK = SEALED[0].build(SealedMessage(int(NOW), 22), NONCE, SRC)
 
 
 def read_sealed_stream(data: bytes) -> bool:

@@ -35,6 +35,7 @@ KEY = bytes(range(32))
 NONCE = bytes(range(1, 8))
 NOW = 1_764_000_000
 SERVER = "host.example"
+SRC = "198.18.0.2"  # the address a knock for its source is sent from (and bound to)
 
 
 @cache
@@ -76,9 +77,9 @@ def test_every_message_round_trips_through_ports(
     msg: SealedMessage, tag_bits: int, nonce: bytes
 ) -> None:
     c = codec(tag_bits)
-    ports = c.build(msg, nonce)
-    assert c.decode(ports) == msg
-    assert c.open(c.seal(msg, nonce)) == msg
+    ports = c.build(msg, nonce, SRC)
+    assert c.decode(ports, SRC) == msg
+    assert c.open(c.seal(msg, nonce, SRC), SRC) == msg
     assert len(ports) == syn_count(msg.kind, msg.extras, tag_bits)
     assert all(c.label(port) == i % 16 for i, port in enumerate(ports))
     assert all(32768 <= port <= 65535 for port in ports)
@@ -128,7 +129,7 @@ def test_altered_plaintexts_read_strictly_or_raise_knock_error(
 @given(st.lists(st.integers(-(2**20), 2**20), max_size=MAX_SYNS + 2))
 def test_any_port_list_raises_only_knock_error(ports: list[int]) -> None:
     with pytest.raises(KnockError):
-        codec().decode(ports)
+        codec().decode(ports, SRC)
 
 
 @settings(max_examples=500, deadline=None)
@@ -137,14 +138,14 @@ def test_well_labelled_junk_raises_only_knock_error(chunks: list[int], tag_bits:
     """Right labels, random data: sizes and padding are checked, the tag refuses."""
     ports = [32768 + ((i % 16) << 11 | chunk) for i, chunk in enumerate(chunks)]
     with pytest.raises(KnockError):
-        codec(tag_bits).decode(ports)
+        codec(tag_bits).decode(ports, SRC)
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=120))
 def test_any_wire_bytes_raise_only_knock_error(wire: bytes) -> None:
     with pytest.raises(KnockError):
-        codec().open(wire)
+        codec().open(wire, SRC)
 
 
 # ------------------------------------------------------------------ refusals
@@ -161,7 +162,7 @@ def _knocks() -> list[tuple[str, SealedMessage]]:
 @pytest.mark.parametrize(("what", "msg"), _knocks(), ids=[w for w, _ in _knocks()])
 def test_every_single_bit_flip_of_every_port_is_refused(what: str, msg: SealedMessage) -> None:
     c = codec()
-    ports = c.build(msg, NONCE)
+    ports = c.build(msg, NONCE, SRC)
     flipped = [
         [*ports[:i], ports[i] ^ 1 << bit, *ports[i + 1 :]]
         for i in range(len(ports))
@@ -170,40 +171,39 @@ def test_every_single_bit_flip_of_every_port_is_refused(what: str, msg: SealedMe
     accepted = 0
     for knock in flipped:
         try:
-            c.decode(knock)
+            c.decode(knock, SRC)
         except KnockError:
             continue
         accepted += 1
     assert len(flipped) == 15 * len(ports) and accepted == 0
-    assert c.decode(ports) == msg
+    assert c.decode(ports, SRC) == msg
 
 
 def test_another_server_id_or_host_key_is_refused() -> None:
     master = bytes(range(100, 132))
     a = SealedCodec(host_key(master, "a.example"), "a.example")
-    ports = a.build(SealedMessage(NOW, 22), NONCE)
-    assert a.decode(ports).port == 22
+    ports = a.build(SealedMessage(NOW, 22), NONCE, SRC)
+    assert a.decode(ports, SRC).port == 22
     # Host B shares the master: its own key and server_id open nothing made for A.
     b = SealedCodec(host_key(master, "b.example"), "b.example")
     with pytest.raises(TagMismatch):
-        b.decode(ports)
+        b.decode(ports, SRC)
     # A's key configured on a server that names itself otherwise: still refused.
     with pytest.raises(TagMismatch):
-        SealedCodec(host_key(master, "a.example"), "b.example").decode(ports)
+        SealedCodec(host_key(master, "a.example"), "b.example").decode(ports, SRC)
     with pytest.raises(TagMismatch):
-        SealedCodec(master, "a.example").decode(ports)
+        SealedCodec(master, "a.example").decode(ports, SRC)
     # server_id is the canonical name: case and a trailing dot do not matter.
-    assert SealedCodec(host_key(master, "A.Example."), "A.EXAMPLE.").decode(ports).port == 22
+    assert SealedCodec(host_key(master, "A.Example."), "A.EXAMPLE.").decode(ports, SRC).port == 22
 
 
 def test_a_verified_knock_that_does_not_read_is_no_tag_mismatch() -> None:
     c = codec()
     base = bytes([0x20]) + NOW.to_bytes(4, "big") + (22).to_bytes(2, "big")
-    assert c.open(c.seal_plaintext(base, NONCE)) == SealedMessage(NOW, 22)
+    assert c.open(c.seal_plaintext(base, NONCE, SRC), SRC) == SealedMessage(NOW, 22)
     bad = {
         "reserved bit": bytes([0x21]) + base[1:],
         "version 2": bytes([0x40]) + base[1:],
-        "kind 3": bytes([0x38]) + base[1:] + bytes(16),
         "trailing bytes": base + bytes(4),
         "port 0": base[:5] + bytes(2),
         "empty extension": bytes([0x22]) + base[1:] + b"\0" + bytes(2),
@@ -213,10 +213,13 @@ def test_a_verified_knock_that_does_not_read_is_no_tag_mismatch() -> None:
         "a port twice": bytes([0x22]) + base[1:] + b"\x10" + (22).to_bytes(2, "big") + bytes(2),
     }  # fmt: skip
     for what, plaintext in bad.items():
-        wire = c.seal_plaintext(plaintext, NONCE)
+        wire = c.seal_plaintext(plaintext, NONCE, SRC)
         with pytest.raises(KnockError) as caught:
-            c.open(wire)
+            c.open(wire, SRC)
         assert not isinstance(caught.value, TagMismatch), what
+    # Kind 3 is refused from the clear bits, before any tag.
+    with pytest.raises(TagMismatch):
+        c.open(c.seal_plaintext(bytes([0x38]) + base[1:] + bytes(16), NONCE), SRC)
 
 
 def test_messages_are_checked_when_built() -> None:
@@ -251,7 +254,7 @@ def test_codec_settings_are_checked() -> None:
     for start in (0, 32769):
         with pytest.raises(InvalidValue, match="span"):
             SealedCodec(KEY, SERVER, span_start=start)
-    assert SealedCodec(KEY, SERVER, span_start=1).build(SealedMessage(NOW, 22))[0] < 2049
+    assert SealedCodec(KEY, SERVER, span_start=1).build(SealedMessage(NOW, 22), None, SRC)[0] < 2049
     assert sealed.span_start_of(PortSpan.parse("32768-65535")) == 32768
     assert sealed.span_start_of(PortSpan.parse("1000-33767")) == 1000
     for text in ("32768-49151", "49152-65535,32768-49151"):
@@ -282,7 +285,7 @@ def test_key_lines() -> None:
 
 
 def test_the_default_knock_is_16_syns_and_the_lengths_are_stated() -> None:
-    assert syn_count() == 16 == len(codec().build(SealedMessage(NOW, 22)))
+    assert syn_count() == 16 == len(codec().build(SealedMessage(NOW, 22), source=SRC))
     assert codec().lengths() == (16, 19, 20, 22, 23, 28, 30, 32)
     assert SealedCodec(KEY, SERVER, extras=0).lengths() == (16, 19, 28)
     assert codec().wire_sizes(16) == (22,) and codec().wire_sizes(19) == (25, 26)
@@ -300,22 +303,27 @@ def test_the_docstring_table_is_syn_count() -> None:
 
 # ------------------------------------------------------------------ vectors
 
-VECTOR_WIRE = "01020304050607772662b244a37ebade120ee58611af"
+VECTOR_WIRE = "01020304050607772662b244a37e9867d997e51c32ea"  # from SRC, for its source
 VECTOR_PORTS = [32776, 34944, 38408, 38992, 41731, 44508, 46284, 47794,
-                49701, 51423, 54645, 56801, 57607, 60310, 61634, 63919]  # fmt: skip
-VECTOR_128 = (
-    "000000000000007d2faff408f868a2e94a19e745a23204704496e423c31a5597d5dad049695113f2818b"
-    "559395cfe803f9d199"
+                49701, 51423, 54576, 56957, 58571, 61332, 62342, 64234]  # fmt: skip
+VECTOR_128 = (  # names its address (kind 2, the nonce's first bits 10)
+    "80000000000000e03921940557710b975f40737d4dd857d0d4c72535682754e350cbc74d1c27da919f"
+    "a9cc0edd51438876da36"
 )
 
 
 def test_a_pinned_knock_so_the_format_cannot_drift() -> None:
     c = codec()
-    wire = c.seal(SealedMessage(NOW, 22), NONCE)
+    wire = c.seal(SealedMessage(NOW, 22), NONCE, SRC)
     assert wire.hex() == VECTOR_WIRE
-    assert c.ports(wire) == VECTOR_PORTS and c.decode(VECTOR_PORTS) == SealedMessage(NOW, 22)
+    assert c.ports(wire) == VECTOR_PORTS and c.decode(VECTOR_PORTS, SRC) == SealedMessage(NOW, 22)
     msg = SealedMessage(NOW, 443, "udp", "2001:db8::7", (8443,), ((3, 200),))
     assert codec(128).seal(msg, bytes(7)).hex() == VECTOR_128
+    # The same knock from another source is no knock: the tag binds the source.
+    with pytest.raises(TagMismatch):
+        c.decode(VECTOR_PORTS, "198.18.0.3")
+    with pytest.raises(TagMismatch):
+        c.decode(VECTOR_PORTS)
     assert host_key(KEY, "Host.Example.").hex() == (
         "5ca5391a62b0634f6dda5a46f75a1521b1219498d09e78ac27e71674c9aba743"
     )
@@ -383,13 +391,16 @@ def test_the_composition_matches_a_second_implementation(
     msg: SealedMessage, tag_bits: int, nonce: bytes, key: bytes
 ) -> None:
     c = codec(tag_bits, SERVER, key)
-    wire = c.seal(msg, nonce)
+    wire = c.seal(msg, nonce, SRC)
+    kind = ("source", "ipv4", "ipv6").index(msg.kind)
+    nonce = bytes([nonce[0] & 0x3F | kind << 6]) + nonce[1:]  # the kind, in the clear
+    bound = b"" if kind else ipaddress.IPv6Address(f"::ffff:{SRC}").packed
     enc_key = _hkdf(key, b"aioknock sealed v1 encrypt")
     mac_key = _hkdf(key, b"aioknock sealed v1 mac")
     ciphertext = _chacha20(enc_key, nonce + b"\0", encode_plaintext(msg))
     sid = SERVER.encode()
-    tag = hmac.digest(mac_key, b"aioknock sealed v1\0" + bytes([len(sid)]) + sid + nonce
-                      + ciphertext, "sha256")[: tag_bits // 8]  # fmt: skip
+    tag = hmac.digest(mac_key, b"aioknock sealed v1\0" + bytes([len(sid)]) + sid + bound
+                      + nonce + ciphertext, "sha256")[: tag_bits // 8]  # fmt: skip
     assert wire == nonce + ciphertext + tag
 
 

@@ -40,9 +40,11 @@ def recognizer(c: SealedCodec | None = None, **options: Any) -> SealedKnocks:
 
 def knock(
     *, address: str | None = None, stamp: float = NOW, c: SealedCodec | None = None,
-    nonce: bytes | None = None, **fields: Any,
+    nonce: bytes | None = None, source: str = SRC, **fields: Any,
 ) -> list[int]:  # fmt: skip
-    return (c or codec()).build(SealedMessage(int(stamp), 22, address=address, **fields), nonce)
+    """A knock's ports; one for the packet's source (no ``address``) is bound to ``source``."""
+    msg = SealedMessage(int(stamp), 22, address=address, **fields)
+    return (c or codec()).build(msg, nonce, source)
 
 
 _SPORT = iter(range(10**9))
@@ -157,12 +159,30 @@ def test_a_replay_is_refused_from_any_source_and_after_a_reload() -> None:
     rec = recognizer()
     assert grants(feed(rec, ports))
     assert refusals(feed(rec, ports, now=NOW + 1)) == ["replayed sealed knock"]
-    assert refusals(feed(rec, ports, src=OTHER, now=NOW + 2)) == ["replayed sealed knock"]
     # A reload makes new recognizers with the same memory.
     again = recognizer(replays=rec.replays)
-    assert refusals(feed(again, ports, src=OTHER, now=NOW + 3)) == ["replayed sealed knock"]
+    assert refusals(feed(again, ports, now=NOW + 2)) == ["replayed sealed knock"]
     # A fresh knock from the same client still opens.
     assert grants(feed(again, knock(), now=NOW + 4))
+    # One that names its address is not bound to a source: from another, a replay.
+    named = knock(address=SRC)
+    assert grants(feed(again, named, now=NOW + 5))
+    assert refusals(feed(again, named, src=OTHER, now=NOW + 6)) == ["replayed sealed knock"]
+
+
+def test_a_knock_for_its_source_is_no_knock_from_another() -> None:
+    """Taken from the path before the daemon saw it whole (its last SYN held back) and
+    sent from another address, a knock for "the packet's source" opens nothing: its tag
+    binds the address it was made to come from."""
+    ports = knock()
+    rec = recognizer()
+    assert not grants(feed(rec, ports[:-1]))  # the original, its last SYN lost
+    stolen = feed(rec, ports, src=OTHER, now=NOW + 1)
+    assert not grants(stolen)
+    assert not grants(feed(rec, ports, src=SRC6, now=NOW + 2))
+    assert rec.tag_checks >= 2 and len(rec.replays) == 0
+    # The client's own retry (the same knock, from its source) still opens.
+    assert grants(feed(rec, ports, now=NOW + 3))
 
 
 def test_a_knock_forgotten_by_the_memory_is_stale_by_then() -> None:
@@ -189,7 +209,7 @@ def test_a_full_replay_memory_fails_closed() -> None:
 def test_a_knock_that_verifies_but_does_not_read_is_refused() -> None:
     c = codec()
     plaintext = bytes([0x40]) + int(NOW).to_bytes(4, "big") + (22).to_bytes(2, "big")
-    ports = c.ports(c.seal_plaintext(plaintext))
+    ports = c.ports(c.seal_plaintext(plaintext, source=SRC))
     (reason,) = refusals(feed(recognizer(), ports))
     assert reason == "a sealed knock that verified: sealed knock version 2; this is version 1"
 

@@ -115,12 +115,18 @@ def test_server_id_is_the_host_unless_set_and_master_derives_its_key() -> None:
 def test_the_planned_knock_opens_the_daemon_made_from_its_settings() -> None:
     now = time.time()
     s = client(port=2222)
-    wire = plan_sealed(s, "gate.example", now=now)
+    wire = plan_sealed(s, "gate.example", now=now, source="198.18.0.2")
     ports = s.sealed_for("gate.example").ports(wire)
     assert len(ports) == 16 and all(32768 <= p <= 65535 for p in ports)
     (grant,) = receive(daemon(), ports, "198.18.0.2", now)
     assert isinstance(grant, Grant)
     assert (grant.address, grant.ports, grant.via) == ("198.18.0.2", ((2222, "tcp"),), "sealed")
+    # Bound to its source: from another address, no knock.
+    assert not any(isinstance(v, Grant) for v in receive(daemon(), ports, "198.18.0.3", now))
+    # Without a source given, the route's: to 127.0.0.1, from 127.0.0.1.
+    local = plan_sealed(s, "127.0.0.1", now=now)
+    ports = s.sealed_for("127.0.0.1").ports(local)
+    assert isinstance(receive(daemon(server_id="127.0.0.1"), ports, "127.0.0.1", now)[0], Grant)
 
 
 def test_an_explicit_client_is_carried_ipv4_or_ipv6() -> None:
@@ -142,7 +148,8 @@ def test_an_explicit_client_is_carried_ipv4_or_ipv6() -> None:
 def test_a_knock_for_another_server_id_or_key_opens_nothing() -> None:
     now = time.time()
     s = client(key=MASTER, master=True)
-    ports = s.sealed_for("db1.example").ports(plan_sealed(s, "db1.example", now=now))
+    wire = plan_sealed(s, "db1.example", now=now, source="198.18.0.2")
+    ports = s.sealed_for("db1.example").ports(wire)
     own_key = base64.b64encode(sealed.host_key(base64.b64decode(MASTER), "db1.example"))
     db1 = daemon(key=own_key.decode(), server_id="db1.example")
     assert isinstance(receive(db1, ports, "198.18.0.2", now)[0], Grant)

@@ -94,17 +94,23 @@ def build_knock(settings: ClientSettings, now: float | None = None) -> KnockPlan
     return plan_knock(settings, client_for(settings, settings.remote), now)
 
 
-def plan_sealed(settings: ClientSettings, host: str, now: float | None = None) -> bytes:
+def plan_sealed(
+    settings: ClientSettings, host: str, now: float | None = None, *, source: str | None = None
+) -> bytes:
     """One sealed knock for ``host`` (its server_id, its derived key with ``master``):
-    the wire bytes, fresh nonce and time; ``codec.ports`` maps them onto the span. It
-    carries ``client`` if one is set, else nothing: the daemon opens for the source."""
+    the wire bytes, fresh nonce and time; ``codec.ports`` maps them onto the span. With
+    ``client`` set it carries that address; else it opens for its source, and is bound
+    to it: ``source``, or the address the kernel uses to reach ``host``."""
+    carried = None if settings.client == AUTO else settings.client
     msg = sealed.message_for(
         time.time() if now is None else now,
         [(port, cast(Proto, proto)) for proto, port in settings.spa_access],
-        address=None if settings.client == AUTO else settings.client,
+        address=carried,
         flags=sorted(settings.flags.items()),
     )
-    return settings.sealed_for(host).seal(msg)
+    if carried is None and source is None:
+        source = local_address_for(host)
+    return settings.sealed_for(host).seal(msg, source=source)
 
 
 def decode_knock(settings: KnockSettings, ports: Sequence[int]) -> dict[str, int | str]:

@@ -16,7 +16,7 @@ from ..config.settings import ClientSettings
 from ..config.values import override, place, placed
 from ..errors import AioknockError, ConfigError, SendError
 from .attempts import Attempt, Resolved
-from .client import build_spa, client_for, plan_knock, plan_sealed, spa_allow
+from .client import build_spa, client_address, client_for, plan_knock, plan_sealed, spa_allow
 
 Ports = Sequence[int | tuple[int, str]]
 
@@ -92,7 +92,8 @@ def knock_ports(settings: ClientSettings, target: Resolved, result: KnockResult)
         result.ports = [port for port, _ in settings.sequence]
         return settings.sequence
     if settings.protocol == "sealed":
-        result.payload = plan_sealed(settings, result.host)
+        source = client_address(settings, target.address, target.family)
+        result.payload = plan_sealed(settings, result.host, source=source)
         result.ports = settings.sealed_for(result.host).ports(result.payload)
         return result.ports
     client = client_for(settings, target.address, target.family)

@@ -9,12 +9,18 @@ fleet derives each host's key from a master key: HKDF-SHA256 with context
 ``aioknock host key v1\\0`` + the canonical host name (``host_key``), and that name is
 the host's ``server_id``; a server keeps only its own key, which opens nothing else.
 
-**Wire bytes** = nonce (7 random bytes) || ciphertext || tag, encrypt-then-MAC. The
-ciphertext is ChaCha20 of the plaintext (8-byte nonce: the 7 bytes and a zero byte);
-the tag is the first ``tag_bits``/8 bytes of HMAC-SHA256 over ``aioknock sealed v1\\0``,
-len(server_id) (1 byte), server_id, nonce and ciphertext: a knock made for another
-``server_id`` does not verify. The tag is checked first, in constant time; only a knock
-that verifies is decrypted and parsed.
+**Wire bytes** = nonce (7 bytes) || ciphertext || tag, encrypt-then-MAC. The nonce's
+first 2 bits are the address kind (below), in the clear; its other 54 bits are random.
+The ciphertext is ChaCha20 of the plaintext (8-byte nonce: the 7 bytes and a zero
+byte); the tag is the first ``tag_bits``/8 bytes of HMAC-SHA256 over ``aioknock sealed
+v1\\0``, len(server_id) (1 byte), server_id, for a knock of kind 0 the address it is
+sent from (16 bytes, IPv4 as IPv4-mapped IPv6), nonce and ciphertext. So a knock made
+for another ``server_id`` does not verify, and a knock that opens for "the packet's
+source" verifies only from the source it was made for: taken from the path (its last
+SYN held back) and sent from another address, it is no knock. A knock that names its
+address (kinds 1, 2) opens for that address only, from its source or with ``allow_nat``.
+The tag is checked first, in constant time; only a knock that verifies is decrypted and
+parsed (and its plaintext's kind must be the clear one).
 
 **Plaintext.** Byte 0: version (3 high bits, = 1), address kind (2 bits: 0 the
 packet's source, 1 IPv4, 2 IPv6), protocol (1 bit: 0 tcp, 1 udp), extension (1 bit),
@@ -361,9 +367,25 @@ def decode_plaintext(data: bytes) -> SealedMessage:
 
 
 def new_nonce() -> bytes:
+    """7 bytes from ``secrets`` (``seal`` puts the address kind in the first 2 bits)."""
     import secrets
 
     return secrets.token_bytes(NONCE_BYTES)
+
+
+def _bound(kind: int, source: str | None) -> bytes:
+    """What the tag binds besides the knock: for kind 0, the address it is sent from."""
+    if kind:
+        return b""
+    if source is None:
+        raise KnockError("a knock for the packet's source is bound to it: give source")
+    try:
+        ip = ipaddress.ip_address(source)
+    except ValueError:
+        raise KnockError(f"{source[:60]!r} is not an IP address") from None
+    if isinstance(ip, ipaddress.IPv4Address):
+        ip = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + ip.packed)
+    return ip.packed
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -411,10 +433,10 @@ class SealedCodec:
 
     # -- bytes
 
-    def _tag(self, nonce: bytes, ciphertext: bytes) -> bytes:
+    def _tag(self, bound: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
         from Crypto.Hash import HMAC, SHA256
 
-        mac = HMAC.new(self._mac_key, self._head + nonce + ciphertext, digestmod=SHA256)
+        mac = HMAC.new(self._mac_key, self._head + bound + nonce + ciphertext, digestmod=SHA256)
         return mac.digest()[: self.tag_bytes]
 
     def _chacha(self, nonce: bytes, data: bytes) -> bytes:
@@ -423,38 +445,55 @@ class SealedCodec:
         out: bytes = ChaCha20.new(key=self._enc_key, nonce=nonce + b"\0").encrypt(data)
         return out
 
-    def seal_plaintext(self, plaintext: bytes, nonce: bytes | None = None) -> bytes:
-        """Wire bytes for any plaintext (``seal`` for a message; this, for tests)."""
+    def seal_plaintext(
+        self, plaintext: bytes, nonce: bytes | None = None, source: str | None = None
+    ) -> bytes:
+        """Wire bytes for any plaintext (``seal`` for a message; this, for tests): the
+        nonce's kind bits are the plaintext's (byte 0), or 0 if it has none."""
+        kind = plaintext[0] >> 3 & 3 if plaintext else 0
         nonce = new_nonce() if nonce is None else nonce
         if len(nonce) != NONCE_BYTES:
             raise KnockError(f"a nonce is {NONCE_BYTES} bytes, got {len(nonce)}")
+        nonce = bytes([nonce[0] & 0x3F | kind << 6]) + nonce[1:]
         ciphertext = self._chacha(nonce, plaintext)
-        return nonce + ciphertext + self._tag(nonce, ciphertext)
+        return nonce + ciphertext + self._tag(_bound(kind, source), nonce, ciphertext)
 
-    def seal(self, msg: SealedMessage, nonce: bytes | None = None) -> bytes:
-        """The wire bytes; ``nonce`` None: 7 bytes from ``secrets``."""
-        return self.seal_plaintext(encode_plaintext(msg), nonce)
+    def seal(self, msg: SealedMessage, nonce: bytes | None = None,
+             source: str | None = None) -> bytes:  # fmt: skip
+        """The wire bytes; ``nonce`` None: 54 random bits from ``secrets``. ``source``:
+        the address the knock is sent from, which a knock for the packet's source
+        (``msg.address`` None) is bound to."""
+        return self.seal_plaintext(encode_plaintext(msg), nonce, source)
 
-    def verify(self, wire: bytes) -> bool:
-        """Whether the tag verifies (constant-time comparison); nothing is decrypted."""
+    def verify(self, wire: bytes, source: str | None = None) -> bool:
+        """Whether the tag verifies for a knock from ``source`` (constant-time
+        comparison); nothing is decrypted."""
         split = len(wire) - self.tag_bytes
-        if split - NONCE_BYTES not in PLAINTEXT_SIZES:
+        if split - NONCE_BYTES not in PLAINTEXT_SIZES or wire[0] >> 6 == 3:
+            return False
+        try:
+            bound = _bound(wire[0] >> 6, source)
+        except KnockError:
             return False
         import hmac
 
-        return hmac.compare_digest(
-            self._tag(wire[:NONCE_BYTES], wire[NONCE_BYTES:split]), wire[split:]
-        )
+        nonce, ciphertext = wire[:NONCE_BYTES], wire[NONCE_BYTES:split]
+        return hmac.compare_digest(self._tag(bound, nonce, ciphertext), wire[split:])
 
-    def open(self, wire: bytes) -> SealedMessage:
-        """The message of wire bytes whose tag verifies; ``KnockError`` otherwise."""
+    def open(self, wire: bytes, source: str | None = None) -> SealedMessage:
+        """The message of wire bytes whose tag verifies for ``source``; ``KnockError``
+        otherwise."""
         split = len(wire) - self.tag_bytes
         if split - NONCE_BYTES not in PLAINTEXT_SIZES:
             raise KnockError(f"{len(wire)} bytes is no sealed knock's size "
                              f"(tag_bits = {self.tag_bits})")  # fmt: skip
-        if not self.verify(wire):
-            raise TagMismatch("the tag does not verify (another key or server_id, or altered)")
-        return decode_plaintext(self._chacha(wire[:NONCE_BYTES], wire[NONCE_BYTES:split]))
+        if not self.verify(wire, source):
+            raise TagMismatch("the tag does not verify (another key, server_id or source, "
+                              "or altered)")  # fmt: skip
+        msg = decode_plaintext(self._chacha(wire[:NONCE_BYTES], wire[NONCE_BYTES:split]))
+        if KINDS.index(msg.kind) != wire[0] >> 6:
+            raise KnockError("the address kind in the clear is not the plaintext's")
+        return msg
 
     def replay_key(self, wire: bytes) -> bytes:
         """What identifies a used knock: the server and the nonce (the replay memory
@@ -474,8 +513,10 @@ class SealedCodec:
             for i in range(count)
         ]
 
-    def build(self, msg: SealedMessage, nonce: bytes | None = None) -> list[int]:
-        return self.ports(self.seal(msg, nonce))
+    def build(
+        self, msg: SealedMessage, nonce: bytes | None = None, source: str | None = None
+    ) -> list[int]:
+        return self.ports(self.seal(msg, nonce, source))
 
     def label(self, port: int) -> int | None:
         """The position label (0-15) a port of the span carries; None outside it."""
@@ -516,12 +557,13 @@ class SealedCodec:
             raise KnockError(f"{count} SYNs carry no sealed knock (its size, or padding bits)")
         return out
 
-    def decode(self, ports: Sequence[int]) -> SealedMessage:
-        """The message ``ports`` carry: the first candidate whose tag verifies."""
+    def decode(self, ports: Sequence[int], source: str | None = None) -> SealedMessage:
+        """The message ``ports`` carry (sent from ``source``): the first candidate whose
+        tag verifies."""
         error = KnockError("no candidate")
         for wire in self.unpack(ports):
             try:
-                return self.open(wire)
+                return self.open(wire, source)
             except KnockError as exc:
                 error = exc
         raise error

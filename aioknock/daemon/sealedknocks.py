@@ -22,8 +22,9 @@ refused, and said.
 
 A knock that verifies is judged in this order: its age (``time_tolerance`` around the
 packet's time), replay (its server and nonce, remembered until it is stale; with no
-room in the memory, refused: fail closed), then its address (the packet's source, or
-the address it names: refused unless ``allow_nat`` if that is not the source). A
+room in the memory, refused: fail closed), then its address: the packet's source (whose
+address the tag binds, so such a knock verifies from nowhere else), or the address it
+names (refused unless ``allow_nat`` if that is not the source). A
 window that looked complete but held no knock is reported once a knock that could have
 included it would have ended, or when the source's SYNs expire (rate-limited, as the
 encoded knock's): a longer knock (IPv4, IPv6) passes through shorter lengths' labels.
@@ -144,7 +145,7 @@ class SealedKnocks:
             for length in self._ending[label]:
                 if len(window.ports) < length:
                     break
-                found = self._search(window, length)
+                found = self._search(window, length, packet.src)
                 if isinstance(found, tuple):
                     self._windows.drop(packet.src)
                     return [self._judge(packet, *found)]
@@ -172,7 +173,7 @@ class SealedKnocks:
         window.failures += 1
         self._windows.demote(src, window)
 
-    def _search(self, window: _Window, length: int) -> tuple[bytes, SealedMessage] | str:
+    def _search(self, window: _Window, length: int, src: str) -> tuple[bytes, SealedMessage] | str:
         """The knock of ``length`` SYNs that ends with the window's last, as its wire
         bytes and message; else why there is none ("": the window holds no such
         arrangement of labels, nothing to say yet)."""
@@ -189,7 +190,7 @@ class SealedKnocks:
                 self._checks += 1
                 self.tag_checks += 1
                 try:
-                    return wire, self.codec.open(wire)
+                    return wire, self.codec.open(wire, src)
                 except TagMismatch:
                     continue
         extras = _fewest_extras(self.codec, window.ports, length)
