@@ -980,29 +980,15 @@ def test_a_pattern_that_does_not_compile_is_one_printable_line(pattern: str) -> 
 
 # ------------------------------------------- found by reasoning, in others' modules
 # Inputs past the fuzzers' sizes: Python refuses to convert a string of over 4,300
-# digits to an int (sys.get_int_max_str_digits) with a ValueError. These modules are
-# being edited by others; each case is marked until it is fixed there (strict: the
-# fix turns it into a failure, so that the mark is removed with it).
+# digits to an int (sys.get_int_max_str_digits) with a ValueError.
 
 HUGE = "1" * 4301
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="config/files.py: tomllib raises "
-    "ValueError for the integer, and _read_toml catches only TOMLDecodeError",
-)
 def test_a_toml_integer_of_thousands_of_digits_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         read_file(input_file("huge.toml", f"port = {HUGE}\n".encode()), ClientSettings)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="asyncio/kmsg.py: record_text's "
-    "int() of the priority field (only the kernel writes that header)",
-)
 def test_a_kmsg_record_with_a_priority_of_thousands_of_digits_is_no_message() -> None:
     assert record_text(f"{HUGE},1,1,-;IN=eth0 OUT=".encode()) is None

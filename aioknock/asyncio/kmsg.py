@@ -29,13 +29,16 @@ class KmsgError(AioknockError):
     """The kernel log could not be opened or read."""
 
 
+_KERNEL_PRIORITIES = frozenset(b"%d" % level for level in range(8))  # facility 0: the kernel
+
+
 def record_text(record: bytes) -> str | None:
     """The message of one kernel record, without its header and continuations; None for
     anything else, including what user space wrote to ``/dev/kmsg`` (facility > 0), so
     that no process can pass a line of its own off as a firewall log line."""
     header, sep, rest = record.partition(b";")
     fields = header.split(b",")
-    if not sep or len(fields) < 4 or not fields[0].isdigit() or int(fields[0]) >= 8:
+    if not sep or len(fields) < 4 or fields[0] not in _KERNEL_PRIORITIES:
         return None
     return rest.split(b"\n", 1)[0].decode("utf-8", "replace")
 

@@ -128,6 +128,8 @@ def _read_toml(path: Path, cls: type[Table]) -> Layer:
         line = int(found.group(1)) if found else len(lines) or None
         reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
         raise ConfigError(f"not valid TOML: {reason}", source=str(path), line=line) from None
+    except ValueError:  # tomllib's int() of a number of over 4,300 digits
+        raise ConfigError("not valid TOML: a number too long to read", source=str(path)) from None
     for raw_key, value in data.items():
         key = canonical(raw_key)
         line = _toml_line(lines, raw_key)
