@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aioknock.codec.sealed import SealedCodec, SealedMessage, host_key
+from aioknock.codec.sealed import DATA_BITS, SealedCodec, SealedMessage, host_key
 from aioknock.daemon import sealedknocks
 from aioknock.daemon.packet import Packet
 from aioknock.daemon.recognizer import PROBATION, Grant, Ignored, Recognizer, Refusal, Verdict
@@ -387,3 +387,19 @@ def test_memory_stays_bounded_under_a_flood_and_a_knock_gets_through() -> None:
     one = recognizer()
     feed(one, [stray(rng.randrange(16), rng) for _ in range(1000)], step=0.0001)
     assert one.sources == 1 and len(one._windows._states[SRC].ports) == 32 + 2
+
+
+def test_a_stray_with_the_last_label_does_not_make_a_knock_the_first_evicted() -> None:
+    """Someone spoofing the client's address sends a SYN with the knock's last label
+    before the real last SYN: that window fails, but the source keeps its rank, so a
+    flood of other sources that fills the table evicts them, not the knock."""
+    c = codec()
+    ports = knock()
+    rec = recognizer(max_sources=10)
+    stray = c.span_start + (15 << DATA_BITS | 7)  # label 15: ends a 16-SYN knock
+    out = feed(rec, [*ports[:15], stray])
+    assert not grants(out) and rec.tag_checks >= 1
+    for n in range(40):  # each past probation (2 SYNs), into the main tier
+        feed(rec, [c.span_start + 1, c.span_start + 2], src=f"198.19.0.{n}", now=NOW + 0.2)
+    assert rec._windows.evictions > 0
+    assert grants(feed(rec, ports[15:], now=NOW + 0.3))

@@ -194,6 +194,8 @@ class KnockSettings(Table):
 
 
 SEALED_TIMEOUT = 0.02
+
+
 @functools.cache
 def sealed_span() -> PortSpan:
     """A sealed knock's default span, 32768-65535 (made at first use: 2^15 ports)."""

@@ -160,7 +160,7 @@ class SealedKnocks:
             reason, window.unsaid = window.unsaid, ""
             if self._reports.allow(packet.src, packet.now):
                 return [Refusal(packet.src, reason)]
-        elif not window.failures:
+        elif window.failures <= MAX_EXTRA_SYNS:
             self._windows.rank(packet.src, window, len(window.ports))
         return []
 
@@ -171,7 +171,11 @@ class SealedKnocks:
             window.say_at = window.count + self._cap
         window.unsaid = reason
         window.failures += 1
-        self._windows.demote(src, window)
+        if window.failures > MAX_EXTRA_SYNS:
+            # Not before: a stray SYN with a knock's last label (one spoofed from the
+            # client's address, say) fails a window of a knock still on its way, and a
+            # demoted source is the first a flood evicts.
+            self._windows.demote(src, window)
 
     def _search(self, window: _Window, length: int, src: str) -> tuple[bytes, SealedMessage] | str:
         """The knock of ``length`` SYNs that ends with the window's last, as its wire
