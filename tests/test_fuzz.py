@@ -992,3 +992,17 @@ def test_a_toml_integer_of_thousands_of_digits_is_a_config_error() -> None:
 
 def test_a_kmsg_record_with_a_priority_of_thousands_of_digits_is_no_message() -> None:
     assert record_text(f"{HUGE},1,1,-;IN=eth0 OUT=".encode()) is None
+
+
+def test_a_block_name_is_shown_printable_and_hosts_lines_are_numbered_by_newlines(
+    tmp_path: Path,
+) -> None:
+    conf = tmp_path / "k.conf"
+    conf.write_text("<\x1b[2Jx>\nport = 1\n</\x1b[2Jx>\n")
+    with pytest.raises(ConfigError) as caught:
+        read_file(conf, ClientSettings)
+    assert "\x1b" not in str(caught.value) and caught.value.line == 1
+    hosts = tmp_path / "fleet.txt"
+    hosts.write_text("web1  # a\x0cb\u2028c\nweb3 port=x\n")
+    with pytest.raises(ConfigError, match=r"fleet\.txt:2: "):
+        read_hosts_file(str(hosts), ClientSettings())

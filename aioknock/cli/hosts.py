@@ -70,7 +70,7 @@ def read_hosts_file(path: str, base: ClientSettings | None = None) -> list[HostS
         raise ConfigError("cannot read hosts file: not UTF-8 text", source=path) from None
     except ValueError:
         raise ConfigError("cannot read hosts file: not a usable file name", source=path) from None
-    targets = list(from_lines(text.splitlines(), path, base))
+    targets = list(from_lines(text.split("\n"), path, base))
     if not targets:
         raise ConfigError("no hosts in the hosts file", source=path)
     return targets

@@ -18,7 +18,7 @@ from ..daemon import nftables
 from ..daemon.doors import Command
 from ..daemon.fwknopd import Stanza
 from ..daemon.logreader import KMSG, LineReader, LogFormat
-from ..errors import ConfigError, InvalidValue
+from ..errors import ConfigError, InvalidValue, shown
 from .entries import Block, Entry
 from .fwknopconf import read_access_file
 from .kinds import (
@@ -228,7 +228,8 @@ def parse_doors(blocks: list[Entry]) -> tuple[DoorSettings, ...]:
         given: list[Given] = []
         for entry in block.entries:
             if isinstance(entry.value, Block):
-                raise ConfigError(f"unexpected block <{entry.key}> inside a door", **place(where))
+                raise ConfigError(f"unexpected block <{shown(entry.key)}> inside a door",
+                                  **place(where))  # fmt: skip
             given.append(Given(canonical(entry.key), entry.value, f"{entry.source}:{entry.line}"))
         read = read_values(DoorSettings, given)
         doors.append(make(DoorSettings, read, where, name=block.label, source=block_entry.source))

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from .entries import Block, Entry
 from .regular import MAX_CONFIG, read_regular
 from .table import Table
@@ -53,7 +53,7 @@ def _read_general(path: Path, cls: type[Table]) -> Layer:
             layer.blocks.append(entry)
             continue
         if isinstance(entry.value, Block):
-            raise ConfigError(f"unexpected block <{entry.key}>; {_takes(cls)}",
+            raise ConfigError(f"unexpected block <{shown(entry.key)}>; {_takes(cls)}",
                               source=entry.source, line=entry.line)  # fmt: skip
         if not key:
             raise ConfigError(
