@@ -355,3 +355,22 @@ async def test_a_hung_close_command_cannot_hold_the_stop(
     assert await wait_for(pidfile.exists)
     pid = int(pidfile.read_text())
     assert await wait_for(lambda: not Path(f"/proc/{pid}").exists()), "the command was left"
+
+
+async def test_an_incomplete_knock_is_said_on_an_idle_daemon(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A packet that gives a recognizer its first deadline wakes the daemon's timer:
+    with nothing else going on (no door, no other packet), the knock that never
+    completes is logged when it expires, and counted."""
+    settings = daemon_settings(home, knock_timeout=0.3)
+    log = home / "fw.log"
+    lines = home / "knock.log"
+    await asyncio.to_thread(client, lines)  # a whole knock's lines, written elsewhere
+    async with running(settings):
+        await asyncio.sleep(0.5)
+        with open(log, "a") as out:
+            out.writelines(lines.read_text().splitlines(keepends=True)[:3])
+        with caplog.at_level(logging.INFO, logger="aioknock"):
+            assert await wait_for(lambda: "incomplete knock" in caplog.text, 5), caplog.text
+    assert "incomplete knock: 3 of " in caplog.text

@@ -19,7 +19,15 @@ from aioknock.config.settings import DaemonSettings, DoorSettings
 from aioknock.daemon.encoded import EncodedKnocks
 from aioknock.daemon.knockd import SequenceDoors
 from aioknock.daemon.packet import Packet
-from aioknock.daemon.recognizer import PROBATION, Grant, Recognizer, Refusal, Verdict
+from aioknock.daemon.recognizer import (
+    PROBATION,
+    Grant,
+    InProgress,
+    Recognizer,
+    Refusal,
+    SourceTable,
+    Verdict,
+)
 from aioknock.daemon.replay import DIGEST_SIZE, ReplayMemory
 
 DEFAULTS = DaemonSettings()
@@ -453,3 +461,15 @@ def test_a_single_syn_or_a_refused_window_is_not_reported_as_incomplete() -> Non
     refused = feed(rec, noise, src="198.18.0.8")  # a full window that did not decode
     assert any(isinstance(d, Refusal) for d in refused)
     assert rec.handle_timer(NOW + 30) == []  # the refusal was its line
+
+
+def test_timed_out_knocks_keep_the_timer_when_the_table_empties() -> None:
+    """A source expired by another's packet waits in ``expired`` for its report: the
+    table asks for a timer even once the other is dropped (its knock granted)."""
+    table: SourceTable[InProgress] = SourceTable(InProgress, timeout=1.0, limit=10)
+    for i in range(2):  # past probation: a knock worth reporting
+        table.rank("198.18.0.5", table.get(Packet(100.0 + i * 0.1, "198.18.0.5", 1000 + i)), 2)
+    table.get(Packet(103.0, "198.18.0.6", 1000))  # sweeps the first away
+    table.drop("198.18.0.6")
+    assert len(table) == 0 and [src for src, _ in table.expired] == ["198.18.0.5"]
+    assert table.next_sweep() is not None

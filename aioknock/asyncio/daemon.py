@@ -261,6 +261,7 @@ class KnockDaemon:
         self._started = False
         self._sniffer: Sniffer | None = None
         self._capture_ready: Sniffer | None = None  # opened by a reload, for the next feed
+        self._announced = False  # "capturing on": said once the capture socket is open
         self._feeding: tuple[tuple[str, str], asyncio.Task[None]] | None = None
         self._spa_socket: SpaSocket | None = None
         self._spa_ready: SpaSocket | None = None  # bound by a reload, for the switch
@@ -478,6 +479,9 @@ class KnockDaemon:
             interface = conf.settings.interface or None
             sniffer = Sniffer(tcp, udp, interface=interface, clock=self.clock)
         self._sniffer = sniffer
+        if not self._announced:  # now that the socket is open: a knock from now is seen
+            log.info("capturing on %s", conf.settings.interface or "all interfaces")
+            self._announced = True
         local = LocalAddresses()
         try:
             async for batch in sniffer.batches():
@@ -490,8 +494,12 @@ class KnockDaemon:
         """One batch of packets (``seen``: how many were read, ours or not)."""
         if len(packets) < seen:
             log.debug("ignored %d packets not addressed to this host", seen - len(packets))
+        before = self.engine.get_timer()
         for packet in packets:
             self.engine.receive(packet)
+        after = self.engine.get_timer()
+        if after is not None and (before is None or after < before):
+            self._timer_wake.set()  # a knock begun: its expiry is due before what _timer waits for
         self._perform()
 
     def _feed(self) -> asyncio.Task[None]:
@@ -499,7 +507,8 @@ class KnockDaemon:
         running when it reads the same file or interface (only its reader or capture
         filter changes), else a new one."""
         conf = self._current
-        if self._feeding is not None and self._feeding[0] == conf.source:
+        reused = self._feeding is not None and self._feeding[0] == conf.source
+        if self._feeding is not None and reused:
             task = self._feeding[1]
             if self._sniffer is not None:
                 self._sniffer.update_filter(*capture_ports(conf.settings, self.engine.wanted()))
@@ -510,13 +519,15 @@ class KnockDaemon:
             task = asyncio.create_task(reading(conf))
             self._feeding = (conf.source, task)
         self._use_spa_socket(conf.settings)
-        self._announce(conf.settings)
+        self._announce(conf.settings, reused)
         return task
 
-    @staticmethod
-    def _announce(settings: DaemonSettings) -> None:
+    def _announce(self, settings: DaemonSettings, reused: bool) -> None:
         if settings.runmode == "network":
-            log.info("capturing on %s", settings.interface or "all interfaces")
+            # A new capture says so once its socket is open: a knock from then on is seen.
+            self._announced = reused
+            if reused:
+                log.info("capturing on %s", settings.interface or "all interfaces")
         elif settings.logfile == KMSG:
             log.info("reading the kernel log %s (%s lines)", KMSG, settings.log_format)
         else:

@@ -227,8 +227,9 @@ class SourceTable(Generic[S]):
                     self.expired.append((src, state))
 
     def next_sweep(self) -> float | None:
-        """When knocks in progress next need expiring (None: there are none)."""
-        return self._sweep_at if self._states else None
+        """When knocks in progress next need expiring, or timed-out ones reporting
+        (None: there are none)."""
+        return self._sweep_at if self._states or self.expired else None
 
     def _move(self, src: str, state: S, bucket: int) -> None:
         was_main = state.bucket != 1
