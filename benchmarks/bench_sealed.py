@@ -89,6 +89,7 @@ from _procs import (
     stop,
     verdict,
 )
+from _rates import CodecRow, rate_of
 from bench_daemon import (
     CLIENT,
     SERVER,
@@ -157,26 +158,6 @@ def random_port(rng: random.Random) -> int:
 
 
 # ======================================================================= 1. codec
-
-
-def rate_of(fn: Callable[[], object], seconds: float) -> float:
-    """Calls of ``fn`` per second, over at least ``seconds``."""
-    n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
-        for _ in range(20):
-            fn()
-        n += 20
-    return n / elapsed
-
-
-@dataclass
-class CodecRow:
-    what: str
-    rates: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.rates)
 
 
 def codec_part(runs: int, seconds: float) -> list[CodecRow]:

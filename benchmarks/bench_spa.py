@@ -56,7 +56,6 @@ import random
 import resource
 import secrets
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -80,6 +79,7 @@ from _procs import (
     stop,
     verdict,
 )
+from _rates import CodecRow, rate_of
 from bench_daemon import (
     CLIENT,
     SERVER,
@@ -130,26 +130,6 @@ def fresh_keys(hmac_digest: str = "sha256") -> spa.SpaKeys:
 # ======================================================================= 1. codec
 
 
-def rate_of(fn: Callable[[], object], seconds: float) -> float:
-    """Calls of ``fn`` per second, over at least ``seconds``."""
-    n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
-        for _ in range(50):
-            fn()
-        n += 50
-    return n / elapsed
-
-
-@dataclass
-class CodecRow:
-    what: str
-    rates: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.rates)
-
-
 def codec_part(runs: int, seconds: float) -> list[CodecRow]:
     now = int(time.time())
     msg = spa.SpaMessage(allow=CLIENT, access=(DOOR,), timestamp=now)
@@ -157,7 +137,7 @@ def codec_part(runs: int, seconds: float) -> list[CodecRow]:
 
     def measure(what: str, fn: Callable[[], object]) -> None:
         fn()  # warm
-        rows.append(CodecRow(what, [rate_of(fn, seconds) for _ in range(runs)]))
+        rows.append(CodecRow(what, [rate_of(fn, seconds, 50) for _ in range(runs)]))
 
     for digest in ("sha256", "sha512"):
         keys = fresh_keys(digest)

@@ -22,34 +22,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..codec.fields import Fields, time_values
 from ..codec.pipeline import Codec
 from ..codec.sequence import Hit
 from ..errors import KnockError
 from .packet import Packet, same_ip
-from .recognizer import Grant, Ignored, InProgress, Refusal, Reports, SourceTable, Verdict
+from .recognizer import Grant, Ignored, PortWindow, Refusal, Reports, SourceTable, Verdict
 from .replay import ReplayMemory, digest
 
 
 @dataclass(slots=True)
-class _Window(InProgress):
-    # Lists, not deques: a knock is a few dozen ports, and a list costs a tenth of the
-    # memory, which counts with tens of thousands of sources in a flood.
-    ports: list[int] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)  # when each port came
+class _Window(PortWindow):
     failed: int = 0  # windows in a row that did not decode
-
-    def prune(self, now: float, timeout: float) -> None:
-        """Forget ports older than ``timeout``: a knock must come within it."""
-        limit = now - timeout
-        times = self.times
-        if not times or times[0] >= limit:
-            return
-        old = next((i for i, t in enumerate(times) if t >= limit), len(times))
-        del times[:old], self.ports[:old]
-        self.started = times[0] if times else now
 
 
 _FORGERY = (

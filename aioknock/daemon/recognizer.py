@@ -104,6 +104,27 @@ class InProgress:
         return False
 
 
+@dataclass(slots=True)
+class PortWindow(InProgress):
+    """A source's last ports, each with when it came: a knock read from its ports
+    (the encoded knock, the sealed knock) keeps these."""
+
+    # Lists, not deques: a knock is a few dozen ports, and a list costs a tenth of the
+    # memory, which counts with tens of thousands of sources in a flood.
+    ports: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # when each port came
+
+    def prune(self, now: float, timeout: float) -> None:
+        """Forget ports older than ``timeout``: a knock must come within it."""
+        limit = now - timeout
+        times = self.times
+        if not times or times[0] >= limit:
+            return
+        old = next((i for i, t in enumerate(times) if t >= limit), len(times))
+        del times[:old], self.ports[:old]
+        self.started = times[0] if times else now
+
+
 S = TypeVar("S", bound=InProgress)
 
 PROBATION = 2  # sources with a single packet: up to this many times ``limit``

@@ -33,13 +33,13 @@ encoded knock's): a longer knock (IPv4, IPv6) passes through shorter lengths' la
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..codec.sealed import DATA_BITS, LABELS, SealedCodec, SealedMessage, TagMismatch
 from ..codec.sequence import Hit
 from ..errors import KnockError
 from .packet import Packet, same_ip
-from .recognizer import Grant, Ignored, InProgress, Refusal, Reports, SourceTable, Verdict
+from .recognizer import Grant, Ignored, PortWindow, Refusal, Reports, SourceTable, Verdict
 from .replay import ReplayMemory, digest
 
 MAX_EXTRA_SYNS = 2  # stray SYNs inside one knock that are searched past
@@ -47,23 +47,11 @@ MAX_TAG_CHECKS = 8  # K: tag checks per arriving SYN, at most
 
 
 @dataclass(slots=True)
-class _Window(InProgress):
-    ports: list[int] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)  # when each port came
+class _Window(PortWindow):
     count: int = 0  # SYNs this source sent (while its state lives)
     failures: int = 0  # complete-looking windows that held no knock
     unsaid: str = ""  # why the last of them was no knock, not yet reported
     say_at: int = 0  # ``count`` at which ``unsaid`` is reported
-
-    def prune(self, now: float, timeout: float) -> None:
-        """Forget SYNs older than ``timeout``: a knock must come within it."""
-        limit = now - timeout
-        times = self.times
-        if not times or times[0] >= limit:
-            return
-        old = next((i for i, t in enumerate(times) if t >= limit), len(times))
-        del times[:old], self.ports[:old]
-        self.started = times[0] if times else now
 
 
 class SealedKnocks:
