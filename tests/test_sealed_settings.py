@@ -64,6 +64,7 @@ def test_a_sealed_knock_has_its_own_span_and_pace() -> None:
         ({"tag_bits": 136}, "tag_bits", "64-128"),
         ({"portspan": "745-1000"}, "portspan", "2^15|32768 consecutive"),
         ({"master": True, "key": "a passphrase"}, "key", "not a passphrase"),
+        ({"server_id": "a b"}, "server_id", "printable ASCII without blanks"),
     ],
 )
 def test_client_errors_name_the_key(values: dict[str, object], key: str, message: str) -> None:

@@ -170,6 +170,11 @@ class KnockSettings(Table):
         if self.tag_bits % 8:
             raise ConfigError(f"expected a multiple of 8 from 64 to 128, got {self.tag_bits}",
                               key="tag_bits")  # fmt: skip
+        if self.server_id:
+            try:
+                sealed.canonical_host(self.server_id)
+            except InvalidValue as exc:
+                raise ConfigError(str(exc), key="server_id") from None
         if not self.key:
             raise ConfigError("protocol = sealed needs a key: key_file (aioknock keygen -o "
                               "FILE) or key", key="key_file")  # fmt: skip
