@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,17 @@ def fmt(value: float | None, spec: str) -> str:
 
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else "PASS" if ok else "FAIL"
+
+
+def print_checks(checks: Iterable[tuple[bool | None, str]], started: float) -> None:
+    """A run's PASS/FAIL lines, then how long it took (``started``: its monotonic start)."""
+    checks = list(checks)
+    if checks:
+        print("\nChecks:")
+        for ok, text in checks:
+            print(f"  [{verdict(ok)}] {text}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nwhole run: {time.monotonic() - started:.1f} s; load average {load}")
 
 
 def interrupt_on_signals() -> None:

@@ -84,10 +84,10 @@ from _procs import (
     fmt,
     interrupt_on_signals,
     need_root,
+    print_checks,
     print_head,
     scratch,
     stop,
-    verdict,
 )
 from _rates import CodecRow, rate_of
 from bench_daemon import (
@@ -974,12 +974,7 @@ def main() -> int:
         for r in drows:
             daemon_details(r)
         checks += daemon_checks(drows)
-    if checks:
-        print("\nChecks:")
-        for ok, text in checks:
-            print(f"  [{verdict(ok)}] {text}")
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nwhole run: {time.monotonic() - t0:.1f} s; load average {load}")
+    print_checks(checks, t0)
     return 0
 
 

@@ -69,15 +69,14 @@ from typing import TYPE_CHECKING
 from _flood import BURST_GAP, NET, RUN_LIMIT, Run, Watch, env_for, in_ns, send_paced, watched_daemon
 from _procs import (
     daemon_run_options,
-    fmt,
     interrupt_on_signals,
     need_root,
     own_namespace,
+    print_checks,
     print_head,
     run,
     scratch,
     stop,
-    verdict,
 )
 from _rates import CodecRow, rate_of
 from bench_daemon import (
@@ -913,12 +912,7 @@ def main() -> int:
             for r in rows:
                 daemon_details(r)
             checks += daemon_checks(rows)
-    if checks:
-        print("\nChecks:")
-        for ok, text in checks:
-            print(f"  [{verdict(ok)}] {text}")
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nwhole run: {fmt(time.monotonic() - t0, '.1f')} s; load average {load}")
+    print_checks(checks, t0)
     return 0
 
 
