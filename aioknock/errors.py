@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+
+def closest(word: str, options: Iterable[str]) -> str | None:
+    """The option most like ``word``, for a "did you mean" (difflib loads only then)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return close[0] if close else None
+
 
 class AioknockError(Exception):
     """Base class; ``str(err)`` is the complete one-line message shown to the user."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import random
 import time
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -46,7 +45,7 @@ def knock_settings(**changes: Any) -> Settings:
 def changed(s: Settings, **changes: Any) -> Settings:
     texts = {k: v for k, v in changes.items() if k in PARSED}
     rest = {k: v for k, v in changes.items() if k not in PARSED}
-    return replace(override(s, texts, "test"), **rest)
+    return override(s, texts, "test").replace(**rest)
 
 
 @st.composite

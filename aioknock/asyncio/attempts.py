@@ -13,8 +13,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ..errors import SendError
 
@@ -32,17 +31,21 @@ LOCAL_ERRORS = {
 }  # fmt: skip
 
 
-@dataclass(slots=True)
 class Attempt:
     """What became of one knock: ``no answer`` is what a dropping firewall gives."""
 
-    port: int
-    sent: float  # loop time when the SYN left
-    outcome: str = "pending"
+    __slots__ = ("outcome", "port", "sent")
+
+    def __init__(self, port: int, sent: float, outcome: str = "pending") -> None:
+        self.port = port
+        self.sent = sent  # loop time when the SYN left
+        self.outcome = outcome
+
+    def __repr__(self) -> str:
+        return f"Attempt({self.port!r}, {self.sent!r}, {self.outcome!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """A resolved host: the socket family and address the knocks go to."""
 
     host: str

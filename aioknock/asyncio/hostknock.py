@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.settings import ClientSettings
@@ -44,23 +43,32 @@ JSON_FIELDS: tuple[tuple[str, str, str], ...] = (
 )  # fmt: skip
 
 
-@dataclass(slots=True)
 class KnockResult:
     """What happened to one host; ``ok`` is False with ``error`` saying why (a port
     that -verify found still closed included)."""
 
-    host: str
-    protocol: str = "knockclient"
-    address: str = ""
-    ports: list[int] = field(default_factory=list)
-    values: list[int] = field(default_factory=list)
-    payload: bytes = b""
-    attempts: list[Attempt] = field(default_factory=list)
-    started: float = 0.0  # epoch seconds
-    finished: float = 0.0
-    ok: bool = False
-    error: str = ""
-    verified: bool | None = None  # None: not asked
+    __slots__ = ("address", "attempts", "error", "finished", "host", "ok", "payload",
+                 "ports", "protocol", "started", "values", "verified")  # fmt: skip
+
+    def __init__(
+        self, host: str, protocol: str = "knockclient", *, address: str = "",
+        started: float = 0.0, finished: float = 0.0, ok: bool = False, error: str = "",
+    ) -> None:  # fmt: skip
+        self.host = host
+        self.protocol = protocol
+        self.address = address
+        self.ports: list[int] = []
+        self.values: list[int] = []
+        self.payload = b""
+        self.attempts: list[Attempt] = []
+        self.started = started  # epoch seconds
+        self.finished = finished
+        self.ok = ok
+        self.error = error
+        self.verified: bool | None = None  # None: not asked
+
+    def __repr__(self) -> str:
+        return f"KnockResult({self.host!r}, ok={self.ok!r}, error={self.error!r})"
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` object: the fields of ``JSON_FIELDS``, in its order."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import logging
 import sys
 import time
@@ -18,7 +17,7 @@ from ..asyncio.hostknock import KnockResult, host_settings
 from ..asyncio.logfile import write_knock
 from ..config.settings import ClientSettings
 from .exits import EXIT_FAILED, EXIT_INTERRUPTED
-from .output import emit
+from .output import emit_json
 from .run import Progress, Tally, report
 
 log = logging.getLogger("aioknock")
@@ -36,7 +35,7 @@ async def run_many(
             report(result, settings, single=single)
             tally.count(result.ok)
             if ns.json:
-                emit(json.dumps(result.as_json()))  # a closed pipe stops no knock
+                emit_json(result.as_json())  # a closed pipe stops no knock
     except asyncio.CancelledError:
         tally.close()
         left = f" of {total}" if total else ""
@@ -83,7 +82,7 @@ async def _log_to_file(settings: ClientSettings, targets: Any, *, json_out: bool
             log.info("wrote %d lines to %s", len(plan.ports), settings.logfile)
         result.finished = time.time()
         if json_out:
-            emit(json.dumps(result.as_json()))
+            emit_json(result.as_json())
     if settings.test:
         log.info("test mode: nothing sent")
     return 0

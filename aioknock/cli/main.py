@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
-import json
 import logging
 import re
 import resource
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, cast
+from typing import TYPE_CHECKING, NamedTuple, NoReturn, cast
 
 from ..asyncio.client import decode_knock
 from ..config.files import Layer
 from ..config.loader import build_settings, find_config, search_path
 from ..config.settings import ClientSettings, table_of
-from ..errors import AioknockError, ConfigError, KnockError
+from ..errors import AioknockError, ConfigError, KnockError, closest
 from ..version import __version__
 from .exits import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
 from .loop import run_async
 from .manual import brief_usage, manual
 from .options import add_settings, overrides, split_flags, switch_values
-from .output import emit, silence_stdout
+from .output import emit, emit_json, silence_stdout
 from .run import run
 
 if TYPE_CHECKING:
@@ -40,8 +37,7 @@ VERSION = ("--version", "-version", "-V")
 MIN_FILES = 32  # the event loop's own (self-pipe, signals), a few sockets, the log
 
 
-@dataclass(frozen=True)
-class _Spec:
+class _Spec(NamedTuple):
     manual: str  # also the config file's name: knockclient.conf, knockdaemon.conf
 
     @property
@@ -72,8 +68,8 @@ class _Parser(argparse.ArgumentParser):
             if not word.startswith("-"):
                 raise ConfigError(f"unexpected argument {word!r}", source="command line")
             options = sorted(o for o in self._option_string_actions if o.startswith("-"))
-            close = difflib.get_close_matches(word, options, n=1)
-            hint = f"; did you mean {close[0]}?" if close else " (aioknock run -h)"
+            close = closest(word, options)
+            hint = f"; did you mean {close}?" if close else " (aioknock run -h)"
             raise ConfigError(f"unknown option {word}{hint}", source="command line")
         if m := re.fullmatch(r"argument (\S+?)(?:/\S+)?: expected one argument", message):
             raise ConfigError(f"{m.group(1)} needs a value", source="command line")
@@ -248,6 +244,8 @@ def _port_numbers(words: Sequence[str]) -> list[int] | None:
 def _knock_ports(text: str) -> list[int]:
     """One knock from stdin: port numbers (spaces or commas), or a ``run --json`` line."""
     if text.lstrip().startswith("{"):
+        import json
+
         try:
             ports = json.loads(text)["ports"]
         except (ValueError, KeyError, TypeError):
@@ -283,15 +281,11 @@ def _decode(ns: argparse.Namespace, settings: ClientSettings) -> int:
         except KnockError as exc:
             log.error("%sinvalid knock: %s", where, exc.reason)
             status = EXIT_FAILED
-            if ns.json and not emit(json.dumps({"ok": False, "error": exc.reason})):
+            if ns.json and not emit_json({"ok": False, "error": exc.reason}):
                 break
             continue
-        out = (
-            json.dumps({"ok": True, "fields": fields})
-            if ns.json
-            else " ".join(f"{k}={v}" for k, v in fields.items())
-        )
-        if not emit(out):
+        shown = " ".join(f"{k}={v}" for k, v in fields.items())
+        if not (emit_json({"ok": True, "fields": fields}) if ns.json else emit(shown)):
             return EXIT_FAILED
     return status
 
@@ -343,8 +337,8 @@ def _command(args: list[str]) -> tuple[str, list[str]] | int:
         return args[0], args[1:]
     if args[0].startswith("-"):  # the prototype's "knockclient -conf f -test"
         return "run", args
-    close = difflib.get_close_matches(args[0], COMMANDS, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
+    close = closest(args[0], COMMANDS)
+    hint = f"did you mean {close}? " if close else ""
     log.error("unknown command %r; %sexpected run, connect, decode, daemon or keygen "
               "(aioknock -h)", args[0], hint)  # fmt: skip
     return EXIT_CONFIG

@@ -9,12 +9,9 @@ one-knock command's start-up. Several hosts, ``--hosts``, ``logtofile`` and
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from ..asyncio.hostknock import KnockResult, host_settings, refused
@@ -25,7 +22,7 @@ from ..errors import ConfigError
 from .exits import EXIT_FAILED
 from .hosts import parse_line, read_hosts_file, stdin_hosts
 from .loop import run_async
-from .output import emit
+from .output import emit_json
 
 log = logging.getLogger("aioknock")
 
@@ -48,7 +45,7 @@ def _run_one(ns: argparse.Namespace, settings: ClientSettings, target: Any) -> i
         result = knock_one(host, own)
     report(result, settings, single=True)
     if ns.json:
-        emit(json.dumps(result.as_json()))
+        emit_json(result.as_json())
     if settings.test:
         log.info("test mode: nothing sent")
     return 0 if result.ok else EXIT_FAILED
@@ -98,15 +95,17 @@ class Progress:
         self.bar.close()
 
 
-@dataclass
 class Tally:
     """Hosts done so far, for the progress bar and the summary."""
 
-    total: int | None
-    progress: Progress | None
-    ok: int = 0
-    failed: int = 0
-    started: float = dataclasses.field(default_factory=time.monotonic)
+    __slots__ = ("failed", "ok", "progress", "started", "total")
+
+    def __init__(self, total: int | None, progress: Progress | None) -> None:
+        self.total = total
+        self.progress = progress
+        self.ok = 0
+        self.failed = 0
+        self.started = time.monotonic()
 
     @property
     def done(self) -> int:

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..errors import InvalidValue, KnockError
 
@@ -133,8 +132,7 @@ def cbc_decrypt(block: _Block, iv: bytes, data: bytes) -> bytes:
     return (int.from_bytes(block.decrypt(data)) ^ int.from_bytes(chain)).to_bytes(len(data))
 
 
-@dataclass(frozen=True, slots=True)
-class _Algorithm:
+class _Algorithm(NamedTuple):
     name: str
     key_size: int
     factory: Callable[[], BlockFactory]

@@ -10,7 +10,8 @@ import ipaddress
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 from ..errors import InvalidValue, KnockError
 
@@ -42,13 +43,12 @@ def time_values(now: float, *, localtime: bool = False) -> dict[str, int]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class KnockInputs:
+class KnockInputs(NamedTuple):
     """The values a knock is built from; the codec adds time, checksum and RAND."""
 
     client: str = "0.0.0.0"
     port: int = 0
-    flags: Mapping[int, int] = field(default_factory=dict)
+    flags: Mapping[int, int] = MappingProxyType({})
     rand: int = 0
 
 
@@ -69,8 +69,7 @@ def parse_fields(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-@dataclass(frozen=True, slots=True)
-class Fields:
+class Fields(NamedTuple):
     """A decoded knock: each field once, typed, and the lower-case view people see."""
 
     shown: dict[str, int | str]  # e.g. {"client": "10.1.1.1", "port": 22, "flag0": 15}
@@ -80,16 +79,27 @@ class Fields:
     times: tuple[tuple[str, int], ...] = ()  # (TIME field, value)
 
 
-@dataclass(frozen=True, slots=True)
 class KnockFormat:
     """An ordered list of field names (``CLIENT``, ``PORT``, ``FLAG3``, ...)."""
 
-    fields: tuple[str, ...]
-    portbytes: int = 2
+    __slots__ = ("fields", "portbytes")
 
-    def __post_init__(self) -> None:
-        if self.portbytes not in (1, 2):
-            raise InvalidValue(f"portbytes must be 1 or 2, not {self.portbytes}")
+    def __init__(self, fields: tuple[str, ...], portbytes: int = 2) -> None:
+        if portbytes not in (1, 2):
+            raise InvalidValue(f"portbytes must be 1 or 2, not {portbytes}")
+        self.fields = fields
+        self.portbytes = portbytes
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KnockFormat):
+            return NotImplemented
+        return (self.fields, self.portbytes) == (other.fields, other.portbytes)
+
+    def __hash__(self) -> int:
+        return hash((self.fields, self.portbytes))
+
+    def __repr__(self) -> str:
+        return f"KnockFormat({self.fields!r}, {self.portbytes!r})"
 
     @classmethod
     def parse(cls, text: str, *, portbytes: int = 2) -> KnockFormat:

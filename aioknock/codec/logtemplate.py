@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 _HOST = r"[0-9A-Za-z:.%-]+"  # an IPv4/IPv6 address or a host name (the sender writes either)
 FIELDS = {
@@ -51,8 +51,7 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
+class LogRecord(NamedTuple):
     date: str
     client: str
     remote: str
@@ -60,17 +59,36 @@ class LogRecord:
     remoteport: int
 
 
-@dataclass(frozen=True, slots=True)
 class LogTemplate:
-    template: str
-    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    """Any text is a template (its literal parts are escaped), so the reader's pattern is
+    compiled when a line is first read: a client that writes no log never compiles it."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pattern", _compile(_one_line(self.template)))
+    __slots__ = ("_pattern", "template")
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self._pattern: re.Pattern[str] | None = None
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        if self._pattern is None:
+            self._pattern = _compile(_one_line(self.template))
+        return self._pattern
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LogTemplate):
+            return NotImplemented
+        return self.template == other.template
+
+    def __hash__(self) -> int:
+        return hash(self.template)
+
+    def __repr__(self) -> str:
+        return f"LogTemplate({self.template!r})"
 
     def fields(self) -> set[str]:
         """The fields the template holds, lower-case without underscores (``client``)."""
-        return set(self.pattern.groupindex)
+        return {m.strip("_").lower() for m in _FIELD.findall(self.template)}
 
     def __str__(self) -> str:
         return self.template

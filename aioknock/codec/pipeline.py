@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import KnockError
 from .ciphers import Cipher, RandomBytes
@@ -11,8 +11,7 @@ from .fields import Fields, KnockFormat, KnockInputs
 from .portspan import PortSpan
 
 
-@dataclass(frozen=True, slots=True)
-class KnockPlan:
+class KnockPlan(NamedTuple):
     """One knock, ready to send: its bytes before and after encryption, and its ports."""
 
     values: list[int]
@@ -20,30 +19,31 @@ class KnockPlan:
     ports: list[int]
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedKnock:
+class DecodedKnock(NamedTuple):
     """A received knock that decoded: its fields, and the payload they came from."""
 
     fields: Fields
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
 class Codec:
     """Built once per settings (the key schedule included), used for every knock."""
 
-    format: KnockFormat
-    cipher: Cipher
-    span: PortSpan
-    localtime: bool = False
-    # Derived once: the daemon asks for them on every packet.
-    payload_length: int = field(init=False)
-    knock_length: int = field(init=False)  # ports in one knock
+    __slots__ = ("cipher", "format", "knock_length", "localtime", "payload_length", "span")
 
-    def __post_init__(self) -> None:
-        payload_length = self.cipher.encrypted_length(self.format.length)
-        object.__setattr__(self, "payload_length", payload_length)
-        object.__setattr__(self, "knock_length", self.span.symbols(payload_length))
+    def __init__(
+        self, format: KnockFormat, cipher: Cipher, span: PortSpan, localtime: bool = False
+    ) -> None:
+        self.format = format
+        self.cipher = cipher
+        self.span = span
+        self.localtime = localtime
+        # Derived once: the daemon asks for them on every packet.
+        self.payload_length = cipher.encrypted_length(format.length)
+        self.knock_length = span.symbols(self.payload_length)  # ports in one knock
+
+    def __repr__(self) -> str:
+        return f"Codec({self.format!r}, {self.cipher!r}, {self.span!r}, {self.localtime!r})"
 
     @property
     def needs_client(self) -> bool:

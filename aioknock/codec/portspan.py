@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from ..errors import InvalidValue, KnockError
 
@@ -29,13 +28,27 @@ def _powers_near(size: int) -> str:
     return f"nearest: {lower} or {lower << 1}"
 
 
-@dataclass(frozen=True, slots=True)
 class PortSpan:
     """An ordered span of 2**bits ports; encode() and decode() are exact inverses."""
 
-    ports: tuple[int, ...]
-    bits: int
-    _index: dict[int, int] = field(repr=False, compare=False)
+    __slots__ = ("_index", "bits", "ports")
+
+    def __init__(self, ports: tuple[int, ...], bits: int, index: dict[int, int]) -> None:
+        """Use ``from_ports`` or ``parse``, which check the ports and make the index."""
+        self.ports = ports
+        self.bits = bits
+        self._index = index
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PortSpan):
+            return NotImplemented
+        return self.ports == other.ports
+
+    def __hash__(self) -> int:
+        return hash(self.ports)
+
+    def __repr__(self) -> str:
+        return f"PortSpan.parse({str(self)!r})"
 
     @classmethod
     def from_ports(cls, ports: Iterable[int]) -> PortSpan:

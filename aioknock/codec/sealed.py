@@ -69,7 +69,6 @@ import binascii
 import ipaddress
 import itertools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import InvalidValue, KnockError
@@ -242,44 +241,58 @@ def _address(text: str) -> str:
     return str(ip)
 
 
-@dataclass(frozen=True, slots=True)
 class SealedMessage:
     """What a sealed knock says. ``address`` None: open for the packet's source.
     Built in one spelling: the address canonical (IPv4-mapped as IPv4), flags by n."""
 
-    timestamp: int  # unix seconds
-    port: int
-    proto: Proto = "tcp"
-    address: str | None = None
-    extra_ports: tuple[int, ...] = ()  # more ports to open, same protocol
-    flags: tuple[tuple[int, int], ...] = ()  # (n, value) of FLAGn, each 0-255
+    __slots__ = ("address", "extra_ports", "flags", "port", "proto", "timestamp")
 
-    def __post_init__(self) -> None:
-        stamp = self.timestamp
+    def __init__(
+        self, timestamp: int, port: int, proto: Proto = "tcp", address: str | None = None,
+        extra_ports: tuple[int, ...] = (), flags: tuple[tuple[int, int], ...] = (),
+    ) -> None:  # fmt: skip
+        stamp = timestamp
         if isinstance(stamp, bool) or not isinstance(stamp, int) or not 0 <= stamp < 1 << 32:
-            raise KnockError(f"timestamp {self.timestamp!r} is not 0 to 2^32 - 1")
-        _port(self.port, "port")
-        if self.proto not in ("tcp", "udp"):
-            raise KnockError(f"protocol {self.proto!r}: tcp or udp")
-        extra = tuple(_port(p, "extra port") for p in self.extra_ports)
+            raise KnockError(f"timestamp {timestamp!r} is not 0 to 2^32 - 1")
+        _port(port, "port")
+        if proto not in ("tcp", "udp"):
+            raise KnockError(f"protocol {proto!r}: tcp or udp")
+        extra = tuple(_port(p, "extra port") for p in extra_ports)
         if len(extra) > MAX_EXTRA_PORTS:
             raise KnockError(f"{len(extra)} extra ports; at most {MAX_EXTRA_PORTS}")
-        if len({self.port, *extra}) != 1 + len(extra):
+        if len({port, *extra}) != 1 + len(extra):
             raise KnockError("a port appears twice")
         try:
-            flags = tuple(sorted((int(n), int(v)) for n, v in self.flags))
+            pairs = tuple(sorted((int(n), int(v)) for n, v in flags))
         except (TypeError, ValueError):
             raise KnockError("flags are (n, value) pairs of integers") from None
-        if len(flags) > MAX_FLAGS:
-            raise KnockError(f"{len(flags)} flags; at most {MAX_FLAGS}")
-        if any(not (0 <= n <= 255 and 0 <= v <= 255) for n, v in flags):
+        if len(pairs) > MAX_FLAGS:
+            raise KnockError(f"{len(pairs)} flags; at most {MAX_FLAGS}")
+        if any(not (0 <= n <= 255 and 0 <= v <= 255) for n, v in pairs):
             raise KnockError("a flag's number and value are 0-255")
-        if len({n for n, _ in flags}) != len(flags):
+        if len({n for n, _ in pairs}) != len(pairs):
             raise KnockError("a flag appears twice")
-        object.__setattr__(self, "extra_ports", extra)
-        object.__setattr__(self, "flags", flags)
-        if self.address is not None:
-            object.__setattr__(self, "address", _address(self.address))
+        self.timestamp = timestamp  # unix seconds
+        self.port = port
+        self.proto = proto
+        self.address = None if address is None else _address(address)
+        self.extra_ports = extra  # more ports to open, same protocol
+        self.flags = pairs  # (n, value) of FLAGn, each 0-255
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.timestamp, self.port, self.proto, self.address, self.extra_ports,
+                self.flags)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SealedMessage):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "SealedMessage({}, {}, {!r}, {!r}, {}, {})".format(*self._fields())
 
     @property
     def kind(self) -> AddressKind:
@@ -388,36 +401,35 @@ def _bound(kind: int, source: str | None) -> bytes:
     return ip.packed
 
 
-@dataclass(frozen=True, slots=True, repr=False)
 class SealedCodec:
     """Sealed knocks for one server under one key: bytes and ports, both ways.
 
     ``extras``: the extra ports and flags, together, whose knock lengths ``lengths``
     names for the daemon to search (0 to 30; a longer knock still decodes here)."""
 
-    key: bytes
-    server_id: str
-    tag_bits: int = DEFAULT_TAG_BITS
-    span_start: int = DEFAULT_SPAN_START
-    extras: int = DEFAULT_EXTRAS
-    _enc_key: bytes = field(init=False, compare=False)
-    _mac_key: bytes = field(init=False, compare=False)
-    _head: bytes = field(init=False, compare=False)  # the tag's input before the nonce
+    __slots__ = ("_enc_key", "_head", "_mac_key", "extras", "key", "server_id", "span_start",
+                 "tag_bits")  # fmt: skip
 
-    def __post_init__(self) -> None:
-        if len(self.key) != KEY_BYTES:
-            raise InvalidValue(f"a sealed knock's key is {KEY_BYTES} bytes, got {len(self.key)}")
-        self.tag_bytes  # noqa: B018 (checks tag_bits)
-        if not 1 <= self.span_start <= 65536 - SPAN_SIZE:
+    def __init__(
+        self, key: bytes, server_id: str, tag_bits: int = DEFAULT_TAG_BITS,
+        span_start: int = DEFAULT_SPAN_START, extras: int = DEFAULT_EXTRAS,
+    ) -> None:  # fmt: skip
+        if len(key) != KEY_BYTES:
+            raise InvalidValue(f"a sealed knock's key is {KEY_BYTES} bytes, got {len(key)}")
+        _tag_bytes(tag_bits)  # checks it
+        if not 1 <= span_start <= 65536 - SPAN_SIZE:
             raise InvalidValue(f"the span starts at 1-{65536 - SPAN_SIZE} ({SPAN_SIZE} ports), "
-                               f"not {self.span_start}")  # fmt: skip
-        plaintext_size("source", self.extras)
-        server_id = canonical_host(self.server_id)
-        object.__setattr__(self, "server_id", server_id)
-        object.__setattr__(self, "_enc_key", _hkdf(self.key, ENCRYPT_CONTEXT))
-        object.__setattr__(self, "_mac_key", _hkdf(self.key, MAC_CONTEXT))
-        sid = server_id.encode("ascii")
-        object.__setattr__(self, "_head", TAG_PREFIX + bytes([len(sid)]) + sid)
+                               f"not {span_start}")  # fmt: skip
+        plaintext_size("source", extras)
+        self.key = key
+        self.server_id = canonical_host(server_id)
+        self.tag_bits = tag_bits
+        self.span_start = span_start
+        self.extras = extras
+        self._enc_key = _hkdf(key, ENCRYPT_CONTEXT)
+        self._mac_key = _hkdf(key, MAC_CONTEXT)
+        sid = self.server_id.encode("ascii")
+        self._head = TAG_PREFIX + bytes([len(sid)]) + sid  # the tag's input before the nonce
 
     def __repr__(self) -> str:
         return (f"SealedCodec(server_id={self.server_id!r}, tag_bits={self.tag_bits}, "

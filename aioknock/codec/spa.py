@@ -28,8 +28,7 @@ import binascii
 import importlib
 import ipaddress
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import InvalidValue, KnockError
 
@@ -133,29 +132,37 @@ def b64_length(name: str) -> int:
     return len(b64(bytes(hash_named(name).digest_size)))
 
 
-@dataclass(frozen=True, slots=True, repr=False)
 class SpaKeys:
     """The encryption key's material (a passphrase's bytes or a decoded KEY_BASE64) and
     the HMAC key; fwknop takes both byte for byte."""
 
-    key: bytes
-    hmac_key: bytes
-    hmac_digest: str = "sha256"
+    __slots__ = ("hmac_digest", "hmac_key", "key")
 
-    def __post_init__(self) -> None:
-        if not 1 <= len(self.key) <= MAX_KEY:
-            raise InvalidValue(f"the key must be 1-{MAX_KEY} bytes, got {len(self.key)}")
-        if not 1 <= len(self.hmac_key) <= MAX_HMAC_KEY:
+    def __init__(self, key: bytes, hmac_key: bytes, hmac_digest: str = "sha256") -> None:
+        if not 1 <= len(key) <= MAX_KEY:
+            raise InvalidValue(f"the key must be 1-{MAX_KEY} bytes, got {len(key)}")
+        if not 1 <= len(hmac_key) <= MAX_HMAC_KEY:
             raise InvalidValue(f"the HMAC key must be 1-{MAX_HMAC_KEY} bytes, "
-                               f"got {len(self.hmac_key)}")  # fmt: skip
-        hash_named(self.hmac_digest)
+                               f"got {len(hmac_key)}")  # fmt: skip
+        hash_named(hmac_digest)
+        self.key = key
+        self.hmac_key = hmac_key
+        self.hmac_digest = hmac_digest
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SpaKeys):
+            return NotImplemented
+        mine, theirs = (self.key, self.hmac_key), (other.key, other.hmac_key)
+        return self.hmac_digest == other.hmac_digest and mine == theirs
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.hmac_key, self.hmac_digest))
 
     def __repr__(self) -> str:
         return f"SpaKeys(hmac_digest={self.hmac_digest!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class SpaMessage:
+class SpaMessage(NamedTuple):
     """The fields of one packet. ``allow``: the address to open for ("0.0.0.0": the
     packet's source); ``access``: (protocol, port) pairs."""
 

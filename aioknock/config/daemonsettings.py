@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,7 +37,7 @@ from .kinds import (
     seconds,
 )
 from .settings import DEFAULT_FILEFORMAT, KnockSettings, _debug, _quiet
-from .table import Table, opt
+from .table import Table, opt, slot
 from .values import Given, canonical, make, place, read_values
 
 
@@ -56,18 +55,17 @@ LOG_FORMAT = Kind("format", "kernel, client or a pattern",
 NFT_NAME = Kind("name", "an nftables name", lambda raw: nftables.check_table(plain_text(raw)))
 
 
-@dataclass(frozen=True, slots=True, repr=False)
 class DoorSettings(Table):
     """A ``<door NAME>`` block: a knockd-style fixed sequence that opens ``port``."""
 
-    name: str = ""
+    name: str = slot("")
     sequence: tuple[Hit, ...] = opt("", SEQUENCE, "the hits that open the door, in order, "
                                     "e.g. 7000,8000:udp,9000 (2 or more)")  # fmt: skip
     port: int = opt(0, integer(1, 65535), "the port to open", required=True)
     proto: Proto = opt("tcp", PROTO, "the protocol of the port to open: tcp or udp")
-    flags: Mapping[int, int] = field(default_factory=dict)
-    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
-    source: str = field(default="", compare=False)  # the file that defined it
+    flags: Mapping[int, int] = slot(factory=dict)
+    origins: Mapping[str, str] = slot(factory=dict, compare=False)
+    source: str = slot("", compare=False)  # the file that defined it
 
     BLOCK: ClassVar[str] = "door"
 
@@ -81,7 +79,6 @@ class DoorSettings(Table):
             raise ConfigError(f"door {self.name!r} needs the port to open: port = 22")
 
 
-@dataclass(frozen=True, slots=True, repr=False)
 class DaemonSettings(KnockSettings):
     """Keys of ``aioknock daemon``; the knock keys above must match the clients'."""
 
@@ -154,9 +151,9 @@ class DaemonSettings(KnockSettings):
     test: bool = opt(False, BOOL, "decode and log, run nothing")
     quiet: bool = _quiet()
     debug: int = _debug()
-    doors: tuple[DoorSettings, ...] = ()
-    reader: LineReader | None = field(init=False, repr=False, compare=False)
-    stanzas: tuple[Stanza, ...] = field(init=False, repr=False, compare=False)
+    doors: tuple[DoorSettings, ...] = slot(())
+    reader: LineReader | None = slot(init=False, compare=False)
+    stanzas: tuple[Stanza, ...] = slot(init=False, compare=False)
 
     BLOCKS: ClassVar[frozenset[str]] = frozenset({"door"})
 

@@ -11,12 +11,10 @@ line, the environment or a program's argument set stays as it is.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar
 
 from ..errors import ConfigError, shown
 from .entries import Block, Entry
@@ -36,17 +34,16 @@ def block_keys(cls: type[Table]) -> list[str]:
     return [k.name for k in cls.table() if k.host or k.name == "key_file"]
 
 
-@dataclass(frozen=True, slots=True)
-class HostBlock:
+class HostBlock(NamedTuple):
     """One block as read: its patterns, and its values as objects with their file:line."""
 
     label: str  # the patterns as written
     where: str  # file:line of the block's start
     values: Mapping[str, Any]  # settings, and flags as "flagN"
     origins: Mapping[str, str]
-    positive: re.Pattern[str] = field(compare=False)
-    negative: re.Pattern[str] | None = field(compare=False)
-    names: frozenset[str] | None = field(compare=False)  # all patterns literal: those names
+    positive: re.Pattern[str]
+    negative: re.Pattern[str] | None
+    names: frozenset[str] | None  # all patterns literal: those names
 
     def matches(self, host: str) -> bool:
         """ssh_config's rule: a pattern matches and no ``!pattern`` does."""
@@ -56,25 +53,30 @@ class HostBlock:
         return self.positive.match(name) is not None
 
 
-@dataclass(frozen=True, slots=True)
 class HostBlocks:
     """A file's blocks, and which of the settings' values they may replace."""
 
-    blocks: tuple[HostBlock, ...]
-    # Origin of each value the file itself set (a key absent here: only its default may
-    # be replaced); a value whose origin has changed since (an argument) stays.
-    loose: Mapping[str, str] = field(default_factory=dict)
-    _named: Mapping[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
-    _wild: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    __slots__ = ("_named", "_wild", "blocks", "loose")
 
-    def __post_init__(self) -> None:
+    def __init__(self, blocks: tuple[HostBlock, ...], loose: Mapping[str, str]) -> None:
+        self.blocks = blocks
+        # Origin of each value the file itself set (a key absent here: only its default
+        # may be replaced); a value whose origin has changed since (an argument) stays.
+        self.loose = loose
         named: dict[str, list[int]] = {}
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(blocks):
             for name in block.names or ():
                 named.setdefault(name, []).append(i)
-        object.__setattr__(self, "_named", {k: tuple(v) for k, v in named.items()})
-        wild = tuple(i for i, b in enumerate(self.blocks) if b.names is None)
-        object.__setattr__(self, "_wild", wild)
+        self._named = {k: tuple(v) for k, v in named.items()}
+        self._wild = tuple(i for i, b in enumerate(blocks) if b.names is None)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HostBlocks):
+            return NotImplemented
+        return (self.blocks, self.loose) == (other.blocks, other.loose)
+
+    def __repr__(self) -> str:
+        return f"HostBlocks({self.blocks!r}, {self.loose!r})"
 
     def matching(self, host: str) -> tuple[int, ...]:
         """The blocks that match ``host``, in file order; literal names by look-up, so a
@@ -100,9 +102,7 @@ class HostBlocks:
         flags = {int(k[4:]): kept.pop(k) for k in list(kept) if FLAG_KEY.fullmatch(k)}
         merged = {**settings.origins, **{k: v for k, v in origins.items() if v}}
         try:
-            changed: T = dataclasses.replace(
-                cast(Any, settings), **kept, flags={**settings.flags, **flags}, origins=merged
-            )
+            changed = settings.replace(**kept, flags={**settings.flags, **flags}, origins=merged)
         except ConfigError as exc:
             raise placed(exc, merged, self.blocks[combo[0]].where) from None
         return changed

@@ -15,8 +15,7 @@ import math
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..codec.ciphers import cipher_name, cipher_names
 from ..codec.fields import parse_fields
@@ -34,8 +33,7 @@ AUTO = "auto"  # client = auto: the address the kernel uses to reach the host
 SOURCE = "source"  # allow_ip = source: "open for the packet's source" (fwknop -s)
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
+class Kind(NamedTuple):
     """How a key's value is read into what the program uses, and shown again.
 
     ``convert`` raises InvalidValue with its own reason, or ValueError/TypeError, in

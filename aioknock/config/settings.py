@@ -1,9 +1,9 @@
 """The settings table: one definition per key drives parsing, validation, CLI flags,
 per-host overrides and the manual.
 
-Each key is a dataclass field (``opt``) whose metadata holds its kind (how to read a
-value into the object the program uses: a ``PortSpan``, a ``Command``...), its help
-text and where else it may appear (``host``: on a hosts-file line). Values are read
+Each key is a row (``opt``, see ``table``) that holds its kind (how to read a value
+into the object the program uses: a ``PortSpan``, a ``Command``...), its help text and
+where else it may appear (``host``: on a hosts-file line). Values are read
 once, while loading; what several keys make together (the codec, the log reader) is
 built when the settings object is made, so every object the program uses has been
 checked before it starts. ``ClientSettings`` adds the sender's keys to the knock keys
@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from ..codec import sealed
@@ -52,7 +51,7 @@ from .kinds import (
     level,
     seconds,
 )
-from .table import Table, opt
+from .table import Table, opt, slot
 from .values import override, placed
 
 log = logging.getLogger("aioknock.config")
@@ -85,7 +84,6 @@ def _codec(
     return Codec(KnockFormat(knock, portbytes), crypto, portspan, localtime)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
 class KnockSettings(Table):
     """Keys that define a knock; client and daemon must agree on all of them."""
 
@@ -135,9 +133,9 @@ class KnockSettings(Table):
     )  # fmt: skip
     spa_server_port: int = opt(62201, integer(1, 65535), "UDP port of single-packet "
                                "authorization (fwknop's SPA_SERVER_PORT)", host=True)  # fmt: skip
-    flags: Mapping[int, int] = field(default_factory=dict)
-    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
-    codec: Codec = field(init=False, repr=False, compare=False)
+    flags: Mapping[int, int] = slot(factory=dict)
+    origins: Mapping[str, str] = slot(factory=dict, compare=False)
+    codec: Codec = slot(init=False, compare=False)
 
     FLAGS: ClassVar[bool] = True
 
@@ -226,7 +224,6 @@ def _sealed_key(text: str) -> bytes:
         return sealed.passphrase_key(text)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
 class ClientSettings(KnockSettings):
     """Keys of ``aioknock run``, the prototype's knockclient options first."""
 
@@ -296,11 +293,11 @@ class ClientSettings(KnockSettings):
     test: bool = opt(False, BOOL, "do everything but send the knock")
     quiet: bool = _quiet()
     debug: int = _debug()
-    host_blocks: HostBlocks | None = None  # the config file's <host PATTERN> blocks
-    spa_keys: SpaKeys | None = field(init=False, repr=False, compare=False)
+    host_blocks: HostBlocks | None = slot(None)  # the config file's <host PATTERN> blocks
+    spa_keys: SpaKeys | None = slot(init=False, compare=False)
     # for_host's settings per combination of matching blocks (or why they are wrong)
-    host_cache: dict[tuple[int, ...], ClientSettings | ConfigError] = field(
-        init=False, repr=False, compare=False
+    host_cache: dict[tuple[int, ...], ClientSettings | ConfigError] = slot(
+        init=False, compare=False
     )
 
     BLOCKS: ClassVar[frozenset[str]] = frozenset({HOST_BLOCK})

@@ -1,15 +1,20 @@
-"""The settings table's machinery: a row per key, declared as a dataclass field.
+"""The settings table's machinery: a row per key, declared in the settings class.
 
-``opt()`` declares a key (default, kind, help, where else it may appear);
-``Table`` gives every settings class its rows, its values and where each came from.
+``opt()`` declares a key (default, kind, help, where else it may appear), ``slot()`` a
+value that is not a key (flags, where values came from, what the keys build); ``Table``
+gives every settings class its rows, an ``__init__`` that takes them (by keyword, or by
+position in table order), equality over them, frozen instances, ``replace`` and where
+each value came from.
+
+Not dataclasses: a dataclass generates and compiles its methods with ``exec`` at every
+start (~1-2 ms per class here, ~10 ms for the settings), while these methods are written
+once and read the table, which every other use of the settings reads anyway.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
 
 from ..errors import ConfigError, InvalidValue
 from .kinds import Kind
@@ -18,21 +23,8 @@ if TYPE_CHECKING:
     from .entries import Entry
 
 
-def opt(
-    default: Any, kind: Kind, help: str, *, secret: bool = False, metavar: str = "",
-    host: bool = False, required: bool = False,
-) -> Any:  # fmt: skip
-    """Declare one settings key: its default (as written), kind and help, and whether a
-    hosts-file line may set it (``host``). A ``required`` key's default stands for "not
-    given" and is kept as it is."""
-    meta = {"kind": kind, "help": help, "secret": secret, "metavar": metavar, "host": host,
-            "required": required}  # fmt: skip
-    return field(default=default if required else kind(default), metadata=meta)
-
-
-@dataclass(frozen=True, slots=True)
-class Key:
-    """One row of the settings table."""
+class Key(NamedTuple):
+    """One row of the settings table (its ``name`` is the attribute that declares it)."""
 
     name: str
     kind: Kind
@@ -59,25 +51,137 @@ class Key:
             raise ConfigError(f"expected {self.kind.expected}, got {shown}",
                               key=self.name) from None  # fmt: skip
 
+    # What a key has in common with a slot: given to __init__, compared, made by default.
+    @property
+    def init(self) -> bool:
+        return True
+
+    @property
+    def compare(self) -> bool:
+        return True
+
+    @property
+    def factory(self) -> Callable[[], Any] | None:
+        return None
+
+
+class Slot(NamedTuple):
+    """A value of a settings object that is not a key: ``init=False`` for what the keys
+    build (set in ``__post_init__``); ``compare=False`` for what equality ignores."""
+
+    name: str
+    default: Any
+    factory: Callable[[], Any] | None
+    init: bool
+    compare: bool
+
+
+_NONE: Any = object()  # no default: the value must be given, or is made in __post_init__
+
+
+def opt(
+    default: Any, kind: Kind, help: str, *, secret: bool = False, metavar: str = "",
+    host: bool = False, required: bool = False,
+) -> Any:  # fmt: skip
+    """Declare one settings key: its default (as written), kind and help, and whether a
+    hosts-file line may set it (``host``). A ``required`` key's default stands for "not
+    given" and is kept as it is."""
+    value = default if required else kind(default)
+    return Key("", kind, value, help, secret, metavar, host, required)
+
+
+def slot(
+    default: Any = _NONE, *, factory: Callable[[], Any] | None = None, init: bool = True,
+    compare: bool = True,
+) -> Any:  # fmt: skip
+    """Declare a value that is not a key (a default, or a ``factory`` that makes one)."""
+    return Slot("", default, factory, init, compare)
+
+
+def _fields_of(cls: type[Table]) -> tuple[Key | Slot, ...]:
+    """The base's fields, then this class's own (one declared again keeps its place)."""
+    fields = {f.name: f for f in cls.FIELDS}
+    for name, value in list(vars(cls).items()):
+        if isinstance(value, Key | Slot):
+            fields[name] = value._replace(name=name)
+            delattr(cls, name)  # the instance holds the value; the table holds the row
+    for name, note in vars(cls).get("__annotations__", {}).items():
+        if name not in fields and not str(note).startswith(("ClassVar", "Final")):
+            raise TypeError(f"{cls.__name__}.{name}: declare it with opt() or slot()")
+    return tuple(fields.values())
+
 
 class Table:
     """What every settings object offers: its rows, its values, where each came from."""
 
-    __slots__ = ()
-    origins: Mapping[str, str]
-    flags: Mapping[int, int]
+    FIELDS: ClassVar[tuple[Key | Slot, ...]] = ()  # in table order
     BLOCKS: ClassVar[frozenset[str]] = frozenset()  # block names a config file may hold
     BLOCK: ClassVar[str] = ""  # the block this table reads ("" for a file's top level)
     FLAGS: ClassVar[bool] = False  # takes flagN keys
+    _ROWS: ClassVar[dict[str, Key]] = {}
+    _COMPARED: ClassVar[tuple[str, ...]] = ()
+    if TYPE_CHECKING:
+        origins: Mapping[str, str]
+        flags: Mapping[int, int]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.FIELDS = _fields_of(cls)
+        cls._ROWS = {f.name: f for f in cls.FIELDS if isinstance(f, Key)}
+        cls._COMPARED = tuple(f.name for f in cls.FIELDS if f.compare)
+
+    def __init__(self, *args: Any, **values: Any) -> None:
+        if args:
+            values = self._positional(args, values)
+        put = object.__setattr__
+        for f in self.FIELDS:
+            if f.init and f.name in values:
+                put(self, f.name, values.pop(f.name))
+            elif f.factory is not None:
+                put(self, f.name, f.factory())
+            elif f.default is not _NONE:
+                put(self, f.name, f.default)
+            elif f.init:
+                raise TypeError(f"{type(self).__name__}() needs {f.name}")
+        if values:
+            raise TypeError(f"{type(self).__name__}() takes no argument {next(iter(values))!r}")
+        self.__post_init__()
+
+    def _positional(self, args: tuple[Any, ...], values: dict[str, Any]) -> dict[str, Any]:
+        names = [f.name for f in self.FIELDS if f.init]
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__}() takes {len(names)} arguments")
+        for name, value in zip(names, args, strict=False):
+            if name in values:
+                raise TypeError(f"{type(self).__name__}() got {name!r} twice")
+            values[name] = value
+        return values
+
+    def __post_init__(self) -> None:
+        """Check and build what the values make together (each table has its own)."""
+
+    def replace(self, **changes: Any) -> Self:
+        """A new object with ``changes``, checked as the first was."""
+        given = {f.name: getattr(self, f.name) for f in self.FIELDS if f.init}
+        return type(self)(**{**given, **changes})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._COMPARED)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, n) for n in self._COMPARED))
 
     @classmethod
     def table(cls) -> list[Key]:
-        return [
-            Key(f.name, f.metadata["kind"], f.default, f.metadata["help"], f.metadata["secret"],
-                f.metadata["metavar"], f.metadata["host"], f.metadata["required"])
-            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-            if "kind" in f.metadata
-        ]  # fmt: skip
+        return list(cls._ROWS.values())
 
     @classmethod
     def read_blocks(cls, blocks: list[Entry], loose: dict[str, str]) -> dict[str, Any]:
@@ -87,7 +191,7 @@ class Table:
 
     @classmethod
     def row(cls, name: str) -> Key | None:
-        return _rows(cls).get(name)
+        return cls._ROWS.get(name)
 
     def items(self, *, masked: bool = False) -> Iterator[tuple[str, Any]]:
         """Effective settings in table order, flags last; secrets masked on request."""
@@ -124,16 +228,6 @@ class Table:
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.items(masked=True))
         return f"{type(self).__name__}({shown})"
-
-
-_ROWS: dict[type[Table], dict[str, Key]] = {}
-
-
-def _rows(cls: type[Table]) -> dict[str, Key]:
-    rows = _ROWS.get(cls)
-    if rows is None:
-        rows = _ROWS[cls] = {k.name: k for k in cls.table()}
-    return rows
 
 
 def per_host_keys(cls: type[Table]) -> list[str]:

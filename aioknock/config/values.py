@@ -9,17 +9,14 @@ place attached here, and nowhere else.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import logging
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar
 
-from ..errors import ConfigError
+from ..errors import ConfigError, closest
 from .kinds import FLAG
 from .regular import MAX_KEY, read_regular
 from .table import Key, Table, per_host_keys
@@ -30,8 +27,7 @@ T = TypeVar("T", bound=Table)
 FLAG_KEY = re.compile(r"flag(\d{1,9})", re.ASCII)
 
 
-@dataclass(frozen=True, slots=True)
-class Given:
+class Given(NamedTuple):
     """One value as it was given, before its kind read it."""
 
     key: str  # canonical (lower-case, flag007 as flag7)
@@ -79,8 +75,8 @@ def check_key(cls: type[Table], key: str, where: str, *, host: bool = False) -> 
     if row is not None or is_flag:
         return row
     if not cls.BLOCK:
-        close = difflib.get_close_matches(key, [k.name for k in cls.table()], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = closest(key, (k.name for k in cls.table()))
+        hint = f"; did you mean {close!r}?" if close else ""
         raise ConfigError(f"unknown setting{hint}", key=key, **place(where))
     expected = ", ".join(k.name for k in cls.table())
     raise ConfigError(f"unknown {cls.BLOCK} setting; expected {expected}", key=key,
@@ -95,13 +91,15 @@ def read_value(row: Key, raw: object, where: str | None = None) -> Any:
         raise placed(exc, {}, where) from None
 
 
-@dataclass(slots=True)
 class Values:
     """Values read from ``Given`` ones: settings, flags, and where each came from."""
 
-    values: dict[str, Any] = dataclasses.field(default_factory=dict)
-    flags: dict[int, int] = dataclasses.field(default_factory=dict)
-    origins: dict[str, str] = dataclasses.field(default_factory=dict)
+    __slots__ = ("flags", "origins", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.flags: dict[int, int] = {}
+        self.origins: dict[str, str] = {}
 
 
 def read_values(cls: type[Table], given: Iterable[Given], *, host: bool = False) -> Values:
@@ -112,7 +110,7 @@ def read_values(cls: type[Table], given: Iterable[Given], *, host: bool = False)
         if row is not None:
             out.values[item.key] = read_value(row, item.raw, item.where)
             continue
-        value = read_value(dataclasses.replace(_FLAG_ROW, name=item.key), item.raw, item.where)
+        value = read_value(_FLAG_ROW._replace(name=item.key), item.raw, item.where)
         if value > 255:
             log.warning("%s: %s = %d is above 255; using %d (mod 256)",
                         item.where, item.key, value, value % 256)  # fmt: skip
@@ -196,8 +194,8 @@ def override(settings: T, overrides: Mapping[str, Any], where: str, *, host: boo
                               **place(where))  # fmt: skip
         read.values["key"], _ = read_key_file(read.values["key_file"], where)
     try:
-        changed: T = dataclasses.replace(
-            cast(Any, settings), **read.values, flags={**settings.flags, **read.flags},
+        changed = settings.replace(
+            **read.values, flags={**settings.flags, **read.flags},
             origins={**settings.origins, **read.origins},
         )  # fmt: skip
     except ConfigError as exc:
