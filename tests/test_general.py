@@ -329,7 +329,7 @@ def test_read_general_utf8_bom_and_str_path(tmp_path: Path) -> None:
 def test_entry_and_block_are_frozen() -> None:
     e = Entry("k", "v", "s", 1)
     with pytest.raises(AttributeError):
-        e.key = "x"  # type: ignore[misc]
+        e.key = "x"
     assert not hasattr(e, "__dict__") and not hasattr(Block("a", "", ()), "__dict__")
 
 

@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "aioknock"
 LAYERS = ["codec", "daemon", "config", "asyncio", "cli"]
-SHARED = {"errors", "version"}  # every layer may raise these, or say its version
+SHARED = {"errors", "records", "version"}  # every layer may use these
 
 
 def _layer_of(module: str) -> str:
@@ -146,3 +146,21 @@ def test_a_client_start_up_loads_no_cryptography() -> None:
         "import aioknock.config.settings, aioknock.asyncio.client, aioknock.asyncio.fleet"
     )
     assert not {m for m in loaded if m == "Crypto" or m.startswith("Crypto.")}
+
+
+def test_a_one_host_knock_loads_only_what_it_uses() -> None:
+    """Start-up time: a prototype knock to one host (9 SYNs to 127.0.0.1, nothing
+    listens) loads no event loop, no dataclass machinery (each dataclass compiles its
+    methods at start), no configuration library, no JSON, manual or daemon module."""
+    loaded = _loaded_after(
+        "import sys\n"
+        "sys.argv = ['aioknock', 'run', '-quiet', '-timeout', '0', '127.0.0.1']\n"
+        "from aioknock.__main__ import start\n"
+        "assert start() == 0"
+    )
+    unwanted = ("asyncio", "uvloop", "dataclasses", "inspect", "config", "tomllib", "json",
+                "difflib", "importlib.resources", "Crypto", "aioknock.daemon")  # fmt: skip
+    assert "aioknock.asyncio.oneshot" in loaded
+    assert not sorted(
+        m for m in loaded if m in unwanted or m.startswith(tuple(f"{u}." for u in unwanted))
+    )

@@ -13,9 +13,10 @@ import ipaddress
 import os
 import socket
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from ..errors import SendError
+from ..records import Record
 
 HOLD_MIN = 0.05
 HOLD_MAX = 0.9
@@ -45,13 +46,16 @@ class Attempt:
         return f"Attempt({self.port!r}, {self.sent!r}, {self.outcome!r})"
 
 
-class Resolved(NamedTuple):
+class Resolved(Record):
     """A resolved host: the socket family and address the knocks go to."""
 
-    host: str
-    family: int
-    address: str
-    sockaddr: tuple[object, ...]
+    __slots__ = ("address", "family", "host", "sockaddr")
+
+    def __init__(self, host: str, family: int, address: str, sockaddr: tuple[object, ...]) -> None:
+        self.host = host
+        self.family = family
+        self.address = address
+        self.sockaddr = sockaddr
 
 
 def numeric_target(host: str, family: int = socket.AF_UNSPEC) -> Resolved | None:

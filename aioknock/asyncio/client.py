@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import getpass
 import ipaddress
 import os
 import secrets
@@ -135,6 +134,8 @@ def spa_user(settings: ClientSettings) -> str:
 
 @functools.cache
 def _local_user() -> str:
+    import getpass  # an SPA packet's user only
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):

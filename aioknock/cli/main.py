@@ -11,13 +11,14 @@ import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, NoReturn, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from ..asyncio.client import decode_knock
 from ..config.files import Layer
 from ..config.loader import build_settings, find_config, search_path
 from ..config.settings import ClientSettings, table_of
 from ..errors import AioknockError, ConfigError, KnockError, closest
+from ..records import Record
 from ..version import __version__
 from .exits import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
 from .loop import run_async
@@ -37,8 +38,11 @@ VERSION = ("--version", "-version", "-V")
 MIN_FILES = 32  # the event loop's own (self-pipe, signals), a few sockets, the log
 
 
-class _Spec(NamedTuple):
-    manual: str  # also the config file's name: knockclient.conf, knockdaemon.conf
+class _Spec(Record):
+    __slots__ = ("manual",)
+
+    def __init__(self, manual: str) -> None:
+        self.manual = manual  # also the config file's name: knockclient.conf, knockdaemon.conf
 
     @property
     def settings(self) -> type[ClientSettings] | type[DaemonSettings]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-from importlib.resources import files
 
 from ..asyncio.hostknock import JSON_FIELDS
 from ..config.settings import ClientSettings, table_of
@@ -52,6 +51,8 @@ def exit_status_text(indent: int = 4) -> str:
 
 
 def manual(name: str) -> str:
+    from importlib.resources import files  # with tempfile and shutil: ~3 ms, for -man only
+
     text = (files("aioknock") / "manual" / f"{name}.txt").read_text(encoding="utf-8")
     text = text.replace("{{JSON_FIELDS}}", json_fields_text())
     text = text.replace("{{EXIT_STATUS}}", exit_status_text())

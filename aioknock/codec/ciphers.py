@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from ..errors import InvalidValue, KnockError
+from ..records import Record
 
 RandomBytes = Callable[[int], bytes]
 
@@ -132,10 +133,13 @@ def cbc_decrypt(block: _Block, iv: bytes, data: bytes) -> bytes:
     return (int.from_bytes(block.decrypt(data)) ^ int.from_bytes(chain)).to_bytes(len(data))
 
 
-class _Algorithm(NamedTuple):
-    name: str
-    key_size: int
-    factory: Callable[[], BlockFactory]
+class _Algorithm(Record):
+    __slots__ = ("factory", "key_size", "name")
+
+    def __init__(self, name: str, key_size: int, factory: Callable[[], BlockFactory]) -> None:
+        self.name = name
+        self.key_size = key_size
+        self.factory = factory
 
 
 ALGORITHMS: dict[str, _Algorithm] = {

@@ -11,9 +11,9 @@ import re
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import NamedTuple
 
 from ..errors import InvalidValue, KnockError
+from ..records import Record
 
 TIME_FIELDS = ("THISYEAR", "THISDAY", "THISHOUR", "THISMINUTE", "THISSECOND")
 SIMPLE_FIELDS = ("CLIENT", "PORT", "RAND", "CHECKSUM", *TIME_FIELDS)
@@ -43,13 +43,19 @@ def time_values(now: float, *, localtime: bool = False) -> dict[str, int]:
     }
 
 
-class KnockInputs(NamedTuple):
+class KnockInputs(Record):
     """The values a knock is built from; the codec adds time, checksum and RAND."""
 
-    client: str = "0.0.0.0"
-    port: int = 0
-    flags: Mapping[int, int] = MappingProxyType({})
-    rand: int = 0
+    __slots__ = ("client", "flags", "port", "rand")
+
+    def __init__(
+        self, client: str = "0.0.0.0", port: int = 0,
+        flags: Mapping[int, int] = MappingProxyType({}), rand: int = 0,
+    ) -> None:  # fmt: skip
+        self.client = client
+        self.port = port
+        self.flags = flags
+        self.rand = rand
 
 
 def parse_fields(text: str) -> tuple[str, ...]:
@@ -69,14 +75,20 @@ def parse_fields(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-class Fields(NamedTuple):
+class Fields(Record):
     """A decoded knock: each field once, typed, and the lower-case view people see."""
 
-    shown: dict[str, int | str]  # e.g. {"client": "10.1.1.1", "port": 22, "flag0": 15}
-    client: str | None = None
-    port: int | None = None
-    flags: tuple[tuple[int, int], ...] = ()  # (n, value) of each FLAGn, by n
-    times: tuple[tuple[str, int], ...] = ()  # (TIME field, value)
+    __slots__ = ("client", "flags", "port", "shown", "times")
+
+    def __init__(
+        self, shown: dict[str, int | str], client: str | None = None, port: int | None = None,
+        flags: tuple[tuple[int, int], ...] = (), times: tuple[tuple[str, int], ...] = (),
+    ) -> None:  # fmt: skip
+        self.shown = shown  # e.g. {"client": "10.1.1.1", "port": 22, "flag0": 15}
+        self.client = client
+        self.port = port
+        self.flags = flags  # (n, value) of each FLAGn, by n
+        self.times = times  # (TIME field, value)
 
 
 class KnockFormat:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import NamedTuple
+
+from ..records import Record
 
 _HOST = r"[0-9A-Za-z:.%-]+"  # an IPv4/IPv6 address or a host name (the sender writes either)
 FIELDS = {
@@ -51,12 +52,17 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
-class LogRecord(NamedTuple):
-    date: str
-    client: str
-    remote: str
-    clientport: int
-    remoteport: int
+class LogRecord(Record):
+    __slots__ = ("client", "clientport", "date", "remote", "remoteport")
+
+    def __init__(
+        self, date: str, client: str, remote: str, clientport: int, remoteport: int,
+    ) -> None:  # fmt: skip
+        self.date = date
+        self.client = client
+        self.remote = remote
+        self.clientport = clientport
+        self.remoteport = remoteport
 
 
 class LogTemplate:

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
 from ..errors import KnockError
+from ..records import Record
 from .ciphers import Cipher, RandomBytes
 from .fields import Fields, KnockFormat, KnockInputs
 from .portspan import PortSpan
 
 
-class KnockPlan(NamedTuple):
+class KnockPlan(Record):
     """One knock, ready to send: its bytes before and after encryption, and its ports."""
 
-    values: list[int]
-    payload: bytes
-    ports: list[int]
+    __slots__ = ("payload", "ports", "values")
+
+    def __init__(self, values: list[int], payload: bytes, ports: list[int]) -> None:
+        self.values = values
+        self.payload = payload
+        self.ports = ports
 
 
-class DecodedKnock(NamedTuple):
+class DecodedKnock(Record):
     """A received knock that decoded: its fields, and the payload they came from."""
 
-    fields: Fields
-    payload: bytes
+    __slots__ = ("fields", "payload")
+
+    def __init__(self, fields: Fields, payload: bytes) -> None:
+        self.fields = fields
+        self.payload = payload
 
 
 class Codec:

@@ -72,6 +72,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from ..errors import InvalidValue, KnockError
+from ..records import Record
 from .portspan import PortSpan
 from .sequence import Hit, Proto
 
@@ -241,7 +242,7 @@ def _address(text: str) -> str:
     return str(ip)
 
 
-class SealedMessage:
+class SealedMessage(Record):
     """What a sealed knock says. ``address`` None: open for the packet's source.
     Built in one spelling: the address canonical (IPv4-mapped as IPv4), flags by n."""
 
@@ -278,21 +279,6 @@ class SealedMessage:
         self.address = None if address is None else _address(address)
         self.extra_ports = extra  # more ports to open, same protocol
         self.flags = pairs  # (n, value) of FLAGn, each 0-255
-
-    def _fields(self) -> tuple[object, ...]:
-        return (self.timestamp, self.port, self.proto, self.address, self.extra_ports,
-                self.flags)  # fmt: skip
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SealedMessage):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        return "SealedMessage({}, {}, {!r}, {!r}, {}, {})".format(*self._fields())
 
     @property
     def kind(self) -> AddressKind:

@@ -28,9 +28,10 @@ import binascii
 import importlib
 import ipaddress
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import InvalidValue, KnockError
+from ..records import Record
 
 VERSION = "3.0.0"
 SALTED = b"Salted__"
@@ -162,19 +163,36 @@ class SpaKeys:
         return f"SpaKeys(hmac_digest={self.hmac_digest!r})"
 
 
-class SpaMessage(NamedTuple):
+class SpaMessage(Record):
     """The fields of one packet. ``allow``: the address to open for ("0.0.0.0": the
     packet's source); ``access``: (protocol, port) pairs."""
 
-    allow: str
-    access: tuple[tuple[str, int], ...]
-    timestamp: int
-    username: str = "root"
-    client_timeout: int = 0
-    rand: str = ""
-    message_type: int = ACCESS_MSG
-    version: str = VERSION
-    digest_type: str = "sha256"
+    __slots__ = (
+        "access",
+        "allow",
+        "client_timeout",
+        "digest_type",
+        "message_type",
+        "rand",
+        "timestamp",
+        "username",
+        "version",
+    )
+
+    def __init__(
+        self, allow: str, access: tuple[tuple[str, int], ...], timestamp: int,
+        username: str = "root", client_timeout: int = 0, rand: str = "",
+        message_type: int = ACCESS_MSG, version: str = VERSION, digest_type: str = "sha256",
+    ) -> None:  # fmt: skip
+        self.allow = allow
+        self.access = access
+        self.timestamp = timestamp
+        self.username = username
+        self.client_timeout = client_timeout
+        self.rand = rand
+        self.message_type = message_type
+        self.version = version
+        self.digest_type = digest_type
 
     @property
     def message(self) -> str:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import ConfigError, shown
+from ..records import Record
 from .entries import Block, Entry
 from .table import Table
 from .values import FLAG_KEY, Given, canonical, check_key, place, placed, read_key_file, read_values
@@ -34,16 +35,22 @@ def block_keys(cls: type[Table]) -> list[str]:
     return [k.name for k in cls.table() if k.host or k.name == "key_file"]
 
 
-class HostBlock(NamedTuple):
+class HostBlock(Record):
     """One block as read: its patterns, and its values as objects with their file:line."""
 
-    label: str  # the patterns as written
-    where: str  # file:line of the block's start
-    values: Mapping[str, Any]  # settings, and flags as "flagN"
-    origins: Mapping[str, str]
-    positive: re.Pattern[str]
-    negative: re.Pattern[str] | None
-    names: frozenset[str] | None  # all patterns literal: those names
+    __slots__ = ("label", "names", "negative", "origins", "positive", "values", "where")
+
+    def __init__(
+        self, label: str, where: str, values: Mapping[str, Any], origins: Mapping[str, str],
+        positive: re.Pattern[str], negative: re.Pattern[str] | None, names: frozenset[str] | None,
+    ) -> None:  # fmt: skip
+        self.label = label  # the patterns as written
+        self.where = where  # file:line of the block's start
+        self.values = values  # settings, and flags as "flagN"
+        self.origins = origins
+        self.positive = positive
+        self.negative = negative
+        self.names = names  # all patterns literal: those names
 
     def matches(self, host: str) -> bool:
         """ssh_config's rule: a pattern matches and no ``!pattern`` does."""

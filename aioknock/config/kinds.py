@@ -15,7 +15,7 @@ import math
 import re
 import socket
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..codec.ciphers import cipher_name, cipher_names
 from ..codec.fields import parse_fields
@@ -24,6 +24,7 @@ from ..codec.portspan import PortSpan
 from ..codec.sequence import Hit, hits, parse_sequence, proto_of, sequence_text
 from ..codec.spa import HASHES, parse_proto_port
 from ..errors import InvalidValue, KnockError
+from ..records import Record
 
 BOOL_WORDS = {
     "yes": True, "on": True, "true": True, "1": True,
@@ -33,17 +34,23 @@ AUTO = "auto"  # client = auto: the address the kernel uses to reach the host
 SOURCE = "source"  # allow_ip = source: "open for the packet's source" (fwknop -s)
 
 
-class Kind(NamedTuple):
+class Kind(Record):
     """How a key's value is read into what the program uses, and shown again.
 
     ``convert`` raises InvalidValue with its own reason, or ValueError/TypeError, in
     which case the error says ``expected <expected>``.
     """
 
-    name: str
-    expected: str
-    convert: Callable[[object], Any]
-    show: Callable[[Any], str] = str
+    __slots__ = ("convert", "expected", "name", "show")
+
+    def __init__(
+        self, name: str, expected: str, convert: Callable[[object], Any],
+        show: Callable[[Any], str] = str,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.expected = expected
+        self.convert = convert
+        self.show = show
 
     def __call__(self, raw: object) -> Any:
         return self.convert(raw)

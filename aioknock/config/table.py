@@ -14,26 +14,41 @@ once and read the table, which every other use of the settings reads anyway.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, dataclass_transform
 
 from ..errors import ConfigError, InvalidValue
+from ..records import Record
 from .kinds import Kind
 
 if TYPE_CHECKING:
     from .entries import Entry
 
 
-class Key(NamedTuple):
+class Key(Record):
     """One row of the settings table (its ``name`` is the attribute that declares it)."""
 
-    name: str
-    kind: Kind
-    default: Any
-    help: str
-    secret: bool
-    metavar: str
-    host: bool  # a hosts-file line (one host's knock) may set it
-    required: bool = False  # no default: the value must be given
+    __slots__ = ("default", "help", "host", "kind", "metavar", "name", "required", "secret")
+    # What a key has in common with a slot: given to __init__, compared, made by default.
+    init = True
+    compare = True
+    factory: Callable[[], Any] | None = None
+
+    def __init__(
+        self, name: str, kind: Kind, default: Any, help: str, secret: bool, metavar: str,
+        host: bool, required: bool = False,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.kind = kind
+        self.default = default
+        self.help = help
+        self.secret = secret
+        self.metavar = metavar
+        self.host = host  # a hosts-file line (one host's knock) may set it
+        self.required = required  # no default: the value must be given
+
+    def named(self, name: str) -> Key:
+        return Key(name, self.kind, self.default, self.help, self.secret, self.metavar,
+                   self.host, self.required)  # fmt: skip
 
     @property
     def default_text(self) -> str:
@@ -51,29 +66,25 @@ class Key(NamedTuple):
             raise ConfigError(f"expected {self.kind.expected}, got {shown}",
                               key=self.name) from None  # fmt: skip
 
-    # What a key has in common with a slot: given to __init__, compared, made by default.
-    @property
-    def init(self) -> bool:
-        return True
 
-    @property
-    def compare(self) -> bool:
-        return True
-
-    @property
-    def factory(self) -> Callable[[], Any] | None:
-        return None
-
-
-class Slot(NamedTuple):
+class Slot(Record):
     """A value of a settings object that is not a key: ``init=False`` for what the keys
     build (set in ``__post_init__``); ``compare=False`` for what equality ignores."""
 
-    name: str
-    default: Any
-    factory: Callable[[], Any] | None
-    init: bool
-    compare: bool
+    __slots__ = ("compare", "default", "factory", "init", "name")
+
+    def __init__(
+        self, name: str, default: Any, factory: Callable[[], Any] | None, init: bool,
+        compare: bool,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.default = default
+        self.factory = factory
+        self.init = init
+        self.compare = compare
+
+    def named(self, name: str) -> Slot:
+        return Slot(name, self.default, self.factory, self.init, self.compare)
 
 
 _NONE: Any = object()  # no default: the value must be given, or is made in __post_init__
@@ -103,7 +114,7 @@ def _fields_of(cls: type[Table]) -> tuple[Key | Slot, ...]:
     fields = {f.name: f for f in cls.FIELDS}
     for name, value in list(vars(cls).items()):
         if isinstance(value, Key | Slot):
-            fields[name] = value._replace(name=name)
+            fields[name] = value.named(name)
             delattr(cls, name)  # the instance holds the value; the table holds the row
     for name, note in vars(cls).get("__annotations__", {}).items():
         if name not in fields and not str(note).startswith(("ClassVar", "Final")):
@@ -111,6 +122,7 @@ def _fields_of(cls: type[Table]) -> tuple[Key | Slot, ...]:
     return tuple(fields.values())
 
 
+@dataclass_transform(frozen_default=True)  # the type checker sees each key's __init__ argument
 class Table:
     """What every settings object offers: its rows, its values, where each came from."""
 

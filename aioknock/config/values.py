@@ -14,9 +14,10 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import ConfigError, closest
+from ..records import Record
 from .kinds import FLAG
 from .regular import MAX_KEY, read_regular
 from .table import Key, Table, per_host_keys
@@ -27,12 +28,15 @@ T = TypeVar("T", bound=Table)
 FLAG_KEY = re.compile(r"flag(\d{1,9})", re.ASCII)
 
 
-class Given(NamedTuple):
+class Given(Record):
     """One value as it was given, before its kind read it."""
 
-    key: str  # canonical (lower-case, flag007 as flag7)
-    raw: object
-    where: str  # "file:line", "environment AIOKNOCK_PORT", "command line", ...
+    __slots__ = ("key", "raw", "where")
+
+    def __init__(self, key: str, raw: object, where: str) -> None:
+        self.key = key  # canonical (lower-case, flag007 as flag7)
+        self.raw = raw
+        self.where = where  # "file:line", "environment AIOKNOCK_PORT", "command line", ...
 
 
 def canonical(key: str) -> str:
@@ -110,7 +114,7 @@ def read_values(cls: type[Table], given: Iterable[Given], *, host: bool = False)
         if row is not None:
             out.values[item.key] = read_value(row, item.raw, item.where)
             continue
-        value = read_value(_FLAG_ROW._replace(name=item.key), item.raw, item.where)
+        value = read_value(_FLAG_ROW.named(item.key), item.raw, item.where)
         if value > 255:
             log.warning("%s: %s = %d is above 255; using %d (mod 256)",
                         item.where, item.key, value, value % 256)  # fmt: skip
