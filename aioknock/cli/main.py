@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ..asyncio.client import decode_knock
 from ..config.files import Layer
@@ -63,8 +63,20 @@ SPECS = {
 COMMANDS = tuple(SPECS)
 
 
+class _FixedWidth(argparse.HelpFormatter):
+    """A width of its own: argparse's default reads the terminal's through shutil (which
+    loads bz2, lzma and zlib: ~2 ms of a start), for help that is never printed here."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=100)
+
+
 class _Parser(argparse.ArgumentParser):
-    """Errors become one ConfigError line; unknown options get a did-you-mean."""
+    """Errors become one ConfigError line; unknown options get a did-you-mean. Its own
+    help and usage are never shown (``-help`` and ``-man`` come from the settings table)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(formatter_class=_FixedWidth, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         if m := re.fullmatch(r"unrecognized arguments: (\S+).*", message, re.DOTALL):
