@@ -10,12 +10,11 @@ import resource
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ..asyncio.client import decode_knock
 from ..config.files import Layer
-from ..config.loader import build_settings, find_config, search_path
+from ..config.loader import build_settings, find_config, search_places
 from ..config.settings import ClientSettings, table_of
 from ..errors import AioknockError, ConfigError, KnockError, closest
 from ..records import Record
@@ -28,6 +27,8 @@ from .output import emit, emit_json, silence_stdout
 from .run import run
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..config.daemonsettings import DaemonSettings
 
 log = logging.getLogger("aioknock")
@@ -207,14 +208,14 @@ def _load(
         return 0
     given = overrides(ns, spec.settings, flags)
     extra = _fwknoprc(ns)
-    path = Path(ns.conf) if ns.conf else find_config(spec.config_name)
+    path = _given_path(ns.conf) if ns.conf else find_config(spec.config_name)
     # What loading says waits until -quiet/-debug are known: they may come from the file.
     with _held_logs() as held:
         if path is not None:
             how = "" if ns.conf else " (first found on the search path)"
             log.debug("config file: %s%s", path, how)
         else:
-            searched = ", ".join(str(p) for p in search_path(spec.config_name))
+            searched = ", ".join(search_places(spec.config_name))
             log.debug("config file: none found (searched %s); built-in defaults", searched)
         try:
             settings = build_settings(
@@ -247,7 +248,13 @@ def _fwknoprc(ns: argparse.Namespace) -> list[Layer]:
         return []
     from ..config.fwknopconf import read_fwknoprc  # only where --fwknoprc is given
 
-    return [read_fwknoprc(Path(rc).expanduser(), stanza or "default")]
+    return [read_fwknoprc(_given_path(rc).expanduser(), stanza or "default")]
+
+
+def _given_path(text: str) -> Path:
+    from pathlib import Path  # only where a file is named: a plain run needs none (~3 ms)
+
+    return Path(text)
 
 
 def _port_numbers(words: Sequence[str]) -> list[int] | None:

@@ -9,14 +9,16 @@ key set twice is reported with its line; values are read by their kinds later, i
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, shown
 from .entries import Block, Entry
 from .regular import MAX_CONFIG, read_regular
 from .table import Table
 from .values import FLAG_KEY, canonical, check_key
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class Layer:

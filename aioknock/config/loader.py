@@ -15,8 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError
 from .files import Layer, read_file
@@ -37,39 +36,49 @@ from .values import (
     read_values,
 )
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 log = logging.getLogger("aioknock.config")
 
 S = TypeVar("S", bound=KnockSettings)
 ENV_PREFIX = "AIOKNOCK"
 CLI = "command line"
-SYSTEM_DIR = Path("/etc/aioknock")
+SYSTEM_DIR = "/etc/aioknock"
+
+
+def search_places(name: str) -> list[str]:
+    """The search path as text (a run that finds no file needs no pathlib: ~3 ms)."""
+    home = os.path.expanduser("~")  # Path.home() raises when HOME and passwd lack it
+    script = sys.argv[0] if sys.argv else ""
+    bin_dir = os.path.dirname(os.path.realpath(script)) if script else os.getcwd()
+    xdg_env = os.environ.get("XDG_CONFIG_HOME", "")
+    xdg = xdg_env if os.path.isabs(xdg_env) else os.path.join(home, ".config")  # relative: unset
+    return [
+        os.path.join(home, f".{name}"),
+        os.path.join(bin_dir, name),
+        os.path.join(bin_dir, "etc", name),
+        os.path.join(os.path.dirname(bin_dir), "etc", name),
+        os.path.join(xdg, "aioknock", name),
+        os.path.join(SYSTEM_DIR, name),
+    ]
 
 
 def search_path(name: str) -> list[Path]:
     """The prototype's four places (BIN = folder of the running script), then XDG and /etc."""
-    home = Path(os.path.expanduser("~"))  # Path.home() raises when HOME and passwd lack it
-    script = sys.argv[0] if sys.argv else ""
-    bin_dir = Path(script).resolve().parent if script else Path.cwd()
-    xdg_env = os.environ.get("XDG_CONFIG_HOME", "")
-    xdg = Path(xdg_env) if os.path.isabs(xdg_env) else home / ".config"  # XDG: relative = unset
-    return [
-        home / f".{name}",
-        bin_dir / name,
-        bin_dir / "etc" / name,
-        bin_dir.parent / "etc" / name,
-        xdg / "aioknock" / name,
-        SYSTEM_DIR / name,
-    ]
+    from pathlib import Path
+
+    return [Path(candidate) for candidate in search_places(name)]
 
 
 def find_config(name: str) -> Path | None:
-    """The first file of the search path that exists; only that one is read."""
-    for candidate in search_path(name):
-        try:
-            if candidate.is_file():
-                return candidate
-        except OSError:  # e.g. a folder on the way we may not search
-            continue
+    """The first file of the search path that exists; only that one is read (a folder on
+    the way we may not search counts as no file)."""
+    for candidate in search_places(name):
+        if os.path.isfile(candidate):
+            from pathlib import Path
+
+            return Path(candidate)
     return None
 
 
@@ -189,6 +198,8 @@ def build_settings(
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> ClientSettings:
     """Client settings from ``path`` (or the first file on the search path) plus overrides."""
+    from pathlib import Path
+
     found = Path(path) if path is not None else find_config("knockclient.conf")
     log.debug("config file: %s", found if found else "none found, using built-in defaults")
     return build_settings(ClientSettings, path=found, overrides=overrides,

@@ -13,14 +13,16 @@ import logging
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError, closest
 from ..records import Record
 from .kinds import FLAG
 from .regular import MAX_KEY, read_regular
 from .table import Key, Table, per_host_keys
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger("aioknock.config")
 
@@ -147,6 +149,8 @@ def _warn_readable(path: Path, where: str) -> None:
 def config_relative(value: str, where: str) -> Path:
     """A file name as given; a relative one in a config file is relative to that file
     (a daemon's working folder is ``/``)."""
+    from pathlib import Path  # a key file's path: not for a run without one
+
     path = Path(value).expanduser()
     source = place(where)
     if not path.is_absolute() and "line" in source:
