@@ -91,7 +91,7 @@ class Fields(Record):
         self.times = times  # (TIME field, value)
 
 
-class KnockFormat:
+class KnockFormat(Record):
     """An ordered list of field names (``CLIENT``, ``PORT``, ``FLAG3``, ...)."""
 
     __slots__ = ("fields", "portbytes")
@@ -101,17 +101,6 @@ class KnockFormat:
             raise InvalidValue(f"portbytes must be 1 or 2, not {portbytes}")
         self.fields = fields
         self.portbytes = portbytes
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KnockFormat):
-            return NotImplemented
-        return (self.fields, self.portbytes) == (other.fields, other.portbytes)
-
-    def __hash__(self) -> int:
-        return hash((self.fields, self.portbytes))
-
-    def __repr__(self) -> str:
-        return f"KnockFormat({self.fields!r}, {self.portbytes!r})"
 
     @classmethod
     def parse(cls, text: str, *, portbytes: int = 2) -> KnockFormat:

@@ -133,7 +133,7 @@ def b64_length(name: str) -> int:
     return len(b64(bytes(hash_named(name).digest_size)))
 
 
-class SpaKeys:
+class SpaKeys(Record):
     """The encryption key's material (a passphrase's bytes or a decoded KEY_BASE64) and
     the HMAC key; fwknop takes both byte for byte."""
 
@@ -149,15 +149,6 @@ class SpaKeys:
         self.key = key
         self.hmac_key = hmac_key
         self.hmac_digest = hmac_digest
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SpaKeys):
-            return NotImplemented
-        mine, theirs = (self.key, self.hmac_key), (other.key, other.hmac_key)
-        return self.hmac_digest == other.hmac_digest and mine == theirs
-
-    def __hash__(self) -> int:
-        return hash((self.key, self.hmac_key, self.hmac_digest))
 
     def __repr__(self) -> str:
         return f"SpaKeys(hmac_digest={self.hmac_digest!r})"
