@@ -9,7 +9,6 @@ Safety: every packet goes to 127.0.0.1 or ::1.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
@@ -441,88 +440,104 @@ def test_knock_settings_refuse_a_port_out_of_range() -> None:
         knock_settings(ClientSettings(), "h", 65536)
 
 
-async def test_attempts_overlap_until_the_port_opens() -> None:
+def test_attempts_overlap_until_the_port_opens() -> None:
     """The port opens 0.4 s in: a new attempt every 0.05, 0.1, 0.2... s finds it."""
     port = closed_port()
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
-    async def open_later() -> None:
-        await asyncio.sleep(0.4)
+    def open_later() -> None:
         listener.bind(("127.0.0.1", port))
         listener.listen(1)
 
+    opener = threading.Timer(0.4, open_later)
     with listener:
-        opener = asyncio.create_task(open_later())
+        opener.start()
         began = time.monotonic()
-        sock, attempts = await open_connection("127.0.0.1", port, 3.0)
+        try:
+            sock, attempts = open_connection("127.0.0.1", port, 3.0)
+        finally:
+            opener.join()
         took = time.monotonic() - began
         sock.close()
-        await opener
     assert 0.4 <= took < 1.2, took
     assert 4 <= attempts <= 6, attempts
 
 
-async def test_refused_attempts_end_on_time() -> None:
+def test_refused_attempts_end_on_time() -> None:
     began = time.monotonic()
     with pytest.raises(ConnectionRefusedError):
-        await open_connection("127.0.0.1", closed_port(), 1.2)
+        open_connection("127.0.0.1", closed_port(), 1.2)
     assert 1.2 <= time.monotonic() - began < 1.6
 
 
-async def test_unanswered_attempts_are_bounded_and_all_given_up(
+def test_unanswered_attempts_are_bounded_and_all_given_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A firewall that drops every SYN: attempts at 0, 0.05, 0.15, 0.35, 0.75, 1.55 s; at
-    most IN_FLIGHT at once (the oldest given up first); none left when it gives up."""
-    running: set[int] = set()
-    started: list[int] = []
+    most IN_FLIGHT at once (the oldest given up first); none left when it gives up. A
+    listening socket stands for an unanswered connect: it never becomes writable."""
+    started: list[socket.socket] = []
     most = 0
 
-    async def unanswered(family: int, address: str, port: int) -> socket.socket:
+    def unanswered(family: int, address: str, port: int) -> socket.socket:
         nonlocal most
-        n = len(started)
-        started.append(n)
-        running.add(n)
-        most = max(most, len(running))
-        try:
-            await asyncio.sleep(60)
-        finally:
-            running.discard(n)
-        raise AssertionError("not given up")
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        started.append(sock)
+        most = max(most, sum(s.fileno() != -1 for s in started))
+        return sock
 
     monkeypatch.setattr(connect_module, "_attempt", unanswered)
     monkeypatch.setattr(connect_module, "IN_FLIGHT", 3)
     began = time.monotonic()
     with pytest.raises(TimeoutError, match="no answer"):
-        await open_connection("127.0.0.1", 22, 2.0)
+        open_connection("127.0.0.1", 22, 2.0)
     assert 2.0 <= time.monotonic() - began < 2.4
+    running = [s for s in started if s.fileno() != -1]
     assert len(started) == 6 and most == 3 and not running, (started, most, running)
 
 
-async def test_relay_half_closes_each_way() -> None:
+def _relaying(
+    ours: socket.socket, stdin_fd: int, stdout_fd: int, counts: Relayed | None = None
+) -> tuple[threading.Thread, list[BaseException]]:
+    """The relay in a thread (it blocks in poll()), and where its exception lands."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            relay(ours, stdin_fd, stdout_fd, counts)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def test_relay_half_closes_each_way() -> None:
     """The relay alone: a socket pair stands for the connection, pipes for stdin/stdout."""
     ours, peer = socket.socketpair()
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
-    ours.setblocking(False)
     counts = Relayed()
-    task = asyncio.create_task(relay(ours, stdin_r, stdout_w, counts))
+    thread, errors = _relaying(ours, stdin_r, stdout_w, counts)
     try:
         os.write(stdin_w, b"up")
         os.close(stdin_w)
         stdin_w = -1
         peer.settimeout(5)
-        assert await asyncio.to_thread(read_all, peer) == b"up"  # then EOF: SHUT_WR
+        assert read_all(peer) == b"up"  # then EOF: SHUT_WR
         peer.sendall(b"down")
-        assert not task.done()
+        assert thread.is_alive()
         peer.shutdown(socket.SHUT_WR)
-        await asyncio.wait_for(task, 5)
+        thread.join(5)
+        assert not thread.is_alive() and not errors, errors
         # stdout's end: /dev/null took the fd, so the pipe's reader sees EOF.
         assert os.read(stdout_r, 100) == b"down" and os.read(stdout_r, 100) == b""
         assert (counts.up, counts.down) == (2, 4)
     finally:
-        task.cancel()
         ours.close()
         peer.close()
         for fd in (stdin_r, stdin_w, stdout_r, stdout_w):
@@ -530,16 +545,18 @@ async def test_relay_half_closes_each_way() -> None:
                 os.close(fd)
 
 
-async def test_relay_stops_when_stdout_is_gone() -> None:
+def test_relay_stops_when_stdout_is_gone() -> None:
     ours, peer = socket.socketpair()
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
-    ours.setblocking(False)
     os.close(stdout_r)
     try:
         peer.sendall(b"nobody reads this")
-        with pytest.raises(RelayError, match="cannot write stdout: Broken pipe"):
-            await asyncio.wait_for(relay(ours, stdin_r, stdout_w), 5)
+        thread, errors = _relaying(ours, stdin_r, stdout_w)
+        thread.join(5)
+        assert not thread.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], RelayError), errors
+        assert "cannot write stdout: Broken pipe" in str(errors[0])
     finally:
         for fd in (stdin_r, stdin_w, stdout_w):
             os.close(fd)

@@ -4,8 +4,12 @@ and a start-up imports only what its run needs."""
 from __future__ import annotations
 
 import ast
+import contextlib
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeGuard
 
@@ -116,11 +120,13 @@ def test_module_names_differ_by_more_than_a_letter() -> None:
 
 
 def _loaded_after(code: str) -> set[str]:
-    """The modules a fresh interpreter holds after running ``code``."""
-    probe = f"import sys\n{code}\nprint(' '.join(sys.modules))"
+    """The modules a fresh interpreter holds after running ``code``, said on stderr's
+    last line (``connect`` hands stdout to its connection, then to /dev/null)."""
+    probe = f"import sys\n{code}\nprint(' '.join(sys.modules), file=sys.stderr)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True, cwd=PACKAGE.parent)  # fmt: skip
-    return set(out.stdout.split())
+                         check=True, cwd=PACKAGE.parent, stdin=subprocess.DEVNULL,
+                         timeout=30)  # fmt: skip
+    return set(out.stderr.splitlines()[-1].split())
 
 
 def test_import_aioknock_loads_no_layer() -> None:
@@ -148,17 +154,41 @@ def test_a_client_start_up_loads_no_cryptography() -> None:
     assert not {m for m in loaded if m == "Crypto" or m.startswith("Crypto.")}
 
 
-def test_a_one_host_knock_loads_only_what_it_uses() -> None:
+@contextlib.contextmanager
+def _closing_server() -> Iterator[int]:
+    """A loopback port whose connections are accepted and closed at once."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+        done = threading.Event()
+
+        def serve() -> None:
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    server.accept()[0].close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield server.getsockname()[1]
+        finally:
+            done.set()
+            thread.join(2)
+
+
+@pytest.mark.parametrize("command", ["run", "connect"])
+def test_a_one_host_knock_loads_only_what_it_uses(command: str) -> None:
     """Start-up time: a prototype knock to one host (9 SYNs to 127.0.0.1, nothing
-    listens) loads no event loop, no dataclass machinery (each dataclass compiles its
-    methods at start), no configuration library, no pathlib (no file is named or found),
-    no JSON, manual or daemon module."""
-    loaded = _loaded_after(
-        "import sys\n"
-        "sys.argv = ['aioknock', 'run', '-quiet', '-timeout', '0', '127.0.0.1']\n"
-        "from aioknock.__main__ import start\n"
-        "assert start() == 0"
-    )
+    listens), and ``connect``'s knock and connection, load no event loop, no dataclass
+    machinery (each dataclass compiles its methods at start), no configuration library,
+    no pathlib (no file is named or found), no JSON, manual or daemon module."""
+    with _closing_server() as port:
+        target = "'127.0.0.1'" if command == "run" else f"'127.0.0.1', '{port}'"
+        loaded = _loaded_after(
+            "import sys\n"
+            f"sys.argv = ['aioknock', '{command}', '-quiet', '-timeout', '0', {target}]\n"
+            "from aioknock.__main__ import start\n"
+            "assert start() == 0"
+        )
     unwanted = ("asyncio", "uvloop", "dataclasses", "inspect", "config", "tomllib", "json",
                 "pathlib", "difflib", "importlib.resources", "Crypto",
                 "aioknock.daemon")  # fmt: skip

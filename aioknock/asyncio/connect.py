@@ -6,25 +6,32 @@ sleep is too short on a slow link, and nothing says which step failed. Here the
 connection goes to the very address that was knocked, is retried until the door opens,
 and then carries stdin and stdout byte for byte, half-closes included. Every failure is
 one line on stderr naming its step; stdout carries nothing but the connection's bytes.
+
+No event loop: the knock is ``oneshot``'s, the connection attempts and the relay wait in
+``poll()`` (which also takes a regular file or ``/dev/null`` as stdin or stdout: always
+ready). One connection needs nothing more, and asyncio with its ssl and uvloop would be
+most of the command's start (ssh waits for it at every login).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import errno
 import logging
+import math
 import os
+import select
 import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from ..config.loader import CLI
 from ..config.settings import ClientSettings
 from ..config.values import override, placed
 from ..errors import AioknockError, ConfigError
-from .fleet import KnockResult, knock
+from .hostknock import KnockResult
+from .oneshot import knock_one
 
 log = logging.getLogger("aioknock.connect")
 
@@ -34,21 +41,25 @@ FIRST_GAP = 0.05  # seconds between the first connection attempts; doubles up to
 MAX_GAP = 1.0
 IN_FLIGHT = 8  # connection attempts at once: sockets a long verify_timeout may hold
 PORT_ARGUMENT = "connect's PORT"
+READY = select.POLLIN | select.POLLHUP | select.POLLERR  # worth a read: data, EOF, error
+WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR  # worth a write (or its error)
 
 
 class RelayError(AioknockError):
     """The relay stopped before both directions ended; ``str()`` is the whole line."""
 
 
-@dataclass(slots=True)
 class Relayed:
     """Bytes carried each way, for the debug line at the end."""
 
-    up: int = 0  # stdin -> connection
-    down: int = 0  # connection -> stdout
+    __slots__ = ("down", "up")
+
+    def __init__(self) -> None:
+        self.up = 0  # stdin -> connection
+        self.down = 0  # connection -> stdout
 
 
-async def connect(
+def connect(
     settings: ClientSettings, host: str, port: int, *, stdin_fd: int = 0, stdout_fd: int = 1
 ) -> int:
     """Knock ``host`` as its settings say, connect to ``port`` on the address knocked,
@@ -62,7 +73,7 @@ async def connect(
     at debug level: as a ProxyCommand, it has nothing to say when all goes well.
     """
     own = knock_settings(settings, host, port)
-    result = await knock(host, own, verify=0)
+    result = knock_one(host, own.replace(verify=0) if own.verify else own)
     if not result.ok:
         # No address: the name did not resolve, and the error says so.
         log.error("%s", result.error if not result.address else f"knock failed: {result.error}")
@@ -71,7 +82,7 @@ async def connect(
     where = host if host == result.address else f"{host} ({result.address})"
     started = time.monotonic()
     try:
-        sock, attempts = await open_connection(result.address, port, own.verify_timeout)
+        sock, attempts = open_connection(result.address, port, own.verify_timeout)
     except OSError as exc:
         log.error("%s: port %d still closed %g s after the knock (%s)", where, port,
                   own.verify_timeout, _why(exc))  # fmt: skip
@@ -81,7 +92,7 @@ async def connect(
     counts = Relayed()
     with sock:
         try:
-            await relay(sock, stdin_fd, stdout_fd, counts)
+            relay(sock, stdin_fd, stdout_fd, counts)
         except RelayError as exc:
             log.error("%s port %d: %s", where, port, exc)
             return EXIT_FAILED
@@ -124,8 +135,9 @@ def _report_knock(result: KnockResult, settings: ClientSettings) -> None:
 # ------------------------------------------------------------------ connecting
 
 
-async def open_connection(address: str, port: int, within: float) -> tuple[socket.socket, int]:
-    """A connected socket to ``address`` (numeric) ``port``, and the attempts it took.
+def open_connection(address: str, port: int, within: float) -> tuple[socket.socket, int]:
+    """A connected non-blocking socket to ``address`` (numeric) ``port``, and the
+    attempts it took.
 
     A new attempt starts FIRST_GAP seconds after the first, then at doubling gaps up to
     MAX_GAP, while the earlier ones stay in flight (at most IN_FLIGHT, the oldest given
@@ -134,65 +146,54 @@ async def open_connection(address: str, port: int, within: float) -> tuple[socke
     link's handshake is not cut short. Raises the last attempt's OSError (TimeoutError
     if none answered) once ``within`` seconds have passed.
     """
-    loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    deadline = loop.time() + within
-    pending: list[asyncio.Task[socket.socket]] = []  # oldest first
+    deadline = time.monotonic() + within
+    pending: dict[int, socket.socket] = {}  # by fd, oldest first
+    poller = select.poll()
     error: OSError = TimeoutError("no answer")
-    gap, next_at, attempts = FIRST_GAP, loop.time(), 0
+    gap, next_at, attempts = FIRST_GAP, time.monotonic(), 0
     try:
-        while (now := loop.time()) < deadline:
+        while (now := time.monotonic()) < deadline:
             if now >= next_at:
                 if len(pending) >= IN_FLIGHT:  # given up before the next one starts
-                    _give_up(pending.pop(0))
-                pending.append(asyncio.create_task(_attempt(family, address, port)))
-                attempts += 1
-                next_at, gap = now + gap, min(2 * gap, MAX_GAP)
-            wake = min(next_at, deadline) - now
-            if not pending:
-                await asyncio.sleep(wake)
-                continue
-            done, _ = await asyncio.wait(pending, timeout=wake,
-                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            pending = [task for task in pending if task not in done]
-            winners = []
-            for task in done:
-                if (exc := task.exception()) is None:
-                    winners.append(task.result())
-                elif isinstance(exc, OSError):
+                    _forget(poller, pending, next(iter(pending))).close()
+                try:
+                    sock = _attempt(family, address, port)
+                except OSError as exc:  # refused at once (no route, no address)
                     error = exc
                 else:
-                    raise exc
-            if winners:
-                for extra in winners[1:]:
-                    extra.close()
-                return winners[0], attempts
+                    pending[sock.fileno()] = sock
+                    poller.register(sock, select.POLLOUT)
+                attempts += 1
+                next_at, gap = now + gap, min(2 * gap, MAX_GAP)
+            wait = max(0.0, min(next_at, deadline) - time.monotonic())
+            for fd, _ in poller.poll(math.ceil(wait * 1000)):
+                sock = _forget(poller, pending, fd)
+                if not (err := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)):
+                    return sock, attempts
+                sock.close()
+                error = OSError(err, os.strerror(err))  # ECONNREFUSED: ConnectionRefusedError
         raise error
     finally:
-        for task in pending:
-            _give_up(task)
-        await asyncio.gather(*pending, return_exceptions=True)
+        for sock in pending.values():
+            sock.close()
 
 
-def _give_up(task: asyncio.Task[socket.socket]) -> None:
-    """Cancel an attempt; one that connected meanwhile has its socket closed."""
-    task.cancel()
-    task.add_done_callback(_close_connected)
+def _forget(poller: select.poll, pending: dict[int, socket.socket], fd: int) -> socket.socket:
+    poller.unregister(fd)
+    return pending.pop(fd)
 
 
-def _close_connected(task: asyncio.Task[socket.socket]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        task.result().close()
-
-
-async def _attempt(family: int, address: str, port: int) -> socket.socket:
-    loop = asyncio.get_running_loop()
+def _attempt(family: int, address: str, port: int) -> socket.socket:
+    """A socket whose connect has begun (non-blocking: it is done when writable)."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         # Keystrokes go out one by one as they come: not held back for Nagle.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await loop.sock_connect(sock, (address, port))
+        err = sock.connect_ex((address, port))
+        if err not in (0, errno.EINPROGRESS):
+            raise OSError(err, os.strerror(err))
     except BaseException:
         sock.close()
         raise
@@ -202,7 +203,7 @@ async def _attempt(family: int, address: str, port: int) -> socket.socket:
 # ---------------------------------------------------------------------- relay
 
 
-async def relay(
+def relay(
     sock: socket.socket, stdin_fd: int, stdout_fd: int, counts: Relayed | None = None
 ) -> None:
     """Copy ``stdin_fd`` to ``sock`` and ``sock`` to ``stdout_fd`` until both directions
@@ -211,102 +212,127 @@ async def relay(
     the other's end. Raises RelayError when either side fails; the other stops too.
 
     The fds (pipes, sockets, ttys, regular files) are switched to non-blocking for the
-    relay and back afterwards: the loop waits for them instead of polling.
+    relay and back afterwards: ``poll()`` waits for them instead of polling in a loop.
     """
-    counts = counts if counts is not None else Relayed()
-    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
     with _nonblocking(stdin_fd, stdout_fd) as restore:
-        up = asyncio.create_task(_up(loop, stdin_fd, sock, counts))
-        down = asyncio.create_task(_down(loop, sock, stdout_fd, counts, restore))
+        _Relay(sock, stdin_fd, stdout_fd, counts or Relayed(), restore).run()
+
+
+class _Relay:
+    """Both directions' state: what was read and not yet written, and which ended."""
+
+    def __init__(
+        self, sock: socket.socket, stdin_fd: int, stdout_fd: int, counts: Relayed,
+        restore: Callable[[int], None],
+    ) -> None:  # fmt: skip
+        self.sock, self.stdin_fd, self.stdout_fd = sock, stdin_fd, stdout_fd
+        self.counts, self.restore = counts, restore
+        self.up = memoryview(b"")  # from stdin, for the connection
+        self.down = memoryview(b"")  # from the connection, for stdout
+        self.up_open = self.down_open = True  # not yet at EOF (and shut down)
+
+    def run(self) -> None:
+        poller = select.poll()
+        while self.up_open or self.down_open:
+            wanted = self._wanted()
+            for fd, mask in wanted.items():
+                poller.register(fd, mask)  # again: changes the mask
+            for fd, events in poller.poll():
+                if events & select.POLLNVAL:
+                    raise RelayError(f"fd {fd} is not open")
+                self._serve(fd, events & wanted.get(fd, 0))
+            for fd in wanted:
+                poller.unregister(fd)
+
+    def _wanted(self) -> dict[int, int]:
+        """The events each fd is waited for (stdin and stdout may be one fd, as may be
+        the socket and either of them)."""
+        want: dict[int, int] = {}
+
+        def add(fd: int, mask: int) -> None:
+            want[fd] = want.get(fd, 0) | mask
+
+        if self.up:
+            add(self.sock.fileno(), WRITABLE)
+        elif self.up_open:
+            add(self.stdin_fd, READY)
+        if self.down:
+            add(self.stdout_fd, WRITABLE)
+        elif self.down_open:
+            add(self.sock.fileno(), READY)
+        return want
+
+    def _serve(self, fd: int, events: int) -> None:
+        sock_fd = self.sock.fileno()
+        if fd == self.stdin_fd and events & READY and self.up_open and not self.up:
+            self._read_stdin()
+        if fd == sock_fd and events & WRITABLE and self.up:
+            self._send()
+        if fd == sock_fd and events & READY and self.down_open and not self.down:
+            self._receive()
+        if fd == self.stdout_fd and events & WRITABLE and self.down:
+            self._write_stdout()
+
+    def _read_stdin(self) -> None:
         try:
-            done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # the first failure, if any
-        finally:
-            for task in (up, down):
-                task.cancel()
-            await asyncio.gather(up, down, return_exceptions=True)
+            data = os.read(self.stdin_fd, CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            raise RelayError(f"cannot read stdin: {_why(exc)}") from None
+        if data:
+            self.up = memoryview(data)
+            return
+        self.up_open = False
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise _lost(exc) from None
+
+    def _send(self) -> None:
+        try:
+            sent = self.sock.send(self.up)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            raise _lost(exc) from None
+        self.up = self.up[sent:]
+        self.counts.up += sent
+
+    def _receive(self) -> None:
+        try:
+            data = self.sock.recv(CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            raise _lost(exc) from None
+        if data:
+            self.down = memoryview(data)
+            return
+        self.down_open = False
+        self.restore(self.stdout_fd)
+        _end_output(self.stdout_fd)
+
+    def _write_stdout(self) -> None:
+        try:
+            written = os.write(self.stdout_fd, self.down)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            raise RelayError(f"cannot write stdout: {_why(exc)}") from None
+        self.down = self.down[written:]
+        self.counts.down += written
 
 
 def _why(exc: OSError) -> str:
     """The system's words for the error ("Connection refused"), whatever the message
-    around it (asyncio's "Connect call failed ('127.0.0.1', 22)")."""
+    around it."""
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def _lost(exc: OSError) -> RelayError:
     return RelayError(f"connection lost: {_why(exc)}")
-
-
-async def _up(
-    loop: asyncio.AbstractEventLoop, fd: int, sock: socket.socket, counts: Relayed
-) -> None:
-    while True:
-        try:
-            data = await _read(loop, fd)
-        except OSError as exc:
-            raise RelayError(f"cannot read stdin: {_why(exc)}") from None
-        try:
-            if not data:
-                sock.shutdown(socket.SHUT_WR)
-                return
-            await loop.sock_sendall(sock, data)
-        except OSError as exc:
-            raise _lost(exc) from None
-        counts.up += len(data)
-
-
-async def _down(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, fd: int, counts: Relayed,
-    restore: Callable[[int], None],
-) -> None:  # fmt: skip
-    while True:
-        try:
-            data = await loop.sock_recv(sock, CHUNK)
-        except OSError as exc:
-            raise _lost(exc) from None
-        if not data:
-            restore(fd)
-            _end_output(fd)
-            return
-        try:
-            await _write(loop, fd, memoryview(data))
-        except OSError as exc:
-            raise RelayError(f"cannot write stdout: {_why(exc)}") from None
-        counts.down += len(data)
-
-
-async def _read(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
-    """What ``fd`` has, at most CHUNK bytes; b"" at its end. A regular file or /dev/null
-    never blocks (and cannot be waited for): it is read at once."""
-    while True:
-        try:
-            return os.read(fd, CHUNK)
-        except (BlockingIOError, InterruptedError):
-            await _ready(fd, loop.add_reader, loop.remove_reader)
-
-
-async def _write(loop: asyncio.AbstractEventLoop, fd: int, data: memoryview) -> None:
-    while data:
-        try:
-            data = data[os.write(fd, data) :]
-        except (BlockingIOError, InterruptedError):
-            await _ready(fd, loop.add_writer, loop.remove_writer)
-
-
-async def _ready(fd: int, add: Callable[..., None], remove: Callable[[int], object]) -> None:
-    """Until the loop says ``fd`` is readable (writable): one wait, no polling."""
-    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    add(fd, _wake, ready)
-    try:
-        await ready
-    finally:
-        remove(fd)
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _end_output(fd: int) -> None:

@@ -1,4 +1,4 @@
-"""The event loop, for the commands that need one: the daemon, ``connect``, fleets.
+"""The event loop, for the commands that need one: the daemon and fleets.
 
 asyncio is imported when a loop is run, not before: a one-host run needs none.
 """

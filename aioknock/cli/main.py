@@ -395,7 +395,7 @@ def _execute(command: str, rest: list[str]) -> int:
     if command == "connect":
         from ..asyncio.connect import connect
 
-        return run_async(connect(settings, ns.connect_host, _connect_port(ns)))
+        return connect(settings, ns.connect_host, _connect_port(ns))
     return run(ns, settings)
 
 
