@@ -4,18 +4,19 @@ the daemon takes to exit on SIGTERM.
     python benchmarks/bench_start.py [--runs 30] [--instructions] [--python PY ...]
 
 1. Whole processes, wall time from spawn to exit, median and best of ``--runs``, in
-   rounds that run every command once (a change of load on the machine reaches every
-   row alike): ``python -c pass`` (the interpreter alone), ``aioknock run
-   -quiet`` (one prototype knock: 9 SYNs at ``-timeout 0`` to 127.0.0.1, where nothing
-   listens), ``aioknock run -protocol spa -quiet`` (one SPA datagram to 127.0.0.1),
-   ``aioknock connect`` is measured by its own tests; and knockd's C ``knock 127.0.0.1
-   7000 8000 9000`` if installed. Python's bytecode: as installed (``pip install``
-   compiles it; here a fresh ``PYTHONPYCACHEPREFIX`` filled by one run first), and with
-   none written (``PYTHONDONTWRITEBYTECODE=1``, as in this sandbox's environment), which
-   compiles every module at every start. ``--python`` (repeatable) runs the aioknock
-   rows with each interpreter given (e.g. two venvs: before and after a change), in the
-   same rounds: runs made one after another on a shared machine differ by more than a
-   change of a few milliseconds.
+   rounds that run every command once (a change of load on the machine reaches every row
+   alike): ``python -c pass`` (the interpreter alone), ``aioknock run -quiet`` (one
+   prototype knock: 9 SYNs at ``-timeout 0`` to 127.0.0.1, where nothing listens),
+   ``aioknock run -protocol spa -quiet`` (one SPA datagram to 127.0.0.1), ``aioknock
+   connect -quiet`` (the same knock, then a connection to a loopback port this script
+   serves, which closes it at once: stdin is /dev/null, so the relay ends at once too);
+   and knockd's C ``knock 127.0.0.1 7000 8000 9000`` if installed. Python's bytecode: as
+   installed (``pip install`` compiles it; here a fresh ``PYTHONPYCACHEPREFIX`` filled by
+   one run first), and with none written (``PYTHONDONTWRITEBYTECODE=1``, as in this
+   sandbox's environment), which compiles every module at every start. ``--python``
+   (repeatable) runs the aioknock rows with each interpreter given (e.g. two venvs:
+   before and after a change), in the same rounds: runs made one after another on a
+   shared machine differ by more than a change of a few milliseconds.
 2. ``aioknock daemon`` (file mode, command backend, nothing open): SIGTERM to exit,
    median and worst of ``--runs // 3`` starts.
 3. With ``--instructions`` (needs valgrind): the instructions each command of 1 executes
@@ -35,13 +36,14 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 PY = sys.executable
@@ -62,7 +64,8 @@ def waited(proc: subprocess.Popen[bytes], limit: float) -> int:
 
 def wall(cmd: Sequence[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
     status = waited(proc, 30)
     elapsed = time.perf_counter() - start
     if status != 0:
@@ -80,7 +83,8 @@ def environments(scratch: Path) -> dict[str, dict[str, str]]:
     }
 
 
-def commands(pythons: Sequence[str] = (PY,)) -> list[tuple[str, list[str]]]:
+def commands(pythons: Sequence[str], port: int) -> list[tuple[str, list[str]]]:
+    """The rows; ``port``: where ``connect`` connects (a server that closes at once)."""
     cmds = [("python -c pass", [pythons[0], "-c", "pass"])]
     for py in pythons:
         # Two interpreters: each row says whose (its venv's directory name).
@@ -90,6 +94,9 @@ def commands(pythons: Sequence[str] = (PY,)) -> list[tuple[str, list[str]]]:
             (f"aioknock run (9 SYNs){whose}", [*aioknock, "127.0.0.1"]),
             (f"aioknock run -protocol spa{whose}", [*aioknock, "-protocol", "spa",
              "-key_base64", KEY, "-hmac_key_base64", HMAC, "127.0.0.1"]),
+            (f"aioknock connect (9 SYNs, connect){whose}",
+             [py, "-m", "aioknock", "connect", "-quiet", "-timeout", "0", "127.0.0.1",
+              str(port)]),
         ]  # fmt: skip
     knock = shutil.which("knock")
     if knock:
@@ -97,8 +104,8 @@ def commands(pythons: Sequence[str] = (PY,)) -> list[tuple[str, list[str]]]:
     return cmds
 
 
-def bench_processes(scratch: Path, runs: int, pythons: Sequence[str]) -> None:
-    envs, cmds = environments(scratch), commands(pythons)
+def bench_processes(scratch: Path, runs: int, cmds: list[tuple[str, list[str]]]) -> None:
+    envs = environments(scratch)
     cases = [(label, cmd, env_name) for label, cmd in cmds for env_name in envs]
     for _, cmd, env_name in cases:  # warm the page cache and the bytecode cache
         wall(cmd, envs[env_name])
@@ -119,21 +126,43 @@ def instructions(cmd: Sequence[str], env: dict[str, str]) -> float:
     """Millions of instructions ``cmd`` executes under callgrind."""
     grind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     out = subprocess.run([*grind, *cmd], env={**env, "PYTHONHASHSEED": "0"},
-                         capture_output=True, text=True, check=True, timeout=300)  # fmt: skip
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         check=True, timeout=300)  # fmt: skip
     m = re.search(r"Collected : (\d+)", out.stderr)
     if m is None:
         raise RuntimeError(f"no instruction count from valgrind: {out.stderr[-500:]}")
     return int(m.group(1)) / 1e6
 
 
-def bench_instructions(scratch: Path, pythons: Sequence[str]) -> None:
+def bench_instructions(scratch: Path, cmds: list[tuple[str, list[str]]]) -> None:
     if shutil.which("valgrind") is None:
         print("\n3. instructions: valgrind is not installed")
         return
     env = environments(scratch)["bytecode cached"]
     print("\n3. Instructions executed (millions, callgrind; bytecode cached):")
-    for label, cmd in commands(pythons):
+    for label, cmd in cmds:
         print(f"{label:<40}{instructions(cmd, env):>10.1f}")
+
+
+@contextlib.contextmanager
+def closing_server() -> Iterator[int]:
+    """A loopback port whose connections are accepted and closed at once."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+        done = threading.Event()
+
+        def serve() -> None:
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    server.accept()[0].close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield server.getsockname()[1]
+        finally:
+            done.set()
+            thread.join(2)
 
 
 def daemon_stop(scratch: Path, env: dict[str, str]) -> float:
@@ -183,13 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="aioknock-bench-start-") as tmp,
         contextlib.chdir(tmp),  # -m aioknock imports the installed package, not ./aioknock
+        closing_server() as port,
     ):
+        cmds = commands(pythons, port)
         print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")  # fmt: skip
-        bench_processes(Path(tmp), args.runs, pythons)
+        bench_processes(Path(tmp), args.runs, cmds)
         bench_daemon(Path(tmp), args.runs)
         if args.instructions:
-            bench_instructions(Path(tmp), pythons)
+            bench_instructions(Path(tmp), cmds)
     return 0
 
 
