@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import secrets
 import time
+from typing import TYPE_CHECKING
 
-from aioknock.codec.ciphers import Cipher, CryptCBC, Plain
+from aioknock.codec.ciphers import CryptCBC, Plain
 from aioknock.codec.fields import KnockFormat, KnockInputs
 from aioknock.codec.pipeline import Codec
 from aioknock.codec.portspan import PortSpan
+
+if TYPE_CHECKING:
+    from aioknock.codec.ciphers import Cipher
 
 FORMAT = "CLIENT,PORT,RAND,THISMINUTE,CHECKSUM"
 

@@ -84,6 +84,7 @@ LOCAL_IMPORTS = {
     "cli/main.py: aioknock.asyncio.connect": "connect, only to run it",
     "cli/main.py: aioknock.cli.keygen": "keygen (and its key derivation), only to run it",
     "cli/main.py: aioknock.config.fwknopconf": "fwknop's rc reader, where --fwknoprc is given",
+    "cli/main.py: aioknock.config.daemonsettings": "the daemon's table, for the daemon only",
     "cli/run.py: aioknock.cli.fleetrun": "the event loop and the fleet, for several hosts",
     "config/settings.py: aioknock.config": "the daemon's tables (daemonsettings), for it only",
     "config/files.py: aioknock.config.general": "the Config::General reader, when one is read",
@@ -190,7 +191,7 @@ def test_a_one_host_knock_loads_only_what_it_uses(command: str) -> None:
             "assert start() == 0"
         )
     unwanted = ("asyncio", "uvloop", "dataclasses", "inspect", "config", "tomllib", "json",
-                "pathlib", "difflib", "importlib.resources", "Crypto",
+                "pathlib", "typing", "difflib", "importlib.resources", "Crypto",
                 "aioknock.daemon")  # fmt: skip
     loaded -= _loaded_after("pass")  # the interpreter's own (an editable install's pathlib)
     assert "aioknock.asyncio.oneshot" in loaded

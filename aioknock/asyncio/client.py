@@ -14,11 +14,10 @@ import secrets
 import socket
 import time
 from collections.abc import Sequence
-from typing import cast
 
 from ..codec import sealed, spa
 from ..codec.pipeline import KnockPlan
-from ..codec.sequence import Proto
+from ..codec.sequence import proto_of
 from ..config.kinds import AUTO, SOURCE
 from ..config.settings import ClientSettings, KnockSettings
 from ..errors import KnockError, SendError
@@ -103,7 +102,7 @@ def plan_sealed(
     carried = None if settings.client == AUTO else settings.client
     msg = sealed.message_for(
         time.time() if now is None else now,
-        [(port, cast(Proto, proto)) for proto, port in settings.spa_access],
+        [(port, proto_of(proto)) for proto, port in settings.spa_access],
         address=carried,
         flags=sorted(settings.flags.items()),
     )

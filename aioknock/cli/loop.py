@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any
 
 log = logging.getLogger("aioknock")
 

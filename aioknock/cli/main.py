@@ -10,12 +10,11 @@ import resource
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ..asyncio.client import decode_knock
 from ..config.files import Layer
 from ..config.loader import build_settings, find_config, search_places
-from ..config.settings import ClientSettings, table_of
+from ..config.settings import ClientSettings
 from ..errors import AioknockError, ConfigError, KnockError, closest
 from ..records import Record
 from ..version import __version__
@@ -26,8 +25,10 @@ from .options import add_settings, overrides, split_flags, switch_values
 from .output import emit, emit_json, silence_stdout
 from .run import run
 
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any, NoReturn
 
     from ..config.daemonsettings import DaemonSettings
 
@@ -48,7 +49,11 @@ class _Spec(Record):
     @property
     def settings(self) -> type[ClientSettings] | type[DaemonSettings]:
         """The command's table (the daemon's loads the daemon's modules: not for a client)."""
-        return cast("type[ClientSettings] | type[DaemonSettings]", table_of(self.manual))
+        if self.manual == "knockclient":
+            return ClientSettings
+        from ..config.daemonsettings import DaemonSettings
+
+        return DaemonSettings
 
     @property
     def config_name(self) -> str:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from ..config.kinds import BOOL_WORDS
 from ..config.table import Key, Table
 from ..errors import ConfigError
+
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
+if TYPE_CHECKING:
+    from typing import Any
+
 
 _FLAG_ARG = re.compile(r"--?flag(\d{1,9})(?:=(.*))?", re.IGNORECASE)
 _OPTION = re.compile(r"--?[A-Za-z].*")  # the next option, not a value (-flag0 -test)

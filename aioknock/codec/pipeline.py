@@ -6,9 +6,12 @@ from collections.abc import Mapping, Sequence
 
 from ..errors import KnockError
 from ..records import Record
-from .ciphers import Cipher, RandomBytes
 from .fields import Fields, KnockFormat, KnockInputs
 from .portspan import PortSpan
+
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
+if TYPE_CHECKING:
+    from .ciphers import Cipher, RandomBytes
 
 
 class KnockPlan(Record):

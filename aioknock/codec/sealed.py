@@ -69,12 +69,16 @@ import binascii
 import ipaddress
 import itertools
 from collections.abc import Iterable, Sequence
-from typing import Literal
 
 from ..errors import InvalidValue, KnockError
 from ..records import Record
 from .portspan import PortSpan
 from .sequence import Hit, Proto
+
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
+if TYPE_CHECKING:
+    from typing import Literal, TypeAlias
+
 
 VERSION = 1
 KEY_BYTES = 32
@@ -96,7 +100,7 @@ MAC_CONTEXT = b"aioknock sealed v1 mac"
 HOST_CONTEXT = b"aioknock host key v1\0"
 TAG_PREFIX = b"aioknock sealed v1\0"
 
-AddressKind = Literal["source", "ipv4", "ipv6"]
+AddressKind: TypeAlias = "Literal['source', 'ipv4', 'ipv6']"
 KINDS: tuple[AddressKind, ...] = ("source", "ipv4", "ipv6")  # by their code, 0-2
 ADDRESS_BYTES = (0, 4, 16)
 _BASE = 7  # byte 0, timestamp, port

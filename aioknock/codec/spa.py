@@ -28,10 +28,14 @@ import binascii
 import importlib
 import ipaddress
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
 from ..errors import InvalidValue, KnockError
 from ..records import Record
+
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
+
 
 VERSION = "3.0.0"
 SALTED = b"Salted__"
@@ -55,7 +59,7 @@ RAND_DIGITS = 16
 _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 _USER_BANNED = frozenset('"/\\[]:;|=,+*?<>')
 
-Hash = Any  # a pycryptodome hash module (SHA256, ...)
+Hash: TypeAlias = "Any"  # a pycryptodome hash module (SHA256, ...)
 
 
 class _Hashes(Mapping[str, Hash]):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeVar
 
 from ..errors import ConfigError, shown
 from ..records import Record
@@ -22,10 +21,15 @@ from .entries import Block, Entry
 from .table import Table
 from .values import FLAG_KEY, Given, canonical, check_key, place, placed, read_key_file, read_values
 
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T", bound=Table)
+
 NAME = "host"
 PASSPHRASE = ("key", "key_file")  # one unit: a block that sets either sets both
 _WILD = re.compile(r"[*?\[]")
-T = TypeVar("T", bound=Table)
 
 
 def block_keys(cls: type[Table]) -> list[str]:

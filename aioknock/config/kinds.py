@@ -15,7 +15,6 @@ import math
 import re
 import socket
 from collections.abc import Callable
-from typing import Any
 
 from ..codec.ciphers import cipher_name, cipher_names
 from ..codec.fields import parse_fields
@@ -25,6 +24,11 @@ from ..codec.sequence import Hit, hits, parse_sequence, proto_of, sequence_text
 from ..codec.spa import HASHES, parse_proto_port
 from ..errors import InvalidValue, KnockError
 from ..records import Record
+
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
+if TYPE_CHECKING:
+    from typing import Any
+
 
 BOOL_WORDS = {
     "yes": True, "on": True, "true": True, "1": True,

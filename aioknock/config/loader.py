@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError
 from .files import Layer, read_file
@@ -36,12 +35,15 @@ from .values import (
     read_values,
 )
 
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any, TypeVar
+
+    S = TypeVar("S", bound=KnockSettings)
 
 log = logging.getLogger("aioknock.config")
 
-S = TypeVar("S", bound=KnockSettings)
 ENV_PREFIX = "AIOKNOCK"
 CLI = "command line"
 SYSTEM_DIR = "/etc/aioknock"

@@ -16,10 +16,9 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from ..codec import sealed
-from ..codec.ciphers import Cipher, CryptCBC, Plain, cipher_names
+from ..codec.ciphers import CryptCBC, Plain, cipher_names
 from ..codec.fields import FIELD_NAMES, KnockFormat
 from ..codec.logtemplate import LogTemplate
 from ..codec.pipeline import Codec
@@ -455,7 +454,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
+    from typing import Any, ClassVar, Self
+
+    from ..codec.ciphers import Cipher
     from .daemonsettings import DaemonSettings as DaemonSettings
     from .daemonsettings import DoorSettings as DoorSettings
     from .entries import Entry

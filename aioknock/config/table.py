@@ -14,14 +14,21 @@ once and read the table, which every other use of the settings reads anyway.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self, dataclass_transform
 
 from ..errors import ConfigError, InvalidValue
 from ..records import Record
 from .kinds import Kind
 
+TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
+    from typing import Any, ClassVar, Self, dataclass_transform
+
     from .entries import Entry
+else:
+
+    def dataclass_transform(**_: object) -> Callable[[type], type]:
+        """What typing's does at run time that matters here: nothing."""
+        return lambda cls: cls
 
 
 class Key(Record):
