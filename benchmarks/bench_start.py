@@ -94,7 +94,7 @@ def commands(pythons: Sequence[str], port: int) -> list[tuple[str, list[str]]]:
             (f"aioknock run (9 SYNs){whose}", [*aioknock, "127.0.0.1"]),
             (f"aioknock run -protocol spa{whose}", [*aioknock, "-protocol", "spa",
              "-key_base64", KEY, "-hmac_key_base64", HMAC, "127.0.0.1"]),
-            (f"aioknock connect (9 SYNs, connect){whose}",
+            (f"aioknock connect (9 SYNs){whose}",
              [py, "-m", "aioknock", "connect", "-quiet", "-timeout", "0", "127.0.0.1",
               str(port)]),
         ]  # fmt: skip
