@@ -284,6 +284,25 @@ def test_stdin_from_dev_null(tmp_path: Path) -> None:
     assert server.results == [0]
 
 
+def hello(conn: socket.socket) -> bytes:
+    """Say hello, then read what comes until EOF."""
+    conn.sendall(b"hello")
+    conn.shutdown(socket.SHUT_WR)
+    return read_all(conn)
+
+
+def test_a_closed_stdin_reads_as_empty(tmp_path: Path) -> None:
+    """``connect ... <&-``: the first socket must not take fd 0 and read itself."""
+    with serving(hello) as server:
+        proc = subprocess.Popen(
+            connect_argv("127.0.0.1", server.port, **FAST), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=daemon_env(tmp_path),
+            cwd=tmp_path, preexec_fn=lambda: os.close(0),
+        )  # fmt: skip
+        assert finish(proc) == (0, b"hello", "")
+    assert server.results == [b""]
+
+
 def test_a_terminal_on_stdin_and_stdout(tmp_path: Path) -> None:
     """One pty for both (as in a shell): a line goes out, the echo comes back, ^D ends
     it; the terminal is blocking again afterwards (O_NONBLOCK is on the shared file)."""
@@ -562,3 +581,27 @@ def test_relay_stops_when_stdout_is_gone() -> None:
             os.close(fd)
         ours.close()
         peer.close()
+
+
+def test_relay_with_one_socket_for_stdin_and_stdout() -> None:
+    """inetd style: fd 0 and 1 one socket. The connection ends first: the socket's
+    sending side is shut down, and its reading side goes on into the connection."""
+    ours, peer = socket.socketpair()
+    stdio, user = socket.socketpair()
+    counts = Relayed()
+    thread, errors = _relaying(ours, stdio.fileno(), stdio.fileno(), counts)
+    try:
+        peer.sendall(b"down")
+        peer.shutdown(socket.SHUT_WR)
+        user.settimeout(5)
+        assert read_all(user) == b"down"  # and EOF: stdout has ended
+        user.sendall(b"up")
+        user.shutdown(socket.SHUT_WR)
+        peer.settimeout(5)
+        assert read_all(peer) == b"up"
+        thread.join(5)
+        assert not thread.is_alive() and not errors, errors
+        assert (counts.up, counts.down) == (2, 4)
+    finally:
+        for s in (ours, peer, stdio, user):
+            s.close()

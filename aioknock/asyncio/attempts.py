@@ -15,7 +15,7 @@ import socket
 from collections.abc import Sequence
 
 from ..errors import SendError
-from ..records import Record
+from ..records import MutableRecord, Record
 
 TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ LOCAL_ERRORS = {
 }  # fmt: skip
 
 
-class Attempt:
+class Attempt(MutableRecord):
     """What became of one knock: ``no answer`` is what a dropping firewall gives."""
 
     __slots__ = ("outcome", "port", "sent")
@@ -45,9 +45,6 @@ class Attempt:
         self.port = port
         self.sent = sent  # loop time when the SYN left
         self.outcome = outcome
-
-    def __repr__(self) -> str:
-        return f"Attempt({self.port!r}, {self.sent!r}, {self.outcome!r})"
 
 
 class Resolved(Record):

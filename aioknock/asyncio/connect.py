@@ -73,6 +73,7 @@ def connect(
     at debug level: as a ProxyCommand, it has nothing to say when all goes well.
     """
     own = knock_settings(settings, host, port)
+    _hold_standard_fds()
     result = knock_one(host, own.replace(verify=0) if own.verify else own)
     if not result.ok:
         # No address: the name did not resolve, and the error says so.
@@ -99,6 +100,19 @@ def connect(
     log.debug("%s port %d: closed; relayed %d bytes out, %d bytes in, in %.3f s", where, port,
               counts.up, counts.down, time.monotonic() - started)  # fmt: skip
     return EXIT_OK
+
+
+def _hold_standard_fds() -> None:
+    """/dev/null on a closed stdin, stdout or stderr (``connect ... <&-``): else the
+    first socket opened would take the number, and the relay would read its own
+    connection as stdin."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.close(null)
 
 
 def knock_settings(settings: ClientSettings, host: str, port: int) -> ClientSettings:
@@ -312,7 +326,7 @@ class _Relay:
             return
         self.down_open = False
         self.restore(self.stdout_fd)
-        _end_output(self.stdout_fd)
+        _end_output(self.stdout_fd, still_read=self.up_open and self.stdin_fd == self.stdout_fd)
 
     def _write_stdout(self) -> None:
         try:
@@ -335,10 +349,11 @@ def _lost(exc: OSError) -> RelayError:
     return RelayError(f"connection lost: {_why(exc)}")
 
 
-def _end_output(fd: int) -> None:
+def _end_output(fd: int, *, still_read: bool = False) -> None:
     """EOF for whoever reads ``fd``. A socket is shut down (it may be stdin too); then
     /dev/null takes the fd's place, which drops this process's hold on the pipe or
-    terminal and keeps the number taken: nothing opened later lands on stdout."""
+    terminal and keeps the number taken: nothing opened later lands on stdout. Not
+    when ``still_read``: stdin is that very fd, and goes on."""
     with contextlib.suppress(OSError):
         if stat.S_ISSOCK(os.fstat(fd).st_mode):
             copy = os.dup(fd)
@@ -349,6 +364,8 @@ def _end_output(fd: int) -> None:
                 raise
             with sock:
                 sock.shutdown(socket.SHUT_WR)
+    if still_read:
+        return
     with contextlib.suppress(OSError):
         null = os.open(os.devnull, os.O_WRONLY)
         try:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from ..config.settings import ClientSettings
 from ..config.values import override, place, placed
 from ..errors import AioknockError, ConfigError, SendError
+from ..records import MutableRecord
 from .attempts import Attempt, Resolved
 from .client import build_spa, client_address, client_for, plan_knock, plan_sealed, spa_allow
 
@@ -47,7 +48,7 @@ JSON_FIELDS: tuple[tuple[str, str, str], ...] = (
 )  # fmt: skip
 
 
-class KnockResult:
+class KnockResult(MutableRecord):
     """What happened to one host; ``ok`` is False with ``error`` saying why (a port
     that -verify found still closed included)."""
 
@@ -55,24 +56,23 @@ class KnockResult:
                  "ports", "protocol", "started", "values", "verified")  # fmt: skip
 
     def __init__(
-        self, host: str, protocol: str = "knockclient", *, address: str = "",
-        started: float = 0.0, finished: float = 0.0, ok: bool = False, error: str = "",
+        self, host: str, protocol: str = "knockclient", address: str = "",
+        ports: list[int] | None = None, values: list[int] | None = None, payload: bytes = b"",
+        attempts: list[Attempt] | None = None, started: float = 0.0, finished: float = 0.0,
+        ok: bool = False, error: str = "", verified: bool | None = None,
     ) -> None:  # fmt: skip
         self.host = host
         self.protocol = protocol
         self.address = address
-        self.ports: list[int] = []
-        self.values: list[int] = []
-        self.payload = b""
-        self.attempts: list[Attempt] = []
+        self.ports = [] if ports is None else ports
+        self.values = [] if values is None else values
+        self.payload = payload
+        self.attempts = [] if attempts is None else attempts
         self.started = started  # epoch seconds
         self.finished = finished
         self.ok = ok
         self.error = error
-        self.verified: bool | None = None  # None: not asked
-
-    def __repr__(self) -> str:
-        return f"KnockResult({self.host!r}, ok={self.ok!r}, error={self.error!r})"
+        self.verified = verified  # None: not asked
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` object: the fields of ``JSON_FIELDS``, in its order."""

@@ -65,7 +65,7 @@ class LogRecord(Record):
         self.remoteport = remoteport
 
 
-class LogTemplate:
+class LogTemplate(Record):
     """Any text is a template (its literal parts are escaped), so the reader's pattern is
     compiled when a line is first read: a client that writes no log never compiles it."""
 
@@ -73,13 +73,14 @@ class LogTemplate:
 
     def __init__(self, template: str) -> None:
         self.template = template
-        self._pattern: re.Pattern[str] | None = None
 
     @property
     def pattern(self) -> re.Pattern[str]:
-        if self._pattern is None:
-            self._pattern = _compile(_one_line(self.template))
-        return self._pattern
+        try:
+            return self._pattern
+        except AttributeError:  # the first read: compiled once, then read-only
+            self._pattern: re.Pattern[str] = _compile(_one_line(self.template))
+            return self._pattern
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LogTemplate):

@@ -35,7 +35,7 @@ class DecodedKnock(Record):
         self.payload = payload
 
 
-class Codec:
+class Codec(Record):
     """Built once per settings (the key schedule included), used for every knock."""
 
     __slots__ = ("cipher", "format", "knock_length", "localtime", "payload_length", "span")

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ..errors import InvalidValue, KnockError
+from ..records import Record
 
 MAX_BITS = 15
 _ITEM = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", re.ASCII)
@@ -28,7 +29,7 @@ def _powers_near(size: int) -> str:
     return f"nearest: {lower} or {lower << 1}"
 
 
-class PortSpan:
+class PortSpan(Record):
     """An ordered span of 2**bits ports; encode() and decode() are exact inverses."""
 
     __slots__ = ("_index", "bits", "ports")

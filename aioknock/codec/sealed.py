@@ -391,7 +391,7 @@ def _bound(kind: int, source: str | None) -> bytes:
     return ip.packed
 
 
-class SealedCodec:
+class SealedCodec(Record):
     """Sealed knocks for one server under one key: bytes and ports, both ways.
 
     ``extras``: the extra ports and flags, together, whose knock lengths ``lengths``

@@ -64,7 +64,7 @@ class HostBlock(Record):
         return self.positive.match(name) is not None
 
 
-class HostBlocks:
+class HostBlocks(Record):
     """A file's blocks, and which of the settings' values they may replace."""
 
     __slots__ = ("_named", "_wild", "blocks", "loose")
@@ -80,14 +80,6 @@ class HostBlocks:
                 named.setdefault(name, []).append(i)
         self._named = {k: tuple(v) for k, v in named.items()}
         self._wild = tuple(i for i, b in enumerate(blocks) if b.names is None)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, HostBlocks):
-            return NotImplemented
-        return (self.blocks, self.loose) == (other.blocks, other.loose)
-
-    def __repr__(self) -> str:
-        return f"HostBlocks({self.blocks!r}, {self.loose!r})"
 
     def matching(self, host: str) -> tuple[int, ...]:
         """The blocks that match ``host``, in file order; literal names by look-up, so a
