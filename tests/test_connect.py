@@ -9,7 +9,6 @@ Safety: every packet goes to 127.0.0.1 or ::1.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import random
@@ -20,13 +19,12 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 from helpers.daemons import daemon_env
-from helpers.loopback import needs_ipv6
+from helpers.loopback import TIMEOUT, needs_ipv6, serving
 
 from aioknock.asyncio import connect as connect_module
 from aioknock.asyncio.connect import (
@@ -44,7 +42,6 @@ from aioknock.errors import ConfigError
 PY = sys.executable
 BIG = 50 * 1024 * 1024
 BAD_NAME = "x" * 70 + ".invalid"  # a label over 63 characters: refused before any DNS query
-TIMEOUT = 20.0  # no test process runs longer
 
 
 def connect_argv(host: str, port: int | str, **settings: str) -> list[str]:
@@ -93,67 +90,6 @@ def error_line(err: str) -> str:
 
 
 # ------------------------------------------------------------- loopback servers
-
-
-class Server:
-    """A TCP server on loopback: each connection runs ``handler`` in its own thread;
-    what it returns is kept in ``results``. Bounded: connections time out."""
-
-    def __init__(self, handler: Callable[[socket.socket], object], host: str = "127.0.0.1"):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.bind((host, 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port: int = self.sock.getsockname()[1]
-        self.handler = handler
-        self.results: list[object] = []
-        self.errors: list[BaseException] = []
-        self.accepted = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        workers = []
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            worker = threading.Thread(target=self._one, args=(conn,), daemon=True)
-            worker.start()
-            workers.append(worker)
-        for worker in workers:
-            worker.join(TIMEOUT)
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(TIMEOUT)
-            try:
-                self.results.append(self.handler(conn))
-            except BaseException as exc:
-                self.errors.append(exc)
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(TIMEOUT)
-        self.sock.close()
-        assert not self.errors, self.errors
-
-
-@contextlib.contextmanager
-def serving(
-    handler: Callable[[socket.socket], object], host: str = "127.0.0.1"
-) -> Iterator[Server]:
-    server = Server(handler, host)
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def echo(conn: socket.socket) -> int:

@@ -4,16 +4,13 @@ and a start-up imports only what its run needs."""
 from __future__ import annotations
 
 import ast
-import contextlib
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeGuard
 
 import pytest
+from helpers.loopback import serving
 
 PACKAGE = Path(__file__).resolve().parent.parent / "aioknock"
 LAYERS = ["codec", "daemon", "config", "asyncio", "cli"]
@@ -155,34 +152,14 @@ def test_a_client_start_up_loads_no_cryptography() -> None:
     assert not {m for m in loaded if m == "Crypto" or m.startswith("Crypto.")}
 
 
-@contextlib.contextmanager
-def _closing_server() -> Iterator[int]:
-    """A loopback port whose connections are accepted and closed at once."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(0.2)
-        done = threading.Event()
-
-        def serve() -> None:
-            while not done.is_set():
-                with contextlib.suppress(TimeoutError):
-                    server.accept()[0].close()
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        try:
-            yield server.getsockname()[1]
-        finally:
-            done.set()
-            thread.join(2)
-
-
 @pytest.mark.parametrize("command", ["run", "connect"])
 def test_a_one_host_knock_loads_only_what_it_uses(command: str) -> None:
     """Start-up time: a prototype knock to one host (9 SYNs to 127.0.0.1, nothing
     listens), and ``connect``'s knock and connection, load no event loop, no dataclass
     machinery (each dataclass compiles its methods at start), no configuration library,
     no pathlib (no file is named or found), no JSON, manual or daemon module."""
-    with _closing_server() as port:
+    with serving(lambda conn: None) as server:  # closes each connection at once
+        port = server.port
         target = "'127.0.0.1'" if command == "run" else f"'127.0.0.1', '{port}'"
         loaded = _loaded_after(
             "import sys\n"
