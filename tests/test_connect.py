@@ -294,6 +294,19 @@ def test_spa_asks_for_tcp_port(tmp_path: Path) -> None:
     assert f"SPA packet for 127.0.0.1 (tcp/{server.port}) to 127.0.0.1:" in err, err
 
 
+def test_a_sealed_knock_then_the_connection(tmp_path: Path) -> None:
+    """``protocol = sealed`` (SYNs into the sealed span, where loopback answers RST): the
+    knock is its 16 SYNs, bound to the host as knocked; the connection follows."""
+    sealed = {"protocol": "sealed", "key": "sealed passphrase", "debug": "1"}
+    with serving(echo) as server:
+        status, out, err = finish(start(tmp_path, "127.0.0.1", server.port, **sealed), b"x")
+    assert (status, out) == (0, b"x"), err
+    found = re.search(r"knock for 127\.0\.0\.1 \(127\.0\.0\.1\): ([0-9 ]+)\n", err)
+    assert found, err
+    ports = [int(p) for p in found.group(1).split()]
+    assert len(ports) == 16 and all(32768 <= p <= 65535 for p in ports), ports
+
+
 # --------------------------------------------------------------- each failing step
 
 
