@@ -14,7 +14,7 @@ from helpers.loopback import serving
 
 PACKAGE = Path(__file__).resolve().parent.parent / "aioknock"
 LAYERS = ["codec", "daemon", "config", "asyncio", "cli"]
-SHARED = {"errors", "records", "version"}  # every layer may use these
+SHARED = {"errors", "logs", "records", "version"}  # every layer may use these
 
 
 def _layer_of(module: str) -> str:
@@ -82,6 +82,8 @@ LOCAL_IMPORTS = {
     "cli/main.py: aioknock.cli.keygen": "keygen (and its key derivation), only to run it",
     "cli/main.py: aioknock.config.fwknopconf": "fwknop's rc reader, where --fwknoprc is given",
     "cli/main.py: aioknock.config.daemonsettings": "the daemon's table, for the daemon only",
+    "cli/main.py: aioknock.cli.stderrlog": "logging's handler, once a record is shown",
+    "cli/main.py: aioknock.cli.manual": "-h and -man, and their textwrap",
     "cli/run.py: aioknock.cli.fleetrun": "the event loop and the fleet, for several hosts",
     "config/settings.py: aioknock.config": "the daemon's tables (daemonsettings), for it only",
     "config/files.py: aioknock.config.general": "the Config::General reader, when one is read",
@@ -157,19 +159,20 @@ def test_a_one_host_knock_loads_only_what_it_uses(command: str) -> None:
     """Start-up time: a prototype knock to one host (9 SYNs to 127.0.0.1, nothing
     listens), and ``connect``'s knock and connection, load no event loop, no dataclass
     machinery (each dataclass compiles its methods at start), no configuration library,
-    no pathlib (no file is named or found), no JSON, manual or daemon module."""
+    no pathlib (no file is named or found), no JSON, manual or daemon module, and no
+    logging: at the default level, a knock that goes well shows its own lines only."""
     with serving(lambda conn: None) as server:  # closes each connection at once
         port = server.port
         target = "'127.0.0.1'" if command == "run" else f"'127.0.0.1', '{port}'"
         loaded = _loaded_after(
             "import sys\n"
-            f"sys.argv = ['aioknock', '{command}', '-quiet', '-timeout', '0', {target}]\n"
+            f"sys.argv = ['aioknock', '{command}', '-timeout', '0', {target}]\n"
             "from aioknock.__main__ import start\n"
             "assert start() == 0"
         )
     unwanted = ("asyncio", "uvloop", "dataclasses", "inspect", "config", "tomllib", "json",
                 "pathlib", "typing", "difflib", "importlib.resources", "Crypto",
-                "aioknock.daemon")  # fmt: skip
+                "aioknock.daemon", "logging", "traceback", "textwrap")  # fmt: skip
     loaded -= _loaded_after("pass")  # the interpreter's own (an editable install's pathlib)
     assert "aioknock.asyncio.oneshot" in loaded
     assert not sorted(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import shlex
 
 from ..daemon import nftables
 from ..daemon.doors import Command, Door
 from ..errors import AioknockError, ConfigError
+from ..logs import get_logger
 
-log = logging.getLogger("aioknock.daemon")
+log = get_logger("aioknock.daemon")
 
 ACTION_TIMEOUT = 10.0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import math
 import os
 import select
@@ -30,10 +29,11 @@ from ..config.loader import CLI
 from ..config.settings import ClientSettings
 from ..config.values import override, placed
 from ..errors import AioknockError, ConfigError
+from ..logs import get_logger
 from .hostknock import KnockResult
 from .oneshot import knock_one
 
-log = logging.getLogger("aioknock.connect")
+log = get_logger("aioknock.connect")
 
 EXIT_OK, EXIT_FAILED = 0, 1  # configuration errors raise ConfigError: the CLI's 2
 CHUNK = 256 * 1024  # bytes per read: large transfers move in few system calls

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
-import logging
 import os
 import shutil
 import signal
@@ -37,13 +36,14 @@ from ..daemon.recognizer import Recognizer
 from ..daemon.replay import ReplayMemory
 from ..daemon.sealedknocks import SealedKnocks
 from ..errors import AioknockError, ConfigError
+from ..logs import get_logger
 from .actions import ActionError, Backend, CommandBackend, NftBackend
 from .follow import Follower
 from .kmsg import Kmsg
 from .replayfile import ReplayFile
 from .sniffer import Sniffer
 
-log = logging.getLogger("aioknock.daemon")
+log = get_logger("aioknock.daemon")
 STOP_WAIT = 4.5  # seconds the stop waits for queued firewall commands, at most
 DATAGRAM_BATCH = 64  # datagrams read from the SPA socket per wake-up, at most
 

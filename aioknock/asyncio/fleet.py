@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
 import math
 import resource
 import time
@@ -28,6 +27,7 @@ from typing import Any
 from ..config.settings import ClientSettings
 from ..config.values import override
 from ..errors import AioknockError, ConfigError
+from ..logs import get_logger
 from .attempts import VERIFY_ATTEMPT, VERIFY_RETRY
 from .datagrams import Datagrams
 from .hostknock import (
@@ -47,7 +47,7 @@ from .sender import HOLD_MAX, Mode, Resolved, resolve, send_knock
 
 __all__ = ["JSON_FIELDS", "HostSpec", "KnockResult", "host_settings", "knock", "knock_many"]
 
-log = logging.getLogger("aioknock.fleet")
+log = get_logger("aioknock.fleet")
 
 ARGUMENT = "knock_many() argument"
 FD_HEADROOM = 64

@@ -8,7 +8,6 @@ hang the reading thread until a writer came, and with it the daemon's stop).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import stat
 import threading
@@ -16,8 +15,9 @@ from collections.abc import AsyncGenerator
 from typing import BinaryIO
 
 from ..errors import AioknockError
+from ..logs import get_logger
 
-log = logging.getLogger("aioknock.follow")
+log = get_logger("aioknock.follow")
 
 
 class FollowError(AioknockError):

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import logging
 import os
 from collections.abc import AsyncGenerator
 
 from ..daemon.logreader import KMSG
 from ..errors import AioknockError
+from ..logs import get_logger
 
-log = logging.getLogger("aioknock.kmsg")
+log = get_logger("aioknock.kmsg")
 
 RECORD_MAX = 8192  # the kernel's record limit (CONSOLE_EXT_LOG_MAX)
 BATCH = 1024  # records per wakeup, so a backlog is taken in bounded bites

@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import logging
 import os
 import stat
 import tempfile
@@ -54,8 +53,9 @@ from dataclasses import dataclass, field
 
 from ..daemon.replay import DIGEST_SIZE
 from ..errors import ConfigError
+from ..logs import get_logger
 
-log = logging.getLogger("aioknock.daemon")
+log = get_logger("aioknock.daemon")
 MAGIC = b"aioknock-replay2"  # a non-empty file without it is not ours, and is left alone
 LEGACY_MAGIC = b"aioknock-replay\n"  # the first format: bare digests, no checksums
 CHECK_SIZE = 4

@@ -13,7 +13,6 @@ import asyncio
 import collections
 import contextlib
 import errno
-import logging
 import socket
 import struct
 import sys
@@ -24,8 +23,9 @@ from types import TracebackType
 from ..daemon.frames import build_filter, decode_frame
 from ..daemon.packet import Packet
 from ..errors import AioknockError
+from ..logs import DEBUG, get_logger
 
-log = logging.getLogger("aioknock.sniffer")
+log = get_logger("aioknock.sniffer")
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -237,7 +237,7 @@ class Sniffer:
         """Count (and at debug level log) a frame the parser refused: not valid, not
         whole, from a martian source, or caught by the filter just replaced."""
         self.refused += 1
-        if log.isEnabledFor(logging.DEBUG):
+        if log.is_enabled_for(DEBUG):
             where = "?" if address is None else address[0]
             log.debug("refused a %d-byte frame on %s: not a valid, whole knock", size, where)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -16,11 +15,12 @@ from ..asyncio.fleet import knock_many, raise_fd_limit
 from ..asyncio.hostknock import KnockResult, host_settings
 from ..asyncio.logfile import write_knock
 from ..config.settings import ClientSettings
+from ..logs import get_logger
 from .exits import EXIT_FAILED, EXIT_INTERRUPTED
-from .output import emit_json
+from .output import emit_json, say
 from .run import Progress, Tally, report
 
-log = logging.getLogger("aioknock")
+log = get_logger("aioknock")
 
 
 async def run_many(
@@ -47,10 +47,10 @@ async def run_many(
         return EXIT_INTERRUPTED
     tally.close()
     if settings.test:
-        log.info("test mode: nothing sent")
+        say("test mode: nothing sent")
     if not single:
-        log.info("knocked %d hosts in %.2f s: %d ok, %d failed", tally.done,
-                 time.monotonic() - tally.started, tally.ok, tally.failed)  # fmt: skip
+        say(f"knocked {tally.done} hosts in {time.monotonic() - tally.started:.2f} s: "
+            f"{tally.ok} ok, {tally.failed} failed")  # fmt: skip
     return EXIT_FAILED if tally.failed else 0
 
 
@@ -75,16 +75,16 @@ async def _log_to_file(settings: ClientSettings, targets: Any, *, json_out: bool
         result = KnockResult(host, address=host, started=time.time(), ok=True)
         plan = plan_knock(own, carried(own, host, address))
         result.values, result.payload, result.ports = plan.values, plan.payload, plan.ports
-        log.info("knock for %s: %s", host, " ".join(map(str, plan.ports)))
+        say(f"knock for {host}: {' '.join(map(str, plan.ports))}")
         if not settings.test:
             await write_knock(settings.logfile, settings.fileformat, client=address,
                               remote=host, ports=plan.ports, timeout=settings.timeout)  # fmt: skip
-            log.info("wrote %d lines to %s", len(plan.ports), settings.logfile)
+            say(f"wrote {len(plan.ports)} lines to {settings.logfile}")
         result.finished = time.time()
         if json_out:
             emit_json(result.as_json())
     if settings.test:
-        log.info("test mode: nothing sent")
+        say("test mode: nothing sent")
     return 0
 
 

@@ -5,15 +5,16 @@ asyncio is imported when a loop is run, not before: a one-host run needs none.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Coroutine
+
+from ..logs import get_logger
 
 TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
     import asyncio
     from typing import Any
 
-log = logging.getLogger("aioknock")
+log = get_logger("aioknock")
 
 
 def run_async(main: Coroutine[Any, Any, int]) -> int:

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import re
 import resource
 import sys
-import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from ..asyncio.client import decode_knock
 from ..config.files import Layer
 from ..config.loader import build_settings, find_config, search_places
 from ..config.settings import ClientSettings
 from ..errors import AioknockError, ConfigError, KnockError, closest
+from ..logs import DEBUG, ERROR, INFO, get_logger, hold, release, route, scoped
 from ..records import Record
 from ..version import __version__
 from .exits import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
 from .loop import run_async
-from .manual import brief_usage, manual
-from .options import add_settings, overrides, split_flags, switch_values
+from .options import add_settings, overrides, setting_flags, split_flags, switch_values
 from .output import emit, emit_json, silence_stdout
 from .run import run
 
@@ -32,7 +29,7 @@ if TYPE_CHECKING:
 
     from ..config.daemonsettings import DaemonSettings
 
-log = logging.getLogger("aioknock")
+log = get_logger("aioknock")
 
 FWKNOPRC = "~/.fwknoprc"
 HELP = ("-h", "--help", "-help")
@@ -81,15 +78,19 @@ class _Parser(argparse.ArgumentParser):
     """Errors become one ConfigError line; unknown options get a did-you-mean. Its own
     help and usage are never shown (``-help`` and ``-man`` come from the settings table)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: type[ClientSettings] | type[DaemonSettings], **kwargs: Any
+    ) -> None:
         super().__init__(formatter_class=_FixedWidth, **kwargs)
+        self.settings = settings  # its flags: only those given are added (add_settings)
 
     def error(self, message: str) -> NoReturn:
         if m := re.fullmatch(r"unrecognized arguments: (\S+).*", message, re.DOTALL):
             word = m.group(1).split("=", 1)[0]
             if not word.startswith("-"):
                 raise ConfigError(f"unexpected argument {word!r}", source="command line")
-            options = sorted(o for o in self._option_string_actions if o.startswith("-"))
+            known = {*self._option_string_actions, *setting_flags(self.settings)}
+            options = sorted(o for o in known if o.startswith("-"))
             close = closest(word, options)
             hint = f"; did you mean {close}?" if close else " (aioknock run -h)"
             raise ConfigError(f"unknown option {word}{hint}", source="command line")
@@ -98,17 +99,19 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message, source="command line")
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
+def _parser(command: str, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of ``argv``: the command's own arguments, and the settings it names."""
     # No one-letter options (-h and -c are handled before): argparse would read -cipherr as
     # "-c ipherr".
-    parser = _Parser(prog=f"aioknock {command}", add_help=False, allow_abbrev=False)
+    settings = SPECS[command].settings
+    parser = _Parser(settings, prog=f"aioknock {command}", add_help=False, allow_abbrev=False)
     parser.add_argument("-help", "--help", action="store_true", help="brief usage")
     parser.add_argument("-man", "--man", action="store_true", help="the full manual")
     parser.add_argument("-conf", "--conf", metavar="FILE",
                         help="config file (Config::General format, or *.toml)")  # fmt: skip
     parser.add_argument("-json", "--json", action="store_true",
                         help="one JSON object per knock on stdout")  # fmt: skip
-    add_settings(parser, SPECS[command].settings)
+    add_settings(parser, settings, argv)
     if command == "run":
         parser.add_argument("targets", nargs="*", metavar="HOST",
                             help="hosts to knock (default: remote)")  # fmt: skip
@@ -131,116 +134,77 @@ def _parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return f"aioknock: {level}{record.getMessage()}"
+def _floor(quiet: bool, debug: int) -> int:
+    return ERROR if quiet else DEBUG if debug else INFO
 
 
-def _setup_logging(quiet: bool, debug: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    root = logging.getLogger("aioknock")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.ERROR if quiet else logging.DEBUG if debug else logging.INFO)
+def _install_handler(level: int) -> None:
+    from .stderrlog import install  # logging: only once a record is shown
 
-
-class _Held(logging.Handler):
-    """Keeps records until the log level is known, then passes on those that level shows."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self.released = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def replay(self, quiet: bool, debug: int) -> None:
-        self.released = True
-        _setup_logging(quiet, debug)
-        root = logging.getLogger("aioknock")
-        for record in self.records:
-            if record.levelno >= root.level:
-                root.handle(record)
-        self.records.clear()
-
-
-@contextlib.contextmanager
-def _held_logs() -> Iterator[_Held]:
-    held = _Held()
-    root = logging.getLogger("aioknock")
-    root.handlers[:] = [held]
-    root.setLevel(logging.DEBUG)
-    try:
-        yield held
-    finally:
-        if not held.released:  # an unexpected error while loading
-            held.replay(False, 0)
-
-
-@contextlib.contextmanager
-def _logging_restored() -> Iterator[None]:
-    """main() configures the ``aioknock`` logger; put it back for in-process callers."""
-    root = logging.getLogger("aioknock")
-    saved = (root.handlers[:], root.propagate, root.level)
-    try:
-        yield
-    finally:
-        root.handlers[:], root.propagate, root.level = saved[0], saved[1], saved[2]
+    install(level)
 
 
 def _load(
     command: str, argv: Sequence[str]
 ) -> tuple[argparse.Namespace, ClientSettings | DaemonSettings] | int:
     if any(arg in HELP for arg in argv):
-        emit(brief_usage(command))
+        emit(_help(command))
         return 0
     # -c is an exact alias only: as a real one-letter option argparse would take -cipherr as -c.
     aliases = {"-c": "-conf", "-4": "--family=4", "-6": "--family=6", "-n": "--named-config"}
     spec = SPECS[command]
     argv = switch_values([aliases.get(arg, arg) for arg in argv], spec.settings)
     rest, flags = split_flags(argv)
-    parser = _parser(command)
+    parser = _parser(command, rest)
     ns = parser.parse_args(rest)
     ns.argv = list(argv)
     if ns.help:
-        emit(brief_usage(command))
+        emit(_help(command))
         return 0
     if ns.man:
-        emit(manual(SPECS[command].manual))
+        emit(_help(command, full=True))
         return 0
     given = overrides(ns, spec.settings, flags)
     extra = _fwknoprc(ns)
     path = _given_path(ns.conf) if ns.conf else find_config(spec.config_name)
     # What loading says waits until -quiet/-debug are known: they may come from the file.
-    with _held_logs() as held:
+    floor = INFO  # an unexpected error while loading: what loading said is shown
+    hold()
+    try:
         if path is not None:
             how = "" if ns.conf else " (first found on the search path)"
             log.debug("config file: %s%s", path, how)
         else:
             searched = ", ".join(search_places(spec.config_name))
             log.debug("config file: none found (searched %s); built-in defaults", searched)
-        try:
-            settings = build_settings(
-                spec.settings,
-                path=path,
-                overrides=given,
-                sending=command == "run",
-                extra_layers=extra,
-            )
-        except ConfigError:  # the error alone (one line), unless -debug asks for more
-            cli_debug = int(given.get("debug") or 0)
-            held.replay(bool(given.get("quiet")) or not cli_debug, cli_debug)
-            raise
-        held.replay(settings.quiet, settings.debug)
+        settings = build_settings(
+            spec.settings,
+            path=path,
+            overrides=given,
+            sending=command == "run",
+            extra_layers=extra,
+        )
+        floor = _floor(settings.quiet, settings.debug)
+    except ConfigError:  # the error alone (one line), unless -debug asks for more
+        cli_debug = int(given.get("debug") or 0)
+        floor = _floor(bool(given.get("quiet")) or not cli_debug, cli_debug)
+        raise
+    finally:
+        release(floor)
     ns.reload = lambda: build_settings(spec.settings, path=path, overrides=given, sending=False,
                                        extra_layers=extra)  # fmt: skip
     if settings.debug >= 2:
         for name, value in settings.shown():
             log.debug("setting %s = %r  (%s)", name, value, settings.origin(name))
     return ns, settings
+
+
+def _help(command: str | None, *, full: bool = False) -> str:
+    """-h's usage, or -man's manual (it and its textwrap, whose patterns are compiled at
+    import: for these only)."""
+    from .manual import brief_usage, manual
+
+    return manual(SPECS[command].manual) if full and command else brief_usage(command)
 
 
 def _fwknoprc(ns: argparse.Namespace) -> list[Layer]:
@@ -320,12 +284,12 @@ def _decode(ns: argparse.Namespace, settings: ClientSettings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``aioknock`` command; returns the exit status (0, 1, 2 or 130)."""
-    with _logging_restored():
+    with scoped():  # the logging set up here is put back, for in-process callers
         return _main(list(sys.argv[1:] if argv is None else argv))
 
 
 def _main(args: list[str]) -> int:
-    _setup_logging(False, 0)
+    route(INFO, _install_handler)
     chosen = _command(args)
     if isinstance(chosen, int):
         return chosen
@@ -346,6 +310,8 @@ def _main(args: list[str]) -> int:
     except Exception as exc:  # a bug: one line, the traceback only with -debug
         log.error("internal error: %s: %s (run with -debug for the traceback)",
                   type(exc).__name__, exc)  # fmt: skip
+        import traceback  # for a bug only
+
         log.debug("%s", "".join(traceback.format_exception(exc)).rstrip())
         return EXIT_FAILED
 
@@ -354,9 +320,9 @@ def _command(args: list[str]) -> tuple[str, list[str]] | int:
     """The command and its arguments, or the exit status of a usage answer."""
     if not args or args[0] in HELP:
         if args:
-            emit(brief_usage(None))
+            emit(_help(None))
             return 0
-        print(brief_usage(None), file=sys.stderr)
+        print(_help(None), file=sys.stderr)
         return EXIT_CONFIG
     if args[0] in VERSION:
         emit(f"aioknock {__version__}")

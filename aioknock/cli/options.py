@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-_FLAG_ARG = re.compile(r"--?flag(\d{1,9})(?:=(.*))?", re.IGNORECASE)
-_OPTION = re.compile(r"--?[A-Za-z].*")  # the next option, not a value (-flag0 -test)
+_FLAG_ARG = r"(?i)--?flag(\d{1,9})(?:=(.*))?"
+_OPTION = r"--?[A-Za-z].*"  # the next option, not a value (-flag0 -test)
 
 
 def _spellings(name: str, *, negative: bool = False) -> list[str]:
@@ -78,14 +78,51 @@ def _as_switch(name: str, key: Key, value: str) -> str:
     return f"-{key.name}" if BOOL_WORDS[word] else f"-no{key.name}"
 
 
-def add_settings(parser: argparse.ArgumentParser, cls: type[Table]) -> None:
-    group = parser.add_argument_group("settings (each also a config-file key)")
+FLAG_PLACEHOLDER = ("-flagN", "--flagN")
+
+
+def setting_flags(cls: type[Table]) -> dict[str, str]:
+    """Every flag of the table, and its key's name ("": ``-flagN`` itself)."""
+    flags = dict.fromkeys(FLAG_PLACEHOLDER, "")
     for key in cls.table():
-        _add(group, key)
-    group.add_argument(
-        "-flagN", "--flagN", dest="_flag_help", metavar="VALUE", action=_FlagPlaceholder,
-        help="value 0-255 for the knock's FLAGN field (N = 0, 1, 2, ...)",
-    )  # fmt: skip
+        flags.update(dict.fromkeys(_flags_of(key), key.name))
+    return flags
+
+
+def _flags_of(key: Key) -> list[str]:
+    return [flag for flags, _ in _arguments(key) for flag in flags]
+
+
+def _arguments(key: Key) -> list[tuple[list[str], dict[str, Any]]]:
+    """``add_argument``'s flags and keywords for ``key`` (no help: the help and the manual
+    are the table's, manual.py, never argparse's)."""
+    positive, negative = _spellings(key.name), _spellings(key.name, negative=True)
+    if key.kind.name == "level":  # -debug -debug: a count, as the prototype's
+        return [(positive, {"action": "count"}),
+                (negative, {"action": "store_const", "const": 0}),
+                ([f"--{key.name}-level"], {"type": int})]  # fmt: skip
+    if key.kind.name == "bool":
+        return [(positive, {"action": "store_const", "const": True}),
+                (negative, {"action": "store_const", "const": False})]  # fmt: skip
+    return [(positive, {})]
+
+
+def add_settings(parser: argparse.ArgumentParser, cls: type[Table], argv: Sequence[str]) -> None:
+    """The flags of the keys that ``argv`` names, for argparse to parse ``argv``.
+
+    All of them would parse it alike: argparse takes a word for a flag only if it is
+    one (nothing is abbreviated, no flag looks like a number), and every flag in ``argv``
+    is added. Adding all ~60 keys' ~300 flags would cost ~14 M instructions, 8% of a
+    one-knock start."""
+    flags = setting_flags(cls)
+    named = {flags[word] for a in argv if (word := a.partition("=")[0]) in flags}
+    for key in cls.table():
+        if key.name in named:
+            for spellings, kwargs in _arguments(key):
+                parser.add_argument(*spellings, dest=key.name, **kwargs)
+    if "" in named:
+        parser.add_argument(*FLAG_PLACEHOLDER, dest="_flag_help", metavar="VALUE",
+                            action=_FlagPlaceholder)  # fmt: skip
 
 
 class _FlagPlaceholder(argparse.Action):
@@ -97,26 +134,6 @@ class _FlagPlaceholder(argparse.Action):
         )
 
 
-def _add(group: argparse._ArgumentGroup, key: Key) -> None:
-    default_text = "" if key.secret else f" (default: {key.default_text!r})"
-    if key.kind.name == "level":  # -debug -debug: a count, as the prototype's
-        group.add_argument(*_spellings(key.name), dest=key.name, action="count",
-                           help=key.help)  # fmt: skip
-        group.add_argument(*_spellings(key.name, negative=True), dest=key.name,
-                           action="store_const", const=0, help=argparse.SUPPRESS)  # fmt: skip
-        group.add_argument(f"--{key.name}-level", dest=key.name, type=int,
-                           help=argparse.SUPPRESS)  # fmt: skip
-    elif key.kind.name == "bool":
-        group.add_argument(*_spellings(key.name), dest=key.name, action="store_const",
-                           const=True, help=key.help + default_text)  # fmt: skip
-        group.add_argument(*_spellings(key.name, negative=True), dest=key.name,
-                           action="store_const", const=False, help=argparse.SUPPRESS)  # fmt: skip
-    else:
-        group.add_argument(*_spellings(key.name), dest=key.name,
-                           metavar=key.metavar or key.kind.name.upper(),
-                           help=key.help + default_text)  # fmt: skip
-
-
 def split_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """Take ``-flagN VALUE`` / ``--flagN=VALUE`` out of argv."""
     rest: list[str] = []
@@ -124,7 +141,7 @@ def split_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     args = list(argv)
     i = 0
     while i < len(args):
-        m = _FLAG_ARG.fullmatch(args[i])
+        m = re.fullmatch(_FLAG_ARG, args[i])
         if m is None:
             rest.append(args[i])
             i += 1
@@ -132,7 +149,7 @@ def split_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
         if m.group(2) is not None:
             value = m.group(2)
             i += 1
-        elif i + 1 < len(args) and not _OPTION.fullmatch(args[i + 1]):
+        elif i + 1 < len(args) and not re.fullmatch(_OPTION, args[i + 1]):
             value = args[i + 1]
             i += 2
         else:
@@ -143,5 +160,5 @@ def split_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 
 def overrides(ns: argparse.Namespace, cls: type[Table], flags: dict[str, str]) -> dict[str, Any]:
     """The settings given on the command line, and only those."""
-    given = {k.name: getattr(ns, k.name) for k in cls.table() if getattr(ns, k.name) is not None}
+    given = {k.name: v for k in cls.table() if (v := getattr(ns, k.name, None)) is not None}
     return {**given, **flags}

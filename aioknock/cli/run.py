@@ -9,7 +9,6 @@ one-knock command's start-up. Several hosts, ``--hosts``, ``logtofile`` and
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 
@@ -18,17 +17,18 @@ from ..asyncio.oneshot import knock_one
 from ..config.kinds import BOOL_WORDS
 from ..config.settings import ClientSettings
 from ..errors import ConfigError
+from ..logs import DEBUG, get_logger
 from .exits import EXIT_FAILED
 from .hosts import parse_line, read_hosts_file, stdin_hosts
 from .loop import run_async
-from .output import emit_json
+from .output import emit_json, say
 
 TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
     from typing import Any
 
 
-log = logging.getLogger("aioknock")
+log = get_logger("aioknock")
 
 
 def run(ns: argparse.Namespace, settings: ClientSettings) -> int:
@@ -51,7 +51,7 @@ def _run_one(ns: argparse.Namespace, settings: ClientSettings, target: Any) -> i
     if ns.json:
         emit_json(result.as_json())
     if settings.test:
-        log.info("test mode: nothing sent")
+        say("test mode: nothing sent")
     return 0 if result.ok else EXIT_FAILED
 
 
@@ -129,12 +129,16 @@ class Tally:
 
 
 def report(result: KnockResult, settings: ClientSettings, *, single: bool) -> None:
-    level = logging.INFO if single else logging.DEBUG
-    if result.protocol == "spa" and result.ports:
-        log.log(level, "SPA packet for %s: %d bytes to udp port %d", result.host,
-                len(result.payload), result.ports[0])  # fmt: skip
-    elif result.ports:
-        log.log(level, "knock for %s: %s", result.host, " ".join(map(str, result.ports)))
+    """One host's knock is the command's output (``say``); a fleet's hosts', diagnostics
+    (made only when ``-debug`` shows them: a fleet has thousands)."""
+    tell = say if single else log.debug
+    shown = single or log.is_enabled_for(DEBUG)
+    if shown and result.ports:
+        if result.protocol == "spa":
+            tell(f"SPA packet for {result.host}: {len(result.payload)} bytes to udp port "
+                 f"{result.ports[0]}")  # fmt: skip
+        else:
+            tell(f"knock for {result.host}: {' '.join(map(str, result.ports))}")
     if result.values:
         log.debug("values  %s", " ".join(map(str, result.values)))
         log.debug("payload %s", " ".join(map(str, result.payload)))
@@ -144,7 +148,6 @@ def report(result: KnockResult, settings: ClientSettings, *, single: bool) -> No
         log.error("%s", result.error)
         return
     if result.verified:
-        log.info("%s: port %d open after the knock", result.host, settings.verify)
-    if result.attempts:
-        log.log(level, "sent %d knocks to %s (%s)", len(result.attempts), result.host,
-                result.address)  # fmt: skip
+        say(f"{result.host}: port {settings.verify} open after the knock")
+    if shown and result.attempts:
+        tell(f"sent {len(result.attempts)} knocks to {result.host} ({result.address})")

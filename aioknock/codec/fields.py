@@ -20,7 +20,7 @@ SIMPLE_FIELDS = ("CLIENT", "PORT", "RAND", "CHECKSUM", *TIME_FIELDS)
 ALIASES = {"IP": "CLIENT"}
 #: The field names as people write them, for help texts and errors.
 FIELD_NAMES = "CLIENT (or IP), PORT, FLAGm, RAND, " + ", ".join((*TIME_FIELDS, "CHECKSUM"))
-_FLAG = re.compile(r"FLAG([0-9]{1,9})", re.ASCII)
+_FLAG = r"(?a)FLAG([0-9]{1,9})"
 
 
 def time_values(now: float, *, localtime: bool = False) -> dict[str, int]:
@@ -65,7 +65,7 @@ def parse_fields(text: str) -> tuple[str, ...]:
     for raw in text.split(","):
         name = raw.strip().upper()
         name = ALIASES.get(name, name)
-        if flag := _FLAG.fullmatch(name):
+        if flag := re.fullmatch(_FLAG, name):
             name = f"FLAG{int(flag[1])}"
         elif not name:
             raise InvalidValue(f"empty field in {text!r}")
@@ -119,7 +119,7 @@ class KnockFormat(Record):
         return sum(self.width(name) for name in self.fields)
 
     def flag_numbers(self) -> list[int]:
-        return [int(m.group(1)) for name in self.fields if (m := _FLAG.fullmatch(name))]
+        return [int(m.group(1)) for name in self.fields if (m := re.fullmatch(_FLAG, name))]
 
     def pack(self, inputs: KnockInputs, now: float, *, localtime: bool = False) -> bytes:
         times = time_values(now, localtime=localtime) if self._uses_time() else {}

@@ -21,7 +21,7 @@ FIELDS = {
     "_CLIENTPORT_": r"[0-9]{1,5}",
     "_REMOTEPORT_": r"[0-9]{1,5}",
 }
-_FIELD = re.compile("|".join(FIELDS))
+_FIELD = "|".join(FIELDS)
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -42,7 +42,7 @@ def _compile(template: str) -> re.Pattern[str]:
     parts: list[str] = []
     seen: set[str] = set()
     pos = 0
-    for m in _FIELD.finditer(template):
+    for m in re.finditer(_FIELD, template):
         parts.append(re.escape(template[pos : m.start()]))
         name = m.group(0).strip("_").lower()
         parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>{FIELDS[m.group(0)]})")
@@ -95,7 +95,7 @@ class LogTemplate(Record):
 
     def fields(self) -> set[str]:
         """The fields the template holds, lower-case without underscores (``client``)."""
-        return {m.strip("_").lower() for m in _FIELD.findall(self.template)}
+        return {m.strip("_").lower() for m in re.findall(_FIELD, self.template)}
 
     def __str__(self) -> str:
         return self.template
@@ -110,7 +110,7 @@ class LogTemplate(Record):
             "_CLIENTPORT_": str(clientport),
             "_REMOTEPORT_": str(remoteport),
         }
-        return _one_line(_FIELD.sub(lambda m: values[m.group(0)], self.template))
+        return _one_line(re.sub(_FIELD, lambda m: values[m.group(0)], self.template))
 
     def match(self, line: str) -> LogRecord | None:
         """The fields of a line written from this template; None for any other line."""

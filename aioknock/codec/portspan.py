@@ -16,7 +16,7 @@ from ..errors import InvalidValue, KnockError
 from ..records import Record
 
 MAX_BITS = 15
-_ITEM = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", re.ASCII)
+_ITEM = r"(?a)\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?"
 
 
 def _powers_near(size: int) -> str:
@@ -78,7 +78,7 @@ class PortSpan(Record):
         for part in text.split(","):
             if not part.strip():
                 raise InvalidValue(f"empty item in {text!r}")
-            m = _ITEM.fullmatch(part)
+            m = re.fullmatch(_ITEM, part)
             try:
                 if m is None:
                     raise ValueError

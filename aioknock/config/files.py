@@ -198,4 +198,4 @@ def read_file(path: Path, cls: type[Table]) -> Layer:
 
 
 def _known(cls: type[Table], key: str) -> bool:
-    return cls.row(key) is not None or (cls.FLAGS and FLAG_KEY.fullmatch(key) is not None)
+    return cls.row(key) is not None or (cls.FLAGS and re.fullmatch(FLAG_KEY, key) is not None)

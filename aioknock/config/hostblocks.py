@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 NAME = "host"
 PASSPHRASE = ("key", "key_file")  # one unit: a block that sets either sets both
-_WILD = re.compile(r"[*?\[]")
+_WILD = r"[*?\[]"
 
 
 def block_keys(cls: type[Table]) -> list[str]:
@@ -102,7 +102,7 @@ class HostBlocks(Record):
                     origins.setdefault(key, "")  # taken by an earlier block, or pinned
         if not kept:
             return settings
-        flags = {int(k[4:]): kept.pop(k) for k in list(kept) if FLAG_KEY.fullmatch(k)}
+        flags = {int(k[4:]): kept.pop(k) for k in list(kept) if re.fullmatch(FLAG_KEY, k)}
         merged = {**settings.origins, **{k: v for k, v in origins.items() if v}}
         try:
             changed = settings.replace(**kept, flags={**settings.flags, **flags}, origins=merged)
@@ -146,7 +146,7 @@ def _patterns(
         raise ConfigError(f"host block {shown(label)!r} only excludes, so it matches no host; "
                           f"add what it is for, e.g. '* {shown(words[0])}'",
                           **place(where))  # fmt: skip
-    literal = not negative and not any(_WILD.search(p) for p in positive)
+    literal = not negative and not any(re.search(_WILD, p) for p in positive)
     names = frozenset(positive) if literal else None
     return _regex(positive), _regex(negative) if negative else None, names
 

@@ -95,19 +95,19 @@ def _yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
 
-_DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII only: int() also takes full-width digits, "2_2"
-_DECIMAL = re.compile(r"(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+-]?[0-9]{1,3})?")
-_MARK = re.compile(r"0[xX][0-9a-fA-F]{1,8}|[0-9]{1,10}")
+_DIGITS = r"[0-9]{1,20}"  # ASCII only: int() also takes full-width digits, "2_2"
+_DECIMAL = r"(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+-]?[0-9]{1,3})?"
+_MARK = r"0[xX][0-9a-fA-F]{1,8}|[0-9]{1,10}"
 
 
-def _number(raw: object, pattern: re.Pattern[str], base: int = 10) -> int:
+def _number(raw: object, pattern: str, base: int = 10) -> int:
     """A whole number written as ASCII digits (a program may pass an int)."""
     if isinstance(raw, bool):
         raise ValueError
     if isinstance(raw, int):
         return raw
     text = plain_text(raw)
-    if not pattern.fullmatch(text):
+    if not re.fullmatch(pattern, text):
         raise ValueError
     return int(text, base)
 
@@ -135,7 +135,7 @@ def seconds(low: float = 0.0, high: float = DAY) -> Kind:
             raise ValueError
         if isinstance(raw, int | float):
             value = float(raw)
-        elif _DECIMAL.fullmatch(text := plain_text(raw)):
+        elif re.fullmatch(_DECIMAL, text := plain_text(raw)):
             value = float(text)
         else:
             raise ValueError

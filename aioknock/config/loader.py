@@ -11,12 +11,13 @@ error names the file and line (or the variable, or the flag) to fix.
 
 from __future__ import annotations
 
-import logging
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 
 from ..errors import ConfigError
+from ..logs import get_logger
 from .files import Layer, read_file
 from .kinds import PATH
 from .settings import ClientSettings, KnockSettings
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
     S = TypeVar("S", bound=KnockSettings)
 
-log = logging.getLogger("aioknock.config")
+log = get_logger("aioknock.config")
 
 ENV_PREFIX = "AIOKNOCK"
 CLI = "command line"
@@ -94,7 +95,7 @@ def _read_env(cls: type[Table]) -> Layer:
     for dotted, value in env.items():
         raw = dotted.replace(".", "_")  # AIOKNOCK_KEY_FILE arrives as key.file
         name, key = f"{ENV_PREFIX}_{raw.upper()}", canonical(raw)
-        if cls.row(key) is not None or (cls.FLAGS and FLAG_KEY.fullmatch(key)):
+        if cls.row(key) is not None or (cls.FLAGS and re.fullmatch(FLAG_KEY, key)):
             layer.add(key, value, f"environment {name}")
         else:
             log.warning("ignoring environment variable %s: no setting %r", name, key)

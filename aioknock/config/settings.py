@@ -14,7 +14,6 @@ that client and daemon share, and ``for_host`` the config file's ``<host>`` bloc
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Mapping
 
 from ..codec import sealed
@@ -26,6 +25,7 @@ from ..codec.portspan import MAX_BITS, PortSpan
 from ..codec.sequence import Hit
 from ..codec.spa import SpaKeys
 from ..errors import ConfigError, InvalidValue, shown
+from ..logs import get_logger
 from .hostblocks import NAME as HOST_BLOCK
 from .hostblocks import HostBlocks, read_host_blocks
 from .kinds import (
@@ -53,7 +53,7 @@ from .kinds import (
 from .table import Table, opt, slot
 from .values import override, placed
 
-log = logging.getLogger("aioknock.config")
+log = get_logger("aioknock.config")
 
 DEFAULT_FILEFORMAT = (
     "_DATE_ localhost kernel: IN=eth0 OUT= SRC=_CLIENT_ DST=_REMOTE_ LEN=60 TOS=0x00 "

@@ -90,9 +90,6 @@ class Slot(Record):
         self.init = init
         self.compare = compare
 
-    def named(self, name: str) -> Slot:
-        return Slot(name, self.default, self.factory, self.init, self.compare)
-
 
 _NONE: Any = object()  # no default: the value must be given, or is made in __post_init__
 
@@ -105,7 +102,7 @@ def opt(
     hosts-file line may set it (``host``). A ``required`` key's default stands for "not
     given" and is kept as it is."""
     value = default if required else kind(default)
-    return Key("", kind, value, help, secret, metavar, host, required)
+    return _Declared(Key, (kind, value, help, secret, metavar, host, required))
 
 
 def slot(
@@ -113,15 +110,26 @@ def slot(
     compare: bool = True,
 ) -> Any:  # fmt: skip
     """Declare a value that is not a key (a default, or a ``factory`` that makes one)."""
-    return Slot("", default, factory, init, compare)
+    return _Declared(Slot, (default, factory, init, compare))
+
+
+class _Declared:
+    """What ``opt()`` and ``slot()`` return: a row's values, until its class names it and
+    the row is made once, named (each of a Record's fields is a checked assignment)."""
+
+    __slots__ = ("args", "row")
+
+    def __init__(self, row: type[Key] | type[Slot], args: tuple[Any, ...]) -> None:
+        self.row = row
+        self.args = args
 
 
 def _fields_of(cls: type[Table]) -> tuple[Key | Slot, ...]:
     """The base's fields, then this class's own (one declared again keeps its place)."""
     fields = {f.name: f for f in cls.FIELDS}
     for name, value in list(vars(cls).items()):
-        if isinstance(value, Key | Slot):
-            fields[name] = value.named(name)
+        if isinstance(value, _Declared):
+            fields[name] = value.row(name, *value.args)
             delattr(cls, name)  # the instance holds the value; the table holds the row
     for name, note in vars(cls).get("__annotations__", {}).items():
         if name not in fields and not str(note).startswith(("ClassVar", "Final")):

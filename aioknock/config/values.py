@@ -9,12 +9,12 @@ place attached here, and nowhere else.
 
 from __future__ import annotations
 
-import logging
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
 
 from ..errors import ConfigError, closest
+from ..logs import get_logger
 from ..records import Record
 from .kinds import FLAG
 from .regular import MAX_KEY, read_regular
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
     T = TypeVar("T", bound=Table)
 
-log = logging.getLogger("aioknock.config")
+log = get_logger("aioknock.config")
 
-FLAG_KEY = re.compile(r"flag(\d{1,9})", re.ASCII)
+FLAG_KEY = r"(?a)flag(\d{1,9})"
 
 
 class Given(Record):
@@ -46,7 +46,7 @@ class Given(Record):
 def canonical(key: str) -> str:
     """Keys are case-insensitive, and flag007 is flag7 (as -flag007 and FLAG007 are)."""
     key = key.lower()
-    if m := FLAG_KEY.fullmatch(key):
+    if m := re.fullmatch(FLAG_KEY, key):
         return f"flag{int(m.group(1))}"
     return key
 
@@ -75,7 +75,7 @@ def placed(exc: ConfigError, where: Mapping[str, str], fallback: str | None = No
 def check_key(cls: type[Table], key: str, where: str, *, host: bool = False) -> Key | None:
     """The row of ``key`` (None for a flagN), or a ConfigError saying why it cannot be here."""
     row = cls.row(key)
-    is_flag = cls.FLAGS and FLAG_KEY.fullmatch(key) is not None
+    is_flag = cls.FLAGS and re.fullmatch(FLAG_KEY, key) is not None
     if host and not (is_flag or (row is not None and row.host)):
         keys = ", ".join(per_host_keys(cls))
         raise ConfigError(f"not a setting a host line can override (these can: {keys}, flagN)",

@@ -19,7 +19,6 @@ knocks refuses it only on a host that accepted the original and still remembers 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from ..codec.fields import Fields, time_values
 from ..codec.pipeline import Codec
 from ..codec.sequence import Hit
 from ..errors import KnockError
+from ..logs import Logger
 from .packet import Packet, same_ip
 from .recognizer import Grant, Ignored, PortWindow, Refusal, Reports, SourceTable, Verdict
 from .replay import ReplayMemory, digest
@@ -82,7 +82,7 @@ class EncodedKnocks:
         self._reports = Reports()
 
     @staticmethod
-    def warn_exposure(logger: logging.Logger, recognizers: Iterable[object]) -> None:
+    def warn_exposure(logger: Logger, recognizers: Iterable[object]) -> None:
         """Log ``exposure_warning``, if any: asyncio/daemon.py calls this once, at start."""
         if (message := exposure_warning(recognizers)) is not None:
             logger.warning("%s", message)

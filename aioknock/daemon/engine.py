@@ -12,11 +12,11 @@ commands may wait, the counts, what a reload keeps and what stopping closes.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..codec.sequence import Hit
+from ..logs import ERROR, INFO, WARNING
 from .doors import Door, DoorTable, OpenDoor
 from .packet import Packet
 from .recognizer import Grant, Recognizer, Refusal, Verdict
@@ -166,7 +166,7 @@ class Engine:
         self.pending -= 1
         if error is not None:
             verb = "open" if isinstance(action, Open) else "close"
-            self._log(logging.ERROR, f"could not {verb} {action.door}: {error}")
+            self._log(ERROR, f"could not {verb} {action.door}: {error}")
         if isinstance(action, Open):
             self._opened(action.serial, error is None)
 
@@ -195,7 +195,7 @@ class Engine:
                 self._refuse(grant.source, f"it could not be recorded as used: {error}",
                              grant.via)  # fmt: skip
                 return
-            self._log(logging.WARNING, f"knock from {grant.source} ({grant.via}) not recorded "
+            self._log(WARNING, f"knock from {grant.source} ({grant.via}) not recorded "
                                        f"as used, accepted anyway (replay_failure = accept): "
                                        f"{error}")  # fmt: skip
         self._open_doors(grant, now)
@@ -221,12 +221,12 @@ class Engine:
             self._refuse(verdict.source, verdict.reason)
         else:
             self.counts["ignore"] += 1
-            self._log(logging.INFO, f"ignored knock from {verdict.source}: {verdict.reason}")
+            self._log(INFO, f"ignored knock from {verdict.source}: {verdict.reason}")
 
     def _refuse(self, source: str, reason: str, via: str = "") -> None:
         self.counts["refuse"] += 1
         door = f" ({via})" if via else ""
-        self._log(logging.WARNING, f"refused knock from {source}{door}: {reason}")
+        self._log(WARNING, f"refused knock from {source}{door}: {reason}")
 
     def _grant(self, grant: Grant, now: float) -> None:
         if not grant.digest:
@@ -262,7 +262,7 @@ class Engine:
             return
         self.counts["accept"] += 1
         action = "opening" if outcome == "open" else "extending"
-        self._log(logging.INFO, f"accepted knock from {grant.source} ({grant.via}): "
+        self._log(INFO, f"accepted knock from {grant.source} ({grant.via}): "
                                 f"{action} {door} for {duration:g} s")  # fmt: skip
         held = self.doors.get(door.key)
         assert held is not None
@@ -284,7 +284,7 @@ class Engine:
             opening.closing = why
             self.doors.keep(held)
             return
-        self._log(logging.INFO, f"closing {held.door}{why}")
+        self._log(INFO, f"closing {held.door}{why}")
         if not held.closes_itself:
             self._firewall(Close(held.door, held.duration, held.backend))
 
