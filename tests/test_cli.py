@@ -22,14 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aioknock import version
 from aioknock.asyncio import fleet, hostknock, oneshot
 from aioknock.asyncio.sender import Attempt, Resolved
 from aioknock.cli import fleetrun
 from aioknock.cli import main as cli
+from aioknock.cli.options import setting_flags
 from aioknock.codec.logtemplate import LogTemplate
 from aioknock.config.settings import ClientSettings
+from aioknock.errors import ConfigError
 
 PLAIN = ["-client", "10.1.1.1", "-knock", "CLIENT,PORT,FLAG0,CHECKSUM", "-flag0", "15"]
 # PLAIN on the default span 745-1000 (unencrypted, so the same every time).
@@ -233,6 +237,32 @@ def test_c_is_short_for_conf_but_no_prefix_of_anything(
     code, _, err = run(capsys, "run", "-cipherr", "DES", "-test")
     assert code == 2
     assert one_error_line(err).endswith("unknown option -cipherr; did you mean -cipher?")
+
+
+ALL_FLAGS = sorted(setting_flags(ClientSettings))
+_ARGV_WORDS = st.one_of(
+    st.sampled_from(ALL_FLAGS),
+    st.sampled_from(["22", "yes", "-", "--", "127.0.0.1", "-nosuch", "--port=22", "-debug=1",
+                     "--cipher=", "-1", "-h0st"]),
+    st.text(max_size=4),
+)  # fmt: skip
+
+
+def _parsed(parser: Any, argv: list[str]) -> dict[str, Any] | str:
+    try:
+        ns = parser.parse_args(argv)
+    except ConfigError as exc:
+        return str(exc)
+    return {k: v for k, v in vars(ns).items() if v is not None}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ARGV_WORDS, max_size=8))
+def test_a_parser_of_the_flags_given_parses_as_one_of_all(argv: list[str]) -> None:
+    """Only the keys argv names are added to argparse (cli/options.add_settings): what it
+    makes of argv, values or error, is what a parser of every flag makes of it."""
+    every = cli._parser("run", ALL_FLAGS)
+    assert _parsed(cli._parser("run", argv), argv) == _parsed(every, argv)
 
 
 # --- -test, -quiet, -debug ------------------------------------------------------------
