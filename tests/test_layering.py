@@ -168,7 +168,9 @@ def test_a_one_host_knock_loads_only_what_it_uses(command: str) -> None:
             "import sys\n"
             f"sys.argv = ['aioknock', '{command}', '-timeout', '0', {target}]\n"
             "from aioknock.__main__ import start\n"
-            "assert start() == 0"
+            "assert start() == 0\n"
+            "import gc\n"  # the imports' objects frozen, the collector on again
+            "assert gc.isenabled() and gc.get_freeze_count() > 10000, gc.get_freeze_count()"
         )
     unwanted = ("asyncio", "uvloop", "dataclasses", "inspect", "config", "tomllib", "json",
                 "pathlib", "typing", "difflib", "importlib.resources", "Crypto",
