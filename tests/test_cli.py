@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aioknock import version
@@ -30,7 +30,7 @@ from aioknock.asyncio import fleet, hostknock, oneshot
 from aioknock.asyncio.sender import Attempt, Resolved
 from aioknock.cli import fleetrun
 from aioknock.cli import main as cli
-from aioknock.cli.options import setting_flags
+from aioknock.cli.options import setting_flags, split_flags
 from aioknock.codec.logtemplate import LogTemplate
 from aioknock.config.settings import ClientSettings
 from aioknock.errors import ConfigError
@@ -797,3 +797,39 @@ def test_the_usage_examples_of_decode_run(capsys: pytest.CaptureFixture[str]) ->
             assert code == 0 and "port=22" in out, err
     finally:
         os.chdir(cwd)
+
+
+_ARGISH = st.text(st.sampled_from("-=FLAGflag019\u0663x tT\u00e9"), max_size=12)
+_FLAGISH = st.builds("{}{}{}".format, st.sampled_from(["-flag", "--FLAG", "-Flag", "flag"]),
+                     st.text(st.sampled_from("0129\u0663"), min_size=1, max_size=10),
+                     st.sampled_from(["", "=", "=x", "==\n"]))  # fmt: skip
+_NEXTISH = st.builds("{}{}{}".format, st.sampled_from(["-", "--", ""]),
+                     st.sampled_from("aZ\u00e9\u0663 1-="), _ARGISH)  # fmt: skip
+
+
+@given(st.lists(st.one_of(_ARGISH, _FLAGISH, _NEXTISH), max_size=5))
+@example(["-flag1", "-\u00e9t\u00e9"])  # values, not options
+@example(["--flag2", "-\u0663"])
+def test_split_flags_takes_what_the_patterns_took(argv: list[str]) -> None:
+    """-flagN/--FLAGn=VALUE as the patterns read them (one to nine ASCII digits; the next
+    argument is a value unless it looks like an option)."""
+    rest: list[str] = []
+    flags: dict[str, str] = {}
+    i, error = 0, False
+    while i < len(argv):
+        m = re.fullmatch(r"(?i)--?flag([0-9]{1,9})(?:=(.*))?", argv[i], re.ASCII | re.DOTALL)
+        if m is None:
+            rest.append(argv[i])
+            i += 1
+        elif m[2] is not None:
+            flags[f"flag{int(m[1])}"], i = m[2], i + 1
+        elif i + 1 < len(argv) and not re.match(r"--?[A-Za-z]", argv[i + 1]):
+            flags[f"flag{int(m[1])}"], i = argv[i + 1], i + 2
+        else:
+            error = True
+            break
+    if error:
+        with pytest.raises(ConfigError, match="needs a value"):
+            split_flags(argv)
+    else:
+        assert split_flags(argv) == (rest, flags)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,13 @@ from hypothesis import strategies as st
 
 import aioknock
 from aioknock import ClientSettings, ConfigError, InvalidValue, KnockError
-from aioknock.codec.fields import TIME_FIELDS, KnockFormat, KnockInputs, time_values
+from aioknock.codec.fields import (
+    TIME_FIELDS,
+    KnockFormat,
+    KnockInputs,
+    flag_number,
+    time_values,
+)
 
 Loader = Callable[..., aioknock.Settings]
 
@@ -270,3 +277,18 @@ def test_pack_unpack_round_trip(case: tuple[KnockFormat, KnockInputs, float], lo
 
 def _byte_names(fmt: KnockFormat) -> list[str]:
     return [name for name in fmt.fields for _ in range(fmt.width(name))]
+
+
+# Digits of every kind (ASCII, Arabic-Indic, superscript, fullwidth) and what may surround
+# them: the string test must take exactly what the pattern it replaced took.
+_DIGITISH = st.text(st.sampled_from("0123456789\u0663\u00b2\uff11"), min_size=1, max_size=11)
+_NAMEISH = st.text(st.sampled_from("FLAGflag0123456789\u0663\u00b2\uff11 -=x\n"), max_size=14)
+
+
+@given(st.one_of(_NAMEISH, st.builds("{}{}".format, st.sampled_from(["FLAG", "flag"]), _DIGITISH),
+                 st.text(max_size=14)))  # fmt: skip
+def test_flag_number_takes_what_the_pattern_took(name: str) -> None:
+    m = re.fullmatch(r"(?a)FLAG([0-9]{1,9})", name)
+    assert flag_number(name) == (int(m[1]) if m else None)
+    low = re.fullmatch(r"(?a)flag([0-9]{1,9})", name)
+    assert flag_number(name, "flag") == (int(low[1]) if low else None)

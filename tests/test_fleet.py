@@ -680,6 +680,23 @@ def test_a_low_open_files_limit_slows_a_fleet_but_fails_no_host(
     assert "ulimit -n" in warnings[0] and (concurrency is None or "not 500" in warnings[0])
 
 
+def test_too_few_files_for_an_event_loop_is_one_line_and_one_host_still_knocks(
+    cli: list[str], env: dict[str, str]
+) -> None:
+    """Under 32 open files the loop (a fleet, the daemon) is refused up front, in one line;
+    a one-host knock runs no loop and needs only its socket."""
+    cmd = [*cli, "-timeout", "0", "-portspan", "42000-42255", "-knock", "PORT,RAND"]
+    fleet = subprocess.run([*cmd, "127.0.0.1", "127.0.0.2"], capture_output=True, text=True,
+                           env=env, timeout=30, preexec_fn=_limited(16), check=False)  # fmt: skip
+    assert fleet.returncode == 1
+    assert fleet.stderr == (
+        "aioknock: error: the open-files limit is 16; aioknock needs at least 32 (ulimit -n)\n"
+    )
+    one = subprocess.run([*cmd, "127.0.0.1"], capture_output=True, text=True, env=env,
+                         timeout=30, preexec_fn=_limited(16), check=False)  # fmt: skip
+    assert one.returncode == 0 and "sent 3 knocks to 127.0.0.1" in one.stderr, one.stderr
+
+
 async def test_every_error_line_names_its_host(monkeypatch: pytest.MonkeyPatch) -> None:
     def out_of_files(*_: Any) -> str:
         raise OSError(24, "Too many open files")

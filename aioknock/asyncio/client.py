@@ -6,7 +6,6 @@ kernel which address reaches a host (``client = auto``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import ipaddress
 import os
@@ -47,9 +46,11 @@ def _host(remote: str) -> str | bytes:
     the IDNA codec would make of it, so that a literal does not import that codec
     (~1.5 ms of a start-up); a name as it is, for the codec."""
     if remote.isascii():
-        with contextlib.suppress(ValueError):
+        try:
             ipaddress.ip_address(remote)
-            return remote.encode("ascii")
+        except ValueError:
+            return remote
+        return remote.encode("ascii")
     return remote
 
 
@@ -69,13 +70,15 @@ def carried(settings: ClientSettings, remote: str, address: str) -> str:
     """``address`` as the knock's CLIENT: an IPv4 address, or a KnockError saying why not."""
     if not settings.codec.needs_client:
         return ""
-    with contextlib.suppress(ValueError):  # not an address at all: the codec says why
+    try:
         ip = ipaddress.ip_address(address)
-        if isinstance(ip, ipaddress.IPv6Address):
-            raise KnockError(
-                f"CLIENT holds an IPv4 address, but the route to {remote} uses {address}; "
-                "set client = x.x.x.x"
-            )
+    except ValueError:
+        return address  # not an address at all: the codec says why
+    if isinstance(ip, ipaddress.IPv6Address):
+        raise KnockError(
+            f"CLIENT holds an IPv4 address, but the route to {remote} uses {address}; "
+            "set client = x.x.x.x"
+        )
     return address
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 
 from ..logs import get_logger
+from .exits import EXIT_FAILED
 
 TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
@@ -16,11 +17,26 @@ if TYPE_CHECKING:
 
 log = get_logger("aioknock")
 
+MIN_FILES = 32  # the event loop's own (self-pipe, signals), a few sockets, the log
+
 
 def run_async(main: Coroutine[Any, Any, int]) -> int:
     """Run ``main`` on uvloop (asyncio's own loop if uvloop is not installed)."""
+    if (soft := _files_limit()) < MIN_FILES:
+        # The loop itself needs a few (its self-pipe, signals): say so up front.
+        log.error("the open-files limit is %d; aioknock needs at least %d (ulimit -n)",
+                  soft, MIN_FILES)  # fmt: skip
+        main.close()
+        return EXIT_FAILED
     with _runner() as runner:
         return runner.run(main)
+
+
+def _files_limit() -> int:
+    import resource  # here: a one-host run has no loop to check for
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return MIN_FILES if soft == resource.RLIM_INFINITY else soft
 
 
 def _runner() -> asyncio.Runner:

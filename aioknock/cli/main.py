@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import resource
 import sys
 from collections.abc import Sequence
 
@@ -34,7 +33,6 @@ log = get_logger("aioknock")
 FWKNOPRC = "~/.fwknoprc"
 HELP = ("-h", "--help", "-help")
 VERSION = ("--version", "-version", "-V")
-MIN_FILES = 32  # the event loop's own (self-pipe, signals), a few sockets, the log
 
 
 class _Spec(Record):
@@ -350,12 +348,6 @@ def _execute(command: str, rest: list[str]) -> int:
     if command == "decode":
         assert isinstance(settings, ClientSettings)
         return _decode(ns, settings)
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft != resource.RLIM_INFINITY and soft < MIN_FILES:
-        # The event loop itself needs a few (its self-pipe, signals): say so up front.
-        log.error("the open-files limit is %d; aioknock needs at least %d (ulimit -n)",
-                  soft, MIN_FILES)  # fmt: skip
-        return EXIT_FAILED
     if command == "daemon":
         # Each command imports what it runs: a one-host run needs no event loop at all.
         from ..asyncio.daemon import serve

@@ -8,9 +8,9 @@ taken out of argv before argparse sees the rest.
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Sequence
 
+from ..codec.fields import flag_number
 from ..config.kinds import BOOL_WORDS
 from ..config.table import Key, Table
 from ..errors import ConfigError
@@ -18,10 +18,6 @@ from ..errors import ConfigError
 TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
     from typing import Any
-
-
-_FLAG_ARG = r"(?i)--?flag(\d{1,9})(?:=(.*))?"
-_OPTION = r"--?[A-Za-z].*"  # the next option, not a value (-flag0 -test)
 
 
 def _spellings(name: str, *, negative: bool = False) -> list[str]:
@@ -141,21 +137,40 @@ def split_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     args = list(argv)
     i = 0
     while i < len(args):
-        m = re.fullmatch(_FLAG_ARG, args[i])
-        if m is None:
+        flag = _flag_arg(args[i])
+        if flag is None:
             rest.append(args[i])
             i += 1
             continue
-        if m.group(2) is not None:
-            value = m.group(2)
+        number, value = flag
+        if value is not None:
             i += 1
-        elif i + 1 < len(args) and not re.fullmatch(_OPTION, args[i + 1]):
+        elif i + 1 < len(args) and not _is_option(args[i + 1]):
             value = args[i + 1]
             i += 2
         else:
             raise ConfigError(f"{args[i]} needs a value", source="command line")
-        flags[f"flag{int(m.group(1))}"] = value
+        flags[f"flag{number}"] = value
     return rest, flags
+
+
+def _bare(arg: str) -> str | None:
+    """``arg`` without its one or two leading dashes (None if it has none)."""
+    return arg[2:] if arg.startswith("--") else arg[1:] if arg.startswith("-") else None
+
+
+def _flag_arg(arg: str) -> tuple[int, str | None] | None:
+    """(N, its value if given as ``=VALUE``) of ``-flagN``/``--FLAGn=VALUE``, else None."""
+    name, eq, value = arg.partition("=")
+    bare = _bare(name.lower())
+    number = None if bare is None else flag_number(bare, "flag")
+    return None if number is None else (number, value if eq else None)
+
+
+def _is_option(arg: str) -> bool:
+    """Whether ``arg`` is the next option, not a value (``-flag0 -test``)."""
+    bare = _bare(arg)
+    return bare is not None and bare[:1].isascii() and bare[:1].isalpha()
 
 
 def overrides(ns: argparse.Namespace, cls: type[Table], flags: dict[str, str]) -> dict[str, Any]:

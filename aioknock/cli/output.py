@@ -3,7 +3,6 @@ the command's own lines for people on stderr."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -36,13 +35,17 @@ def say(text: str) -> None:
     import logging (~32 M instructions, a sixth of its start). A closed or broken stderr
     loses the line, as it would lose a record, and fails nothing."""
     if passes(INFO) and sys.stderr is not None:
-        with contextlib.suppress(OSError, ValueError):
+        try:
             print(f"{PREFIX}{text}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            return  # lost, as a record would be
 
 
 def silence_stdout() -> None:
     """After EPIPE, point stdout at /dev/null so that the interpreter's last flush is quiet."""
-    with contextlib.suppress(OSError, ValueError):
+    try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+    except (OSError, ValueError):
+        return  # stdout already closed: nothing to quiet

@@ -7,7 +7,6 @@ randomness come in as arguments so the codec stays deterministic under test.
 from __future__ import annotations
 
 import ipaddress
-import re
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -20,7 +19,6 @@ SIMPLE_FIELDS = ("CLIENT", "PORT", "RAND", "CHECKSUM", *TIME_FIELDS)
 ALIASES = {"IP": "CLIENT"}
 #: The field names as people write them, for help texts and errors.
 FIELD_NAMES = "CLIENT (or IP), PORT, FLAGm, RAND, " + ", ".join((*TIME_FIELDS, "CHECKSUM"))
-_FLAG = r"(?a)FLAG([0-9]{1,9})"
 
 
 def time_values(now: float, *, localtime: bool = False) -> dict[str, int]:
@@ -58,6 +56,13 @@ class KnockInputs(Record):
         self.rand = rand
 
 
+def flag_number(name: str, prefix: str = "FLAG") -> int | None:
+    """N of the name ``FLAGn`` (one to nine ASCII digits after ``prefix``), else None: a
+    string test, where a pattern would be compiled at every start (~0.6 M instructions)."""
+    digits = name[len(prefix) :] if name.startswith(prefix) else ""
+    return int(digits) if 0 < len(digits) <= 9 and digits.isascii() and digits.isdigit() else None
+
+
 def parse_fields(text: str) -> tuple[str, ...]:
     """``CLIENT,PORT,FLAG0`` as canonical field names (``IP`` is ``CLIENT``, ``FLAG01``
     is ``FLAG1``)."""
@@ -65,8 +70,8 @@ def parse_fields(text: str) -> tuple[str, ...]:
     for raw in text.split(","):
         name = raw.strip().upper()
         name = ALIASES.get(name, name)
-        if flag := re.fullmatch(_FLAG, name):
-            name = f"FLAG{int(flag[1])}"
+        if (flag := flag_number(name)) is not None:
+            name = f"FLAG{flag}"
         elif not name:
             raise InvalidValue(f"empty field in {text!r}")
         elif name not in SIMPLE_FIELDS:
@@ -119,7 +124,7 @@ class KnockFormat(Record):
         return sum(self.width(name) for name in self.fields)
 
     def flag_numbers(self) -> list[int]:
-        return [int(m.group(1)) for name in self.fields if (m := re.fullmatch(_FLAG, name))]
+        return [n for name in self.fields if (n := flag_number(name)) is not None]
 
     def pack(self, inputs: KnockInputs, now: float, *, localtime: bool = False) -> bytes:
         times = time_values(now, localtime=localtime) if self._uses_time() else {}

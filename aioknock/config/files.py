@@ -14,7 +14,7 @@ from ..errors import ConfigError, shown
 from .entries import Block, Entry
 from .regular import MAX_CONFIG, read_regular
 from .table import Table
-from .values import FLAG_KEY, canonical, check_key
+from .values import canonical, check_key, is_flag
 
 TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
@@ -198,4 +198,4 @@ def read_file(path: Path, cls: type[Table]) -> Layer:
 
 
 def _known(cls: type[Table], key: str) -> bool:
-    return cls.row(key) is not None or (cls.FLAGS and re.fullmatch(FLAG_KEY, key) is not None)
+    return cls.row(key) is not None or (cls.FLAGS and is_flag(key))

@@ -19,7 +19,16 @@ from ..errors import ConfigError, shown
 from ..records import Record
 from .entries import Block, Entry
 from .table import Table
-from .values import FLAG_KEY, Given, canonical, check_key, place, placed, read_key_file, read_values
+from .values import (
+    Given,
+    canonical,
+    check_key,
+    is_flag,
+    place,
+    placed,
+    read_key_file,
+    read_values,
+)
 
 TYPE_CHECKING = False  # typing is for the type checker only: ~3 ms of a start
 if TYPE_CHECKING:
@@ -102,7 +111,7 @@ class HostBlocks(Record):
                     origins.setdefault(key, "")  # taken by an earlier block, or pinned
         if not kept:
             return settings
-        flags = {int(k[4:]): kept.pop(k) for k in list(kept) if re.fullmatch(FLAG_KEY, k)}
+        flags = {int(k[4:]): kept.pop(k) for k in list(kept) if is_flag(k)}
         merged = {**settings.origins, **{k: v for k, v in origins.items() if v}}
         try:
             changed = settings.replace(**kept, flags={**settings.flags, **flags}, origins=merged)

@@ -12,7 +12,6 @@ error names the file and line (or the variable, or the flag) to fix.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -23,12 +22,12 @@ from .kinds import PATH
 from .settings import ClientSettings, KnockSettings
 from .table import Table
 from .values import (
-    FLAG_KEY,
     Given,
     Values,
     canonical,
     check_key,
     config_relative,
+    is_flag,
     make,
     place,
     placed,
@@ -95,7 +94,7 @@ def _read_env(cls: type[Table]) -> Layer:
     for dotted, value in env.items():
         raw = dotted.replace(".", "_")  # AIOKNOCK_KEY_FILE arrives as key.file
         name, key = f"{ENV_PREFIX}_{raw.upper()}", canonical(raw)
-        if cls.row(key) is not None or (cls.FLAGS and re.fullmatch(FLAG_KEY, key)):
+        if cls.row(key) is not None or (cls.FLAGS and is_flag(key)):
             layer.add(key, value, f"environment {name}")
         else:
             log.warning("ignoring environment variable %s: no setting %r", name, key)

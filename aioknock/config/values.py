@@ -9,10 +9,10 @@ place attached here, and nowhere else.
 
 from __future__ import annotations
 
-import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
 
+from ..codec.fields import flag_number
 from ..errors import ConfigError, closest
 from ..logs import get_logger
 from ..records import Record
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 log = get_logger("aioknock.config")
 
-FLAG_KEY = r"(?a)flag(\d{1,9})"
-
 
 class Given(Record):
     """One value as it was given, before its kind read it."""
@@ -46,9 +44,14 @@ class Given(Record):
 def canonical(key: str) -> str:
     """Keys are case-insensitive, and flag007 is flag7 (as -flag007 and FLAG007 are)."""
     key = key.lower()
-    if m := re.fullmatch(FLAG_KEY, key):
-        return f"flag{int(m.group(1))}"
+    if (n := flag_number(key, "flag")) is not None:
+        return f"flag{n}"
     return key
+
+
+def is_flag(key: str) -> bool:
+    """Whether ``key`` (canonical) is a flagN."""
+    return flag_number(key, "flag") is not None
 
 
 def place(where: str) -> dict[str, Any]:
@@ -75,12 +78,12 @@ def placed(exc: ConfigError, where: Mapping[str, str], fallback: str | None = No
 def check_key(cls: type[Table], key: str, where: str, *, host: bool = False) -> Key | None:
     """The row of ``key`` (None for a flagN), or a ConfigError saying why it cannot be here."""
     row = cls.row(key)
-    is_flag = cls.FLAGS and re.fullmatch(FLAG_KEY, key) is not None
-    if host and not (is_flag or (row is not None and row.host)):
+    flag = cls.FLAGS and is_flag(key)
+    if host and not (flag or (row is not None and row.host)):
         keys = ", ".join(per_host_keys(cls))
         raise ConfigError(f"not a setting a host line can override (these can: {keys}, flagN)",
                           key=key, **place(where))  # fmt: skip
-    if row is not None or is_flag:
+    if row is not None or flag:
         return row
     if not cls.BLOCK:
         close = closest(key, (k.name for k in cls.table()))
