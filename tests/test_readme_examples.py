@@ -9,7 +9,8 @@ mapping), and ``/etc/aioknock`` by a scratch folder; packets go only to 127.0.0.
 ::1. Commands whose outcome here differs from exit status 0 say why (``EXPECTED``); a
 command proven elsewhere names the test that proves it (``ELSEWHERE``). The daemon runs
 in a network namespace of its own (root), so that its nftables table is never the
-host's; it must still be running after ``DAEMON_RUN`` seconds and stop cleanly.
+host's; once it says what it reads (its signal handlers are set by then) it must still
+be running ``DAEMON_RUN`` seconds later, and stop cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import aioknock
 
 REPO = Path(aioknock.__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
-DAEMON_RUN = 1.5
+DAEMON_RUN = 1.0
+DAEMON_READY = ("capturing on ", "following ", "reading the kernel log ")
 
 # Hosts the README names, and the loopback addresses that stand for them here.
 HOSTS = {
@@ -206,6 +208,12 @@ def _run_daemon(line: str, env: dict[str, str], tmp: Path) -> None:
             proc = subprocess.Popen(["ip", "netns", "exec", ns, *shlex.split(daemon)], cwd=tmp,
                                     env=env, stdout=subprocess.DEVNULL, stderr=out)  # fmt: skip
         try:
+            # A loaded machine may take over a second to start it: SIGTERM before its
+            # handlers are set would end it as the signal's default does (-15).
+            deadline = time.monotonic() + 30
+            while not any(w in err.read_text() for w in DAEMON_READY) and proc.poll() is None:
+                assert time.monotonic() < deadline, f"{daemon}: not ready: {err.read_text()}"
+                time.sleep(0.05)
             time.sleep(DAEMON_RUN)
             assert proc.poll() is None, f"{daemon}: exited {proc.returncode}: {err.read_text()}"
             proc.send_signal(signal.SIGTERM)
