@@ -37,7 +37,25 @@ class _Routing:
         self.floor = 0
         self.setup: Callable[[int], None] | None = None
         self.set_up = False
-        self.held: list[tuple[str, int, str, tuple[object, ...]]] | None = None
+        self.held: list[_Held] | None = None
+
+
+class _Held:
+    """A record not made yet, with its caller: made at ``release``, it still names the
+    line that logged it (its time is the release's)."""
+
+    __slots__ = ("args", "func", "level", "line", "msg", "name", "path")
+
+    def __init__(self, name: str, level: int, msg: str, args: tuple[object, ...]) -> None:
+        caller = sys._getframe(3)  # _Held <- Logger._log <- Logger.info <- the caller
+        self.name, self.level, self.msg, self.args = name, level, msg, args
+        self.path, self.line = caller.f_code.co_filename, caller.f_lineno
+        self.func = caller.f_code.co_name
+
+    def make(self, logger: logging.Logger) -> None:
+        if logger.isEnabledFor(self.level):
+            logger.handle(logger.makeRecord(self.name, self.level, self.path, self.line,
+                                            self.msg, self.args, None, self.func))  # fmt: skip
 
 
 _routing = _Routing()
@@ -76,7 +94,7 @@ class Logger:
         if level < _routing.floor:
             return
         if _routing.held is not None:
-            _routing.held.append((self.name, level, msg, args))
+            _routing.held.append(_Held(self.name, level, msg, args))
             return
         self._logger().log(level, msg, *args, stacklevel=3)
 
@@ -120,8 +138,9 @@ def release(floor: int) -> None:
         route(floor, _routing.setup)
     else:
         _routing.floor = floor
-    for name, level, msg, args in held:
-        get_logger(name).log(level, msg, *args)
+    for record in held:
+        if record.level >= _routing.floor:
+            record.make(get_logger(record.name)._logger())
 
 
 def scoped() -> _Scope:

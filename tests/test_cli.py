@@ -562,6 +562,21 @@ def test_an_unexpected_exception_is_one_line(
     assert "RuntimeError: simulated bug" in err.splitlines()[-1]
 
 
+def test_a_bug_while_loading_shows_its_traceback_with_debug(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_: Any, **__: Any) -> None:
+        raise RuntimeError("simulated loading bug")
+
+    monkeypatch.setattr(cli, "build_settings", boom)
+    code, out, err = run(capsys, "run", "-test", *PLAIN)
+    assert (code, out) == (1, "") and "Traceback" not in err
+    assert "internal error: RuntimeError: simulated loading bug" in one_error_line(err)
+    assert cli.main(["run", "-test", "-debug", *PLAIN]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "config file: " in err  # what loading said, then where
+
+
 # --- real processes -------------------------------------------------------------------
 
 

@@ -652,9 +652,9 @@ def test_progress_only_on_a_terminal(cli: list[str], env: dict[str, str]) -> Non
     assert "knocked 40 hosts" in text
 
 
-def _limited(limit: int) -> Callable[[], None]:
+def _limited(limit: int, hard: int | None = None) -> Callable[[], None]:
     def set_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard or limit))
 
     return set_limit
 
@@ -683,8 +683,8 @@ def test_a_low_open_files_limit_slows_a_fleet_but_fails_no_host(
 def test_too_few_files_for_an_event_loop_is_one_line_and_one_host_still_knocks(
     cli: list[str], env: dict[str, str]
 ) -> None:
-    """Under 32 open files the loop (a fleet, the daemon) is refused up front, in one line;
-    a one-host knock runs no loop and needs only its socket."""
+    """Under 32 open files that cannot be raised the loop (a fleet, the daemon) is refused
+    up front, in one line; a one-host knock runs no loop and needs only its socket."""
     cmd = [*cli, "-timeout", "0", "-portspan", "42000-42255", "-knock", "PORT,RAND"]
     fleet = subprocess.run([*cmd, "127.0.0.1", "127.0.0.2"], capture_output=True, text=True,
                            env=env, timeout=30, preexec_fn=_limited(16), check=False)  # fmt: skip
@@ -695,6 +695,16 @@ def test_too_few_files_for_an_event_loop_is_one_line_and_one_host_still_knocks(
     one = subprocess.run([*cmd, "127.0.0.1"], capture_output=True, text=True, env=env,
                          timeout=30, preexec_fn=_limited(16), check=False)  # fmt: skip
     assert one.returncode == 0 and "sent 3 knocks to 127.0.0.1" in one.stderr, one.stderr
+    raised = subprocess.run([*cmd, "127.0.0.1", "127.0.0.2"], capture_output=True,
+                            text=True, env=env, timeout=30, preexec_fn=_limited(16, 64),
+                            check=False)  # fmt: skip
+    assert raised.returncode == 0, raised.stderr  # the soft limit raised: the hard one allows
+    probe = ("import resource\nfrom aioknock.cli.loop import _files_limit\n"
+             "print(_files_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))")  # fmt: skip
+    limits = subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                            text=True, env=env, timeout=30, preexec_fn=_limited(16, 64),
+                            check=True)  # fmt: skip
+    assert limits.stdout.split() == ["32", "32", "64"]
 
 
 async def test_every_error_line_names_its_host(monkeypatch: pytest.MonkeyPatch) -> None:

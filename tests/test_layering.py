@@ -119,11 +119,14 @@ def test_module_names_differ_by_more_than_a_letter() -> None:
     assert _one_edit_apart("knock", "knockd") and _one_edit_apart("logline", "loglines")
 
 
-def _loaded_after(code: str) -> set[str]:
+def _loaded_after(code: str, *, site: bool = True) -> set[str]:
     """The modules a fresh interpreter holds after running ``code``, said on stderr's
-    last line (``connect`` hands stdout to its connection, then to /dev/null)."""
+    last line (``connect`` hands stdout to its connection, then to /dev/null). Without
+    ``site`` (``-S``: aioknock from the checkout, no site-packages) nothing is loaded
+    before ``code``, where an editable install's finder loads contextlib and pathlib."""
     probe = f"import sys\n{code}\nprint(' '.join(sys.modules), file=sys.stderr)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+    flags = [] if site else ["-S"]
+    out = subprocess.run([sys.executable, *flags, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=PACKAGE.parent, stdin=subprocess.DEVNULL,
                          timeout=30)  # fmt: skip
     return set(out.stderr.splitlines()[-1].split())
@@ -159,8 +162,9 @@ def test_a_one_host_knock_loads_only_what_it_uses(command: str) -> None:
     """Start-up time: a prototype knock to one host (9 SYNs to 127.0.0.1, nothing
     listens), and ``connect``'s knock and connection, load no event loop, no dataclass
     machinery (each dataclass compiles its methods at start), no configuration library,
-    no pathlib (no file is named or found), no JSON, manual or daemon module, and no
-    logging: at the default level, a knock that goes well shows its own lines only."""
+    no pathlib (no file is named or found), no JSON, manual or daemon module, no
+    contextlib or resource (an event loop's files limit), and no logging: at the default
+    level, a knock that goes well shows its own lines only."""
     with serving(lambda conn: None) as server:  # closes each connection at once
         port = server.port
         target = "'127.0.0.1'" if command == "run" else f"'127.0.0.1', '{port}'"
@@ -170,12 +174,14 @@ def test_a_one_host_knock_loads_only_what_it_uses(command: str) -> None:
             "from aioknock.__main__ import start\n"
             "assert start() == 0\n"
             "import gc\n"  # the imports' objects frozen, the collector on again
-            "assert gc.isenabled() and gc.get_freeze_count() > 10000, gc.get_freeze_count()"
+            "assert gc.isenabled() and gc.get_freeze_count() > 10000, gc.get_freeze_count()",
+            site=False,
         )
     unwanted = ("asyncio", "uvloop", "dataclasses", "inspect", "config", "tomllib", "json",
                 "pathlib", "typing", "difflib", "importlib.resources", "Crypto",
-                "aioknock.daemon", "logging", "traceback", "textwrap")  # fmt: skip
-    loaded -= _loaded_after("pass")  # the interpreter's own (an editable install's pathlib)
+                "aioknock.daemon", "logging", "traceback", "textwrap", "contextlib",
+                "resource")  # fmt: skip
+    loaded -= _loaded_after("pass", site=False)  # the interpreter's own
     assert "aioknock.asyncio.oneshot" in loaded
     assert not sorted(
         m for m in loaded if m in unwanted or m.startswith(tuple(f"{u}." for u in unwanted))

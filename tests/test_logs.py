@@ -68,6 +68,10 @@ def test_held_records_wait_for_the_level_and_keep_their_order(
         logs.release(logs.INFO)
         log.debug("after, under the floor")
     assert [r.getMessage() for r in caplog.records] == ["two", "three"]
+    assert {(r.filename, r.funcName) for r in caplog.records} == {
+        ("test_logs.py", "test_held_records_wait_for_the_level_and_keep_their_order")
+    }  # made at release, they still name the line that logged them
+    assert caplog.records[0].lineno == caplog.records[1].lineno - 1
     assert routed == [logs.INFO]
     logs.route(logs.DEBUG, routed.append)  # a later level reaches the set-up logging
     assert routed == [logs.INFO, logs.DEBUG]

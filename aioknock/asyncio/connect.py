@@ -15,7 +15,6 @@ most of the command's start (ssh waits for it at every login).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import os
@@ -23,7 +22,7 @@ import select
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from ..config.loader import CLI
 from ..config.settings import ClientSettings
@@ -229,7 +228,7 @@ def relay(
     relay and back afterwards: ``poll()`` waits for them instead of polling in a loop.
     """
     sock.setblocking(False)
-    with _nonblocking(stdin_fd, stdout_fd) as restore:
+    with _NonBlocking(stdin_fd, stdout_fd) as restore:
         _Relay(sock, stdin_fd, stdout_fd, counts or Relayed(), restore).run()
 
 
@@ -354,7 +353,14 @@ def _end_output(fd: int, *, still_read: bool = False) -> None:
     /dev/null takes the fd's place, which drops this process's hold on the pipe or
     terminal and keeps the number taken: nothing opened later lands on stdout. Not
     when ``still_read``: stdin is that very fd, and goes on."""
-    with contextlib.suppress(OSError):
+    _shut_down(fd)
+    if not still_read:
+        _to_devnull(fd)
+
+
+def _shut_down(fd: int) -> None:
+    """SHUT_WR if ``fd`` is a socket (errors: nothing more to end)."""
+    try:
         if stat.S_ISSOCK(os.fstat(fd).st_mode):
             copy = os.dup(fd)
             try:
@@ -364,39 +370,53 @@ def _end_output(fd: int, *, still_read: bool = False) -> None:
                 raise
             with sock:
                 sock.shutdown(socket.SHUT_WR)
-    if still_read:
+    except OSError:
         return
-    with contextlib.suppress(OSError):
+
+
+def _to_devnull(fd: int) -> None:
+    try:
         null = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(null, fd)
         finally:
             os.close(null)
+    except OSError:
+        return  # fd closed already: nothing to take its place
 
 
-@contextlib.contextmanager
-def _nonblocking(*fds: int) -> Iterator[Callable[[int], None]]:
-    """The fds non-blocking, each restored at the end or when the function yielded is
-    called for it: a terminal or a pipe may be shared with the shell that started this
+class _NonBlocking:
+    """The fds non-blocking, each restored at the end or when the function ``with`` gives
+    is called for it: a terminal or a pipe may be shared with the shell that started this
     process. A file another of the fds is also open on (stdin and stdout on one terminal
-    or socket) keeps its mode until the last of them: the flag belongs to both."""
-    saved = {fd: (os.get_blocking(fd), _identity(fd)) for fd in fds}
+    or socket) keeps its mode until the last of them: the flag belongs to both. (A class:
+    contextlib would cost ~3 M instructions of the start.)"""
 
-    def restore(fd: int) -> None:
-        if fd not in saved:
+    def __init__(self, *fds: int) -> None:
+        self.saved = {fd: (os.get_blocking(fd), _identity(fd)) for fd in fds}
+
+    def __enter__(self) -> Callable[[int], None]:
+        try:
+            for fd in self.saved:
+                os.set_blocking(fd, False)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.restore
+
+    def __exit__(self, *_: object) -> None:
+        for fd in list(self.saved):
+            self.restore(fd)
+
+    def restore(self, fd: int) -> None:
+        if fd not in self.saved:
             return
-        blocking, identity = saved.pop(fd)
-        if all(other != identity for _, other in saved.values()):
-            with contextlib.suppress(OSError):
+        blocking, identity = self.saved.pop(fd)
+        if all(other != identity for _, other in self.saved.values()):
+            try:
                 os.set_blocking(fd, blocking)
-
-    try:
-        for fd in saved:
-            os.set_blocking(fd, False)
-        yield restore
-    finally:
-        for fd in list(saved):
-            restore(fd)
+            except OSError:
+                return  # closed already
 
 
 def _identity(fd: int) -> tuple[int, int]:

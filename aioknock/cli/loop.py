@@ -33,10 +33,19 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
 
 
 def _files_limit() -> int:
+    """The soft open-files limit, first raised to ``MIN_FILES`` where the hard one allows."""
     import resource  # here: a one-host run has no loop to check for
 
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return MIN_FILES if soft == resource.RLIM_INFINITY else soft
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= MIN_FILES:
+        return MIN_FILES if soft == resource.RLIM_INFINITY else soft
+    if hard != resource.RLIM_INFINITY and hard < MIN_FILES:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (MIN_FILES, hard))
+    except (ValueError, OSError):
+        return soft
+    return MIN_FILES
 
 
 def _runner() -> asyncio.Runner:

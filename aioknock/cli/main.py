@@ -166,7 +166,8 @@ def _load(
     extra = _fwknoprc(ns)
     path = _given_path(ns.conf) if ns.conf else find_config(spec.config_name)
     # What loading says waits until -quiet/-debug are known: they may come from the file.
-    floor = INFO  # an unexpected error while loading: what loading said is shown
+    # A bug while loading: the command line's -debug (the traceback), else what loading said.
+    floor = DEBUG if given.get("debug") else INFO
     hold()
     try:
         if path is not None:
