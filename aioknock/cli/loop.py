@@ -37,9 +37,9 @@ def _files_limit() -> int:
     import resource  # here: a one-host run has no loop to check for
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= MIN_FILES:
-        return MIN_FILES if soft == resource.RLIM_INFINITY else soft
-    if hard != resource.RLIM_INFINITY and hard < MIN_FILES:
+    if soft == resource.RLIM_INFINITY:
+        return MIN_FILES
+    if soft >= MIN_FILES or (hard != resource.RLIM_INFINITY and hard < MIN_FILES):
         return soft
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (MIN_FILES, hard))

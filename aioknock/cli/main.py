@@ -167,7 +167,8 @@ def _load(
     path = _given_path(ns.conf) if ns.conf else find_config(spec.config_name)
     # What loading says waits until -quiet/-debug are known: they may come from the file.
     # A bug while loading: the command line's -debug (the traceback), else what loading said.
-    floor = DEBUG if given.get("debug") else INFO
+    cli_debug = int(given.get("debug") or 0)
+    floor = DEBUG if cli_debug else INFO
     hold()
     try:
         if path is not None:
@@ -185,7 +186,6 @@ def _load(
         )
         floor = _floor(settings.quiet, settings.debug)
     except ConfigError:  # the error alone (one line), unless -debug asks for more
-        cli_debug = int(given.get("debug") or 0)
         floor = _floor(bool(given.get("quiet")) or not cli_debug, cli_debug)
         raise
     finally:
