@@ -92,6 +92,19 @@ def send_now(
     return watches.results()
 
 
+def _late_outcome(sock: socket.socket) -> str:
+    """An attempt at its deadline: an answer already in counts, however late this
+    process got to look (a loaded machine may run it long after the poll)."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        return outcome(err)
+    try:
+        sock.getpeername()
+    except OSError:  # ENOTCONN: the handshake is still in progress
+        return "no answer"
+    return "open"
+
+
 class _Watches:
     """The attempts of one knock, and the sockets still waiting for their outcome."""
 
@@ -128,7 +141,7 @@ class _Watches:
 
     def _expire(self, now: float) -> None:
         for fd in [fd for fd, (_, _, deadline) in self.open.items() if deadline <= now]:
-            self._close(fd, "no answer")
+            self._close(fd, _late_outcome(self.open[fd][0]))
 
     def _close(self, fd: int, what: str) -> None:
         sock, attempt, _ = self.open.pop(fd)
