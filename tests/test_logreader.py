@@ -209,9 +209,9 @@ def test_long_hostile_lines_parse_in_linear_time() -> None:
     readers = [KERNEL, LineReader.build("client", DEFAULT_FILEFORMAT)]
     for line in hostile:
         for reader in readers:
-            start = time.perf_counter()
+            start = time.process_time()  # CPU, not wall: a loaded machine is no failure
             assert reader.decode(line, NOW) is None
-            assert time.perf_counter() - start < 0.2, line[:40]
+            assert time.process_time() - start < 0.2, line[:40]
 
 
 # ------------------------------------------------------------------ client format
