@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,7 +54,7 @@ def daemon_settings(tmp_path: Path, **extra: Any) -> DaemonSettings:
     return build_settings(DaemonSettings, path=None, overrides=overrides, sending=False)
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
+async def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -62,15 +63,50 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
     return bool(predicate())
 
 
+# Said by the follower's first poll of a log that is not there yet: from then on the file
+# is read from its start when it appears. Before it, a knock already written would be
+# taken for the file's old content and skipped (the follower starts at the end).
+MISSING = "does not exist yet; waiting for it"
+
+
+class _Said(logging.Handler):
+    """Sets ``event`` once a record's message starts with ``text`` (from any thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.event = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.text):
+            self.event.set()
+
+
 @contextlib.asynccontextmanager
-async def running(settings: DaemonSettings) -> AsyncIterator[KnockDaemon]:
-    """A daemon running in this loop until the block ends (then stopped, bounded)."""
+async def running(
+    settings: DaemonSettings, *, first_poll: bool = False
+) -> AsyncIterator[KnockDaemon]:
+    """A daemon running in this loop until the block ends (then stopped, bounded).
+
+    ``first_poll``: the block starts once the daemon has looked for its (missing) log,
+    so that what is written from then on is read, however late the poll came.
+    """
+    if first_poll:
+        assert not os.path.exists(settings.logfile), "at an existing log's end nothing is said"
+    said = _Said(f"{settings.logfile} {MISSING}")
+    follow_log = logging.getLogger("aioknock.follow")
+    follow_log.addHandler(said)
     daemon = KnockDaemon(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     try:
+        if first_poll:
+            polled = await wait_for(lambda: said.event.is_set() or task.done(), 30)
+            if task.done():
+                task.result()  # its error, if it ended with one
+            assert polled and said.event.is_set(), "the daemon did not poll its log"
         yield daemon
     finally:
+        follow_log.removeHandler(said)
         stop.set()
         await asyncio.wait_for(task, 5)
 
@@ -78,20 +114,18 @@ async def running(settings: DaemonSettings) -> AsyncIterator[KnockDaemon]:
 async def test_open_then_close_through_log_file(home: Path) -> None:
     settings = daemon_settings(home)
     marker = home / "open-127.0.0.1-tcp-2222"
-    async with running(settings) as daemon:
-        await asyncio.sleep(0.5)  # the daemon starts at the end of the (missing) log
+    async with running(settings, first_poll=True) as daemon:
+        before = time.monotonic()  # the knock is read after this: its door closes 1.5 s on
         await asyncio.to_thread(client, home / "fw.log", "-port", "2222")
         assert await wait_for(marker.exists), "the door did not open"
-        opened = time.monotonic()
-        assert await wait_for(lambda: not marker.exists(), 5), "the door did not close"
-        assert time.monotonic() - opened >= 1.0
+        assert await wait_for(lambda: not marker.exists()), "the door did not close"
+        assert time.monotonic() - before >= 1.4  # 0.1 s for the daemon's other clock
         assert daemon.counts["accept"] == 1
 
 
 async def test_wrong_key_and_test_mode_open_nothing(home: Path) -> None:
     settings = daemon_settings(home)
-    async with running(settings) as daemon:
-        await asyncio.sleep(0.5)
+    async with running(settings, first_poll=True) as daemon:
         await asyncio.to_thread(client, home / "fw.log", key="not the key")
         assert await wait_for(lambda: daemon.counts["refuse"] == 1)
         assert not list(home.glob("open-*"))
@@ -103,19 +137,31 @@ async def test_wrong_key_and_test_mode_open_nothing(home: Path) -> None:
         assert not list(home.glob("open-*")), "-test must run nothing"
 
 
-async def test_repeated_knock_extends_instead_of_stacking(home: Path) -> None:
-    settings = daemon_settings(home, duration=2)
+async def test_repeated_knock_extends_instead_of_stacking(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aioknock")
+    settings = daemon_settings(home, duration=4)
     marker = home / "open-127.0.0.1-tcp-22"
-    async with running(settings) as daemon:
-        await asyncio.sleep(0.5)
+    again = home / "again.log"
+    # The second knock's lines, written now: appended in one go while the door is open,
+    # no client's start-up between its open and the extension.
+    await asyncio.to_thread(client, again)
+    async with running(settings, first_poll=True) as daemon:
         await asyncio.to_thread(client, home / "fw.log")
         assert await wait_for(marker.exists)
-        first = time.monotonic()
-        await asyncio.sleep(1.2)
-        await asyncio.to_thread(client, home / "fw.log")
+        await asyncio.sleep(1.2)  # an extended door closes well after the first deadline
+        before = time.monotonic()
+        with open(home / "fw.log", "a") as out:
+            out.write(again.read_text())
         assert await wait_for(lambda: daemon.counts["accept"] == 2)
-        assert await wait_for(lambda: not marker.exists(), 6)
-        assert time.monotonic() - first >= 2.8, "the second knock should have extended the door"
+        assert "extending tcp/22 for 127.0.0.1 for 4 s" in caplog.text, caplog.text
+        assert await wait_for(lambda: not marker.exists())
+        # Read after ``before``, the second knock put the deadline 4 s after it; the
+        # first deadline was at most 4 - 1.2 s after it.
+        assert time.monotonic() - before >= 3.9, "the second knock should have extended the door"
+    assert caplog.text.count("opening tcp/22 for 127.0.0.1") == 1, caplog.text
+    assert caplog.text.count("closing tcp/22 for 127.0.0.1") == 1, caplog.text
 
 
 async def test_a_slow_open_command_does_not_hold_up_other_knocks(home: Path) -> None:
@@ -126,8 +172,7 @@ async def test_a_slow_open_command_does_not_hold_up_other_knocks(home: Path) -> 
     # loaded machine can outlast before the second knock is even sent.
     wait = f"for i in $(seq 300); do [ -e {gate} ] && break; sleep 0.02; done"
     slow = f"sh -c '{wait}; echo %IP% >> {marker}'"
-    async with running(daemon_settings(home, open=slow, close="true")) as daemon:
-        await asyncio.sleep(0.5)
+    async with running(daemon_settings(home, open=slow, close="true"), first_poll=True) as daemon:
         await asyncio.to_thread(client, home / "fw.log")
         assert await wait_for(lambda: daemon.counts["accept"] == 1)
         await asyncio.to_thread(client, home / "fw.log", "-client", "127.0.0.2")
@@ -178,12 +223,22 @@ async def test_stopping_closes_doors_opened_by_commands(
     """An iptables rule left behind would never be removed: stopping closes it."""
     caplog.set_level(logging.INFO, logger="aioknock")
     marker = home / "open-127.0.0.1-tcp-22"
-    async with running(daemon_settings(home, duration=60)):
-        await asyncio.sleep(0.5)
+    async with running(daemon_settings(home, duration=60), first_poll=True):
         await asyncio.to_thread(client, home / "fw.log")
         assert await wait_for(marker.exists), "the door did not open"
     assert not marker.exists(), "the door outlived the daemon"
     assert "closing tcp/22 for 127.0.0.1: the daemon is stopping" in caplog.text
+
+
+def _wait_said(err: Path, text: str, proc: subprocess.Popen[bytes], after: int = 0) -> int:
+    """Until the daemon's stderr (a file) says ``text`` at or after character ``after``
+    (bounded: 30 s, or its exit); where the text ends."""
+    deadline = time.monotonic() + 30
+    while (at := err.read_text().find(text, after)) < 0:
+        assert proc.poll() is None, f"the daemon exited {proc.returncode}: {err.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} within 30 s: {err.read_text()}"
+        time.sleep(0.05)
+    return at + len(text)
 
 
 def test_cli_daemon_reload_and_stop(tmp_path: Path) -> None:
@@ -196,29 +251,34 @@ def test_cli_daemon_reload_and_stop(tmp_path: Path) -> None:
         f"encrypt = yes\nkey = {KEY}\nportspan = 2000-2255\n"
     )
     env = {**os.environ, "HOME": str(tmp_path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aioknock", "daemon", "-conf", str(conf)],
-        stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+    err = tmp_path / "daemon.err"
+    with open(err, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aioknock", "daemon", "-conf", str(conf)],
+            stderr=out, env=env,
+        )  # fmt: skip
     try:
-        time.sleep(1.0)
+        at = _wait_said(err, MISSING, proc)  # what is written from now on is read
         client(tmp_path / "fw.log", "-portspan", "3000-3255")  # daemon still on 2000-2255
-        time.sleep(0.8)
+        # A wrong key in the daemon's span, refused: the knock before it was read by then.
+        client(tmp_path / "fw.log", "-portspan", "2000-2255", key="not the key")
+        at = _wait_said(err, "refused knock from 127.0.0.1", proc, at)
         assert not list(tmp_path.glob("open-*"))
         conf.write_text(conf.read_text().replace("2000-2255", "3000-3255"))
         proc.send_signal(signal.SIGHUP)
-        time.sleep(0.8)
+        _wait_said(err, "configuration reloaded", proc, at)  # what is read from now on
         client(tmp_path / "fw.log", "-portspan", "3000-3255", "-port", "2200")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while not (tmp_path / "open-127.0.0.1-2200").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert (tmp_path / "open-127.0.0.1-2200").exists()
+        assert (tmp_path / "open-127.0.0.1-2200").exists(), err.read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
-    assert "configuration reloaded" in err and "stopped:" in err
-    assert "Traceback" not in err
+        proc.wait(10)
+    text = err.read_text()
+    assert proc.returncode == 0, text
+    assert " packets, 1 accepted, 1 refused, 0 ignored" in text, text  # the first: never
+    assert "Traceback" not in text
 
 
 def test_local_addresses() -> None:
@@ -261,8 +321,7 @@ async def test_a_reload_switches_only_once_its_backend_is_set_up(
     monkeypatch.setattr(daemon_mod, "make_backend", make_backend)
     caplog.set_level(logging.INFO, logger="aioknock")
     new = home / "new-%IP%-%PORT%"
-    async with running(daemon_settings(home, duration=60)) as daemon:
-        await asyncio.sleep(0.5)
+    async with running(daemon_settings(home, duration=60), first_poll=True) as daemon:
         daemon.reload(daemon_settings(home, duration=60, open=f"touch {new}"))
         await asyncio.to_thread(client, home / "fw.log", "-port", "2222")
         assert await wait_for(lambda: (home / "open-127.0.0.1-tcp-2222").exists())
@@ -303,8 +362,7 @@ async def test_a_backend_bug_fails_that_action_only(
 
     monkeypatch.setattr(daemon_mod, "make_backend", make_backend)
     caplog.set_level(logging.INFO, logger="aioknock")
-    async with running(daemon_settings(home, duration=60)):
-        await asyncio.sleep(0.5)
+    async with running(daemon_settings(home, duration=60), first_poll=True):
         await asyncio.to_thread(client, home / "fw.log", "-port", "2222")
         await asyncio.to_thread(client, home / "fw.log", "-port", "2223")
         assert await wait_for(lambda: (home / "open-127.0.0.1-tcp-2223").exists())
@@ -349,8 +407,7 @@ async def test_a_hung_close_command_cannot_hold_the_stop(
     pidfile = home / "close.pid"
     hang = f"sh -c 'echo $$ > {pidfile}; exec sleep 60'"
     started = 0.0
-    async with running(daemon_settings(home, duration=60, close=hang)):
-        await asyncio.sleep(0.5)
+    async with running(daemon_settings(home, duration=60, close=hang), first_poll=True):
         await asyncio.to_thread(client, home / "fw.log")
         assert await wait_for(lambda: (home / "open-127.0.0.1-tcp-22").exists())
         started = time.monotonic()
@@ -371,10 +428,9 @@ async def test_an_incomplete_knock_is_said_on_an_idle_daemon(
     log = home / "fw.log"
     lines = home / "knock.log"
     await asyncio.to_thread(client, lines)  # a whole knock's lines, written elsewhere
-    async with running(settings):
-        await asyncio.sleep(0.5)
+    async with running(settings, first_poll=True):
         with open(log, "a") as out:
             out.writelines(lines.read_text().splitlines(keepends=True)[:3])
         with caplog.at_level(logging.INFO, logger="aioknock"):
-            assert await wait_for(lambda: "incomplete knock" in caplog.text, 5), caplog.text
+            assert await wait_for(lambda: "incomplete knock" in caplog.text), caplog.text
     assert "incomplete knock: 3 of " in caplog.text

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,7 +289,16 @@ def test_close_is_final_and_idempotent(log_path: Path) -> None:
 # -------------------------------------------------------------------------- async
 
 
-async def _collect(it: object, count: int, timeout: float = 3.0) -> list[str]:
+async def _opened(f: Follower) -> None:
+    """Until the first poll has opened the file and taken its end as the start: lines
+    appended before that would count as the file's old content and be skipped."""
+    deadline = time.monotonic() + 10
+    while f._file is None:
+        assert time.monotonic() < deadline, "the first poll did not open the file"
+        await asyncio.sleep(0.005)
+
+
+async def _collect(it: object, count: int, timeout: float = 10.0) -> list[str]:
     got: list[str] = []
     assert hasattr(it, "__anext__")
     deadline = time.monotonic() + timeout
@@ -302,10 +312,11 @@ async def test_lines_delivers_batches_and_closes_on_aclose(log_path: Path) -> No
     f = Follower(str(log_path), poll=0.01)
     it = f.lines()
     first = asyncio.ensure_future(it.__anext__())
+    await _opened(f)
     await asyncio.sleep(0.05)
     assert not first.done()
     append(log_path, "one\ntwo\n")
-    assert await asyncio.wait_for(first, 3) == ["one", "two"]
+    assert await asyncio.wait_for(first, 10) == ["one", "two"]
     append(log_path, "thr")
     await asyncio.sleep(0.05)
     append(log_path, "ee\n")
@@ -327,9 +338,9 @@ async def test_lines_closes_file_when_cancelled(log_path: Path) -> None:
             got.extend(batch)
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.05)
+    await _opened(f)
     append(log_path, "seen\n")
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10
     while not got and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     assert got == ["seen"]
@@ -345,8 +356,10 @@ async def test_cancel_during_a_slow_poll_leaks_no_file(
 ) -> None:
     """The worker thread may still be polling (and opening) when the task is cancelled."""
     original = Follower._poll
+    polling = threading.Event()
 
     def slow_poll(self: Follower) -> list[bytes]:
+        polling.set()
         time.sleep(0.1)
         return original(self)
 
@@ -359,7 +372,9 @@ async def test_cancel_during_a_slow_poll_leaks_no_file(
             pass
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.03)  # the first poll (which opens the file) is in progress
+    # Cancelled once the first poll (which opens the file) is in progress: a loaded
+    # machine may start it later than any fixed sleep.
+    assert await asyncio.to_thread(polling.wait, 10)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -34,7 +34,11 @@ import aioknock
 REPO = Path(aioknock.__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 DAEMON_RUN = 1.0
+# Seconds before a command is taken for hung: scripts/fuzz is CPU-bound (a batch of inputs
+# per reader, whatever --seconds) and took over 60 s on a loaded 2-core machine.
+COMMAND_LIMIT = 300
 DAEMON_READY = ("capturing on ", "following ", "reading the kernel log ")
+FIRST_POLL = "does not exist yet; waiting for it"  # the scenario's log, at the first poll
 
 # Hosts the README names, and the loopback addresses that stand for them here.
 HOSTS = {
@@ -182,7 +186,7 @@ def test_readme_command(command: str, tmp_path: Path) -> None:
     if "--verify 22" in command and _listening(22):
         status, why = 0, "something listens on port 22 here (an sshd?)"
     res = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+                         text=True, timeout=COMMAND_LIMIT, stdin=subprocess.DEVNULL)  # fmt: skip
     assert res.returncode == status, f"{line}\n{why}\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
     assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
 
@@ -251,7 +255,14 @@ def test_readme_scenario(scenario: list[str], tmp_path: Path) -> None:
             for c in background
         ]
     try:
-        time.sleep(1.0)
+        # The daemon follows a log that does not exist yet; once its first poll has said
+        # so, it reads the file from its start when it appears. A knock written before
+        # that poll would be taken for the file's old content, and skipped.
+        deadline = time.monotonic() + 30
+        while FIRST_POLL not in err.read_text():
+            assert all(p.poll() is None for p in procs), err.read_text()
+            assert time.monotonic() < deadline, f"no {FIRST_POLL!r}: {err.read_text()}"
+            time.sleep(0.05)
         for command in scenario:
             if command.endswith("&"):
                 continue
@@ -261,7 +272,7 @@ def test_readme_scenario(scenario: list[str], tmp_path: Path) -> None:
                 env=env,
                 capture_output=True,
                 text=True,
-                timeout=60,
+                timeout=COMMAND_LIMIT,
             )
             assert res.returncode == 0, res.stderr
         deadline = time.monotonic() + 10
