@@ -55,13 +55,14 @@ def client_conf(
     tmp: Path, key: str = KEY, name: str = "knockclient.conf", blocks: str = "", **extra: str
 ) -> Path:
     """The client's side of daemon_conf's knock (Blowfish, its key in a file beside it);
-    ``blocks``: ``<host>`` blocks after the top level."""
+    ``blocks``: ``<host>`` blocks after the top level. ``verify_timeout`` 10: a loaded
+    machine's daemon may take seconds to open (a wrong knock's test gives its own)."""
     keyfile = tmp / f"{name}.key"
     keyfile.write_text(key + "\n")
     keyfile.chmod(0o600)
     settings = {"knock": "CLIENT,PORT,RAND,THISMINUTE,CHECKSUM", "portspan": SPAN,
                 "encrypt": "yes", "cipher": "Blowfish", "iv": "yes", "key_file": keyfile.name,
-                "timeout": "0.01", "verify_timeout": "3", **extra}  # fmt: skip
+                "timeout": "0.01", "verify_timeout": "10", **extra}  # fmt: skip
     conf = tmp / name
     conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()) + blocks)
     return conf

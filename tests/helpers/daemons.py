@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .netns import NetnsPair
+from .netns import WAIT_LIMIT, NetnsPair
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PY = sys.executable
@@ -108,7 +108,9 @@ class Daemon:
     def stderr(self) -> str:
         return self.errpath.read_text(errors="replace")
 
-    def wait_log(self, pattern: str, timeout: float = 5.0, *, after: int = 0) -> re.Match[str]:
+    def wait_log(
+        self, pattern: str, timeout: float = WAIT_LIMIT, *, after: int = 0
+    ) -> re.Match[str]:
         """The first match of ``pattern`` in stderr at or after character ``after``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -121,14 +123,14 @@ class Daemon:
                 raise AssertionError(f"no {pattern!r} within {timeout} s: {self.stderr}")
             time.sleep(0.02)
 
-    def reload(self, timeout: float = 5.0) -> str:
+    def reload(self, timeout: float = WAIT_LIMIT) -> str:
         """SIGHUP; the one log line that says how the reload went."""
         mark = len(self.stderr)
         self.proc.send_signal(signal.SIGHUP)
         m = self.wait_log(r"(configuration reloaded|reload failed[^\n]*)\n", timeout, after=mark)
         return m[1]
 
-    def terminate(self, timeout: float = 5.0) -> int:
+    def terminate(self, timeout: float = WAIT_LIMIT) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 

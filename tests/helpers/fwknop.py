@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 from aioknock.daemon import nftables
 
-from .netns import NetnsPair, stop_process
+from .netns import ANSWER_WAIT, WAIT_LIMIT, NetnsPair, stop_process
 
 PY = sys.executable
 SPA_PORT = 62201
@@ -284,7 +284,9 @@ class Fwknopd:
     def log(self) -> str:
         return self.files.log.read_text(errors="replace")
 
-    def wait_log(self, pattern: str, timeout: float = 5.0, *, after: int = 0) -> re.Match[str]:
+    def wait_log(
+        self, pattern: str, timeout: float = WAIT_LIMIT, *, after: int = 0
+    ) -> re.Match[str]:
         """The first match of ``pattern`` in the log at or after character ``after``."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
@@ -296,7 +298,7 @@ class Fwknopd:
             time.sleep(0.01)
         return m
 
-    def wait_ready(self, timeout: float = 5.0) -> Fwknopd:
+    def wait_ready(self, timeout: float = WAIT_LIMIT) -> Fwknopd:
         self.wait_log(re.escape(READY), timeout)
         return self
 
@@ -380,18 +382,19 @@ SERVICE = textwrap.dedent(
     """
 )
 
-# argv[1]: JSON list of [host, port, proto]; argv[2]: timeout per attempt. Prints a JSON
-# list of booleans: did a "pong" come back. One connection or one datagram each, all at
-# once (a thread each).
+# argv[1]: JSON list of [host, port, proto]; argv[2]: timeout per attempt (a connect, a
+# datagram's answer; a connection that got through waits ANSWER_WAIT for its "pong", see
+# netns.py). Prints a JSON list of booleans: did a "pong" come back. One connection or one
+# datagram each, all at once (a thread each).
 PROBE = textwrap.dedent(
-    """
+    f"""
     import json, socket, sys
     timeout = float(sys.argv[2])
     def probe(host, port, proto):
         try:
             if proto == "tcp":
                 with socket.create_connection((host, port), timeout=timeout) as s:
-                    s.settimeout(timeout)
+                    s.settimeout({ANSWER_WAIT})
                     return s.recv(16) == b"pong"
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.settimeout(timeout)
@@ -462,7 +465,7 @@ def probe(
 ) -> list[bool]:
     """For each (host, port, proto), from the client namespace: did the service answer?"""
     cmd = [PY, "-c", PROBE, json.dumps([list(t) for t in targets]), str(timeout)]
-    res = pair.run(pair.client, cmd, timeout=10 + timeout)
+    res = pair.run(pair.client, cmd, timeout=10 + timeout + ANSWER_WAIT)
     answers = json.loads(res.stdout)
     assert isinstance(answers, list) and len(answers) == len(targets), res.stdout
     return [bool(a) for a in answers]

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
@@ -69,15 +69,25 @@ LISTENER = textwrap.dedent(
     """
 )
 
-# One connection attempt (from the client namespace): prints ok or fail.
-# argv: address (IPv4 or IPv6), port, seconds.
+#: Seconds to wait for what must come (a process's start, a log line, a port, a door's
+#: rule): costs nothing when it comes; a loaded 2-core CI machine took 5 s to start one.
+WAIT_LIMIT = 30.0
+
+#: Seconds a connection that got through may take to say "pong": through a DROP only an
+#: open door completes the handshake (the kernel's, at once); the listener is a process,
+#: which a loaded machine may not run for a while, and a late answer is no closed door.
+ANSWER_WAIT = 10.0
+
+# One connection attempt (from the client namespace): prints ok or fail. argv: address
+# (IPv4 or IPv6), port, seconds for the connect (a dropped SYN: no answer at all); the
+# answer gets ANSWER_WAIT.
 CONNECT = textwrap.dedent(
-    """
+    f"""
     import socket, sys
     try:
         with socket.create_connection((sys.argv[1], int(sys.argv[2])),
                                       timeout=float(sys.argv[3])) as s:
-            s.settimeout(float(sys.argv[3]))
+            s.settimeout({ANSWER_WAIT})
             print("ok" if s.recv(16) == b"pong" else "fail")
     except OSError as exc:
         print("fail", type(exc).__name__)
@@ -181,7 +191,7 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 3.0) -> None:
             stream.close()
 
 
-def wait_port(ns: str, port: int, proto: str = "tcp", timeout: float = 5.0) -> None:
+def wait_port(ns: str, port: int, proto: str = "tcp", timeout: float = WAIT_LIMIT) -> None:
     """Wait until something in ``ns`` listens on (tcp) / is bound to (udp) ``port``."""
     flag = {"tcp": "-ltnH", "udp": "-lunH"}[proto]
     deadline = time.monotonic() + timeout
@@ -190,6 +200,45 @@ def wait_port(ns: str, port: int, proto: str = "tcp", timeout: float = 5.0) -> N
             return
         time.sleep(0.02)
     raise TimeoutError(f"nothing listening on {proto}/{port} in {ns} after {timeout}s")
+
+
+class Closing(NamedTuple):
+    """What ``watch_closing`` saw, in ``time.monotonic()`` seconds."""
+
+    last_open: float | None  # when the last attempt that found the door open began
+    closed: float | None  # when the first answer that found it closed came (None: never)
+
+
+def watch_closing(is_open: Callable[[], bool], within: float, interval: float = 0.05) -> Closing:
+    """Poll ``is_open`` (one connection attempt) until it says closed, ``within`` s at most.
+
+    Its two times bound the close however slowly this machine runs: an attempt that
+    found the door open sent its SYN after it began, so the door was open then; an
+    answer that found it closed came after its SYN, so the door was shut by then.
+    """
+    last_open = None
+    deadline = time.monotonic() + within
+    while True:
+        began = time.monotonic()
+        if not is_open():
+            return Closing(last_open, time.monotonic())
+        last_open = began
+        if began > deadline:
+            return Closing(last_open, None)
+        time.sleep(interval)
+
+
+def check_closing(
+    seen: Closing, duration: float, *, added_after: float, added_by: float, slack: float = 0.05
+) -> None:
+    """A door of ``duration`` s, added after ``added_after`` and by ``added_by`` (both
+    ``time.monotonic()``: before its knock began, once its rule was seen), closed, and
+    neither before its duration nor more than ``slack`` s after it."""
+    assert seen.closed is not None, "the door never closed"
+    assert seen.closed - added_after > duration, f"closed early: {seen.closed - added_after:.2f} s"
+    if seen.last_open is not None:
+        late = seen.last_open - added_by
+        assert late < duration + slack, f"still open after {late:.2f} s (of {duration} s)"
 
 
 def _port_list(ports: int | Iterable[int]) -> list[int]:
@@ -269,7 +318,7 @@ class Capture:
         self.text = ""
         self.kernel_dropped = 0
 
-    def start(self, timeout: float = 5.0) -> Capture:
+    def start(self, timeout: float = WAIT_LIMIT) -> Capture:
         """Start tcpdump and wait until it is really capturing."""
         cmd = ["tcpdump", "-i", self.iface, "-nn", "-U", "--immediate-mode", "-Z", "root"]
         with open(self._errpath, "wb") as err:
@@ -370,7 +419,7 @@ class NetnsPair:
         self.captures.append(cap)
         return cap.start()
 
-    def wait_port(self, port: int, proto: str = "tcp", timeout: float = 5.0) -> None:
+    def wait_port(self, port: int, proto: str = "tcp", timeout: float = WAIT_LIMIT) -> None:
         """``wait_port`` in the server namespace."""
         wait_port(self.server, port, proto, timeout)
 
@@ -435,7 +484,7 @@ def netns_pair(
         _teardown(pair, created)
 
 
-def _wait_link_ready(ns: str, dev: str, timeout: float = 5.0) -> None:
+def _wait_link_ready(ns: str, dev: str, timeout: float = WAIT_LIMIT) -> None:
     deadline = time.monotonic() + timeout
     while True:
         link = _run(["ip", "-n", ns, "-br", "link", "show", "dev", dev]).stdout.split()

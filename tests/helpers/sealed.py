@@ -28,7 +28,7 @@ from typing import NamedTuple
 from aioknock.daemon import nftables
 
 from .daemons import Daemon
-from .netns import CommandError, NetnsPair, check_root, ns_run, stop_process
+from .netns import WAIT_LIMIT, CommandError, NetnsPair, check_root, ns_run, stop_process
 
 PY = sys.executable
 SPAN = "32768-65535"  # the sealed knock's default span
@@ -108,7 +108,7 @@ def _checked(addr: str) -> str:
     return addr
 
 
-def _wait_ready(ns: str, dev: str, timeout: float = 5.0) -> None:
+def _wait_ready(ns: str, dev: str, timeout: float = WAIT_LIMIT) -> None:
     deadline = time.monotonic() + timeout
     while True:
         link = ns_run(ns, ["ip", "-br", "link", "show", "dev", dev]).stdout.split()
@@ -211,7 +211,7 @@ def start(pair: NetnsPair, tmp: Path, conf: str, name: str) -> Daemon:
     waits until the process holds an AF_PACKET socket (and a moment for its filter)."""
     daemon = Daemon(pair, tmp, conf, name=name)
     daemon.wait_log(rf"capturing on {re.escape(pair.server_if)}")
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + WAIT_LIMIT
     while not _capturing(daemon.proc.pid):
         if daemon.proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"no capture socket: {daemon.stderr}")
@@ -241,6 +241,21 @@ def doors(ns: str, table: str = "aioknock") -> set[tuple[str, str, int]]:
                 addr, proto, port = value["concat"]
                 out.add((str(addr), str(proto), int(port)))
     return out
+
+
+def wait_doors(
+    ns: str, wanted: set[tuple[str, str, int]], timeout: float = WAIT_LIMIT
+) -> set[tuple[str, str, int]]:
+    """``doors`` once it holds all of ``wanted`` (the daemon logs a door's verdict, then
+    runs its nft): compare the result with what may be open. The daemon runs its nft
+    commands one at a time, in the order of its verdicts, so a door wrongly opened for
+    an earlier knock is in by then too. AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not wanted <= (found := doors(ns)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"doors {sorted(wanted - found)} not open within {timeout} s")
+        time.sleep(0.02)
+    return found
 
 
 class Verdict(NamedTuple):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .daemons import PY
-from .netns import NetnsPair, _teardown, _wait_link_ready, ns_run
+from .netns import WAIT_LIMIT, NetnsPair, _teardown, _wait_link_ready, ns_run
 
 SSHD = "/usr/sbin/sshd"  # by its full path: sshd re-executes itself
 PRIVSEP = Path("/run/sshd")
@@ -121,7 +121,7 @@ class Sshd:
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_log(self, text: str, timeout: float = 5.0) -> None:
+    def wait_log(self, text: str, timeout: float = WAIT_LIMIT) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.stderr:
             if self.proc.poll() is not None:
