@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.daemons import FIRST_POLL, wait_said
 
 from aioknock.asyncio.daemon import KnockDaemon
 from aioknock.config.loader import build_settings
@@ -63,12 +64,6 @@ async def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
     return bool(predicate())
 
 
-# Said by the follower's first poll of a log that is not there yet: from then on the file
-# is read from its start when it appears. Before it, a knock already written would be
-# taken for the file's old content and skipped (the follower starts at the end).
-MISSING = "does not exist yet; waiting for it"
-
-
 class _Said(logging.Handler):
     """Sets ``event`` once a record's message starts with ``text`` (from any thread)."""
 
@@ -92,7 +87,7 @@ async def running(
     """
     if first_poll:
         assert not os.path.exists(settings.logfile), "at an existing log's end nothing is said"
-    said = _Said(f"{settings.logfile} {MISSING}")
+    said = _Said(f"{settings.logfile} {FIRST_POLL}")
     follow_log = logging.getLogger("aioknock.follow")
     follow_log.addHandler(said)
     daemon = KnockDaemon(settings)
@@ -230,17 +225,6 @@ async def test_stopping_closes_doors_opened_by_commands(
     assert "closing tcp/22 for 127.0.0.1: the daemon is stopping" in caplog.text
 
 
-def _wait_said(err: Path, text: str, proc: subprocess.Popen[bytes], after: int = 0) -> int:
-    """Until the daemon's stderr (a file) says ``text`` at or after character ``after``
-    (bounded: 30 s, or its exit); where the text ends."""
-    deadline = time.monotonic() + 30
-    while (at := err.read_text().find(text, after)) < 0:
-        assert proc.poll() is None, f"the daemon exited {proc.returncode}: {err.read_text()}"
-        assert time.monotonic() < deadline, f"no {text!r} within 30 s: {err.read_text()}"
-        time.sleep(0.05)
-    return at + len(text)
-
-
 def test_cli_daemon_reload_and_stop(tmp_path: Path) -> None:
     """A real process: SIGHUP re-reads the file, SIGTERM stops with exit 0 and a summary."""
     conf = tmp_path / "knockdaemon.conf"
@@ -258,15 +242,15 @@ def test_cli_daemon_reload_and_stop(tmp_path: Path) -> None:
             stderr=out, env=env,
         )  # fmt: skip
     try:
-        at = _wait_said(err, MISSING, proc)  # what is written from now on is read
+        at = wait_said(err, FIRST_POLL, [proc])  # what is written from now on is read
         client(tmp_path / "fw.log", "-portspan", "3000-3255")  # daemon still on 2000-2255
         # A wrong key in the daemon's span, refused: the knock before it was read by then.
         client(tmp_path / "fw.log", "-portspan", "2000-2255", key="not the key")
-        at = _wait_said(err, "refused knock from 127.0.0.1", proc, at)
+        at = wait_said(err, "refused knock from 127.0.0.1", [proc], at)
         assert not list(tmp_path.glob("open-*"))
         conf.write_text(conf.read_text().replace("2000-2255", "3000-3255"))
         proc.send_signal(signal.SIGHUP)
-        _wait_said(err, "configuration reloaded", proc, at)  # what is read from now on
+        wait_said(err, "configuration reloaded", [proc], at)  # what is read from now on
         client(tmp_path / "fw.log", "-portspan", "3000-3255", "-port", "2200")
         deadline = time.monotonic() + 30
         while not (tmp_path / "open-127.0.0.1-2200").exists() and time.monotonic() < deadline:

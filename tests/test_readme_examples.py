@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.daemons import FIRST_POLL, wait_said
 from helpers.netns import check_root
 
 import aioknock
@@ -38,7 +39,6 @@ DAEMON_RUN = 1.0
 # per reader, whatever --seconds) and took over 60 s on a loaded 2-core machine.
 COMMAND_LIMIT = 300
 DAEMON_READY = ("capturing on ", "following ", "reading the kernel log ")
-FIRST_POLL = "does not exist yet; waiting for it"  # the scenario's log, at the first poll
 
 # Hosts the README names, and the loopback addresses that stand for them here.
 HOSTS = {
@@ -258,11 +258,7 @@ def test_readme_scenario(scenario: list[str], tmp_path: Path) -> None:
         # The daemon follows a log that does not exist yet; once its first poll has said
         # so, it reads the file from its start when it appears. A knock written before
         # that poll would be taken for the file's old content, and skipped.
-        deadline = time.monotonic() + 30
-        while FIRST_POLL not in err.read_text():
-            assert all(p.poll() is None for p in procs), err.read_text()
-            assert time.monotonic() < deadline, f"no {FIRST_POLL!r}: {err.read_text()}"
-            time.sleep(0.05)
+        wait_said(err, FIRST_POLL, procs)
         for command in scenario:
             if command.endswith("&"):
                 continue

@@ -48,6 +48,26 @@ SEND_SYNS = textwrap.dedent(
 )
 
 
+# Said by the follower's first poll of a log that is not there yet: from then on the file
+# is read from its start when it appears. Before it, a knock already written would be
+# taken for the file's old content and skipped (the follower starts at the end).
+FIRST_POLL = "does not exist yet; waiting for it"
+
+
+def wait_said(
+    err: Path, text: str, procs: Sequence[subprocess.Popen[bytes]], after: int = 0
+) -> int:
+    """Until the processes' stderr (a file) says ``text`` at or after character ``after``
+    (bounded: WAIT_LIMIT, or an exit); where the text ends."""
+    deadline = time.monotonic() + WAIT_LIMIT
+    while (at := err.read_text().find(text, after)) < 0:
+        gone = [p.returncode for p in procs if p.poll() is not None]
+        assert not gone, f"exited {gone}: {err.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} within {WAIT_LIMIT} s: {err.read_text()}"
+        time.sleep(0.05)
+    return at + len(text)
+
+
 def daemon_env(home: Path) -> dict[str, str]:
     """The environment without the caller's AIOKNOCK_* settings, importing this tree."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIOKNOCK_")}
